@@ -1,0 +1,200 @@
+"""Depth checkpoints: load safely, tell what a file is, find its config.
+
+A depth checkpoint is recognised by its keys, not its name: the UNet's `conv_in` takes 5 channels
+(4 latent + 1 depth) and the MiDaS estimator is embedded under `depth_model.model.*`.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .paths import SHIPPED_DEPTH_CONFIG
+
+UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+MIDAS_PREFIX = "depth_model.model."
+EMA_PREFIX = "model_ema."
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+@dataclass
+class CheckpointInfo:
+    """What a checkpoint file is, for the UI and the CLI."""
+
+    path: Path
+    format: str  # "safetensors" | "ckpt" | "diffusers"
+    is_depth_model: bool
+    unet_in_channels: int | None
+    midas_keys: int
+    dtype: str | None
+    has_ema: bool
+    wrapped: bool  # a Lightning-style {"state_dict": ...} wrapper
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        kind = "SD 2 depth checkpoint" if self.is_depth_model else "not a depth checkpoint"
+        parts = [
+            f"{self.path.name}: {kind}",
+            f"format {self.format}",
+            f"UNet input channels {self.unet_in_channels}",
+            f"MiDaS keys {self.midas_keys}",
+            f"dtype {self.dtype}",
+            f"EMA weights {'yes' if self.has_ema else 'no'}",
+        ]
+        text = "; ".join(parts)
+        if self.problems:
+            text += "\n  " + "\n  ".join(self.problems)
+        return text
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors or .ckpt file, unwrapped from a `state_dict` wrapper.
+
+    .ckpt files are read with torch.load(weights_only=True): a file that needs arbitrary unpickling
+    is refused, never executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own error types per version
+            raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} holds more than tensors (it would need arbitrary code to unpickle) and was refused; "
+            "convert it to .safetensors with a trusted tool, or use the original release file"
+        ) from error
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from error
+    return _unwrap(data, path)[0]
+
+
+def _unwrap(data: object, path: Path) -> tuple[dict[str, torch.Tensor], bool]:
+    wrapped = isinstance(data, dict) and isinstance(data.get("state_dict"), dict)
+    state = data["state_dict"] if wrapped else data
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not contain a state dict")
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, wrapped
+
+
+def _shapes_and_dtypes(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str], bool]:
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        # Only the header is read: inspecting a 5 GB file stays instant.
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                shapes, dtypes = {}, set()
+                for key in handle.keys():
+                    sliced = handle.get_slice(key)
+                    shapes[key] = tuple(sliced.get_shape())
+                    dtypes.add(str(sliced.get_dtype()))
+        except Exception as error:
+            raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
+        return shapes, dtypes, False
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path} needs arbitrary unpickling and was refused") from error
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from error
+    state, wrapped = _unwrap(data, path)
+    return {k: tuple(v.shape) for k, v in state.items()}, {str(v.dtype) for v in state.values()}, wrapped
+
+
+def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
+    """Identify a checkpoint file (or a diffusers model folder) by its keys."""
+    path = Path(path)
+    if path.is_dir():
+        return _inspect_diffusers_folder(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix not in CHECKPOINT_SUFFIXES:
+        raise CheckpointError(f"{path}: unknown checkpoint type; expected one of {', '.join(CHECKPOINT_SUFFIXES)}")
+    shapes, dtypes, wrapped = _shapes_and_dtypes(path)
+    conv_in = shapes.get(UNET_CONV_IN)
+    in_channels = conv_in[1] if conv_in and len(conv_in) == 4 else None
+    midas_keys = sum(1 for key in shapes if key.startswith(MIDAS_PREFIX))
+    problems = []
+    if in_channels is None:
+        problems.append("no Stable Diffusion UNet found (missing model.diffusion_model.* keys)")
+    elif in_channels != 5:
+        problems.append(f"the UNet takes {in_channels} input channels; a depth model takes 5 (latent + depth)")
+    if midas_keys == 0:
+        problems.append("no embedded MiDaS estimator (depth_model.model.* keys)")
+    weight_dtypes = sorted(d.replace("torch.", "").lower() for d in dtypes)
+    return CheckpointInfo(
+        path=path,
+        format="safetensors" if path.suffix == ".safetensors" else "ckpt",
+        is_depth_model=not problems,
+        unet_in_channels=in_channels,
+        midas_keys=midas_keys,
+        dtype="/".join(weight_dtypes) if weight_dtypes else None,
+        has_ema=any(key.startswith(EMA_PREFIX) for key in shapes),
+        wrapped=wrapped,
+        problems=problems,
+    )
+
+
+def _inspect_diffusers_folder(path: Path) -> CheckpointInfo:
+    import json
+
+    problems = []
+    in_channels = None
+    unet_config = path / "unet" / "config.json"
+    if unet_config.is_file():
+        in_channels = json.loads(unet_config.read_text()).get("in_channels")
+        if in_channels != 5:
+            problems.append(f"the UNet takes {in_channels} input channels; a depth model takes 5")
+    else:
+        problems.append("no unet/config.json: not a diffusers model folder")
+    has_estimator = (path / "depth_estimator" / "config.json").is_file()
+    if not has_estimator:
+        problems.append("no depth_estimator/ folder (a diffusers depth model ships its DPT estimator)")
+    return CheckpointInfo(
+        path=path,
+        format="diffusers",
+        is_depth_model=not problems,
+        unet_in_channels=in_channels,
+        midas_keys=0,
+        dtype=None,
+        has_ema=False,
+        wrapped=False,
+        problems=problems,
+    )
+
+
+def require_depth_checkpoint(path: str | Path) -> CheckpointInfo:
+    info = inspect_checkpoint(path)
+    if not info.is_depth_model:
+        raise CheckpointError(
+            f"{info.path} is not an SD 2 depth checkpoint: " + "; ".join(info.problems)
+            + ". Use 512-depth-ema.ckpt/.safetensors or a fine-tune of it."
+        )
+    return info
+
+
+def config_path_for(checkpoint: str | Path) -> Path:
+    """The LDM config for a checkpoint: a YAML with the same name beside it (the WebUI's rule), else ours."""
+    beside = Path(checkpoint).with_suffix(".yaml")
+    return beside if beside.is_file() else SHIPPED_DEPTH_CONFIG
+
+
+def find_checkpoints(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())

@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+import torch
+
+from depth2img.conditioning import FLAT_CONDITIONING, depth_conditioning, normalize_per_sample
+from depth2img.devices import BackendCaps, backend_caps, bicubic_resize, to_numpy_float32
+
+
+def reference_ldm(depth: torch.Tensor, size) -> torch.Tensor:
+    """Stability's get_input arithmetic with the hosts' plain (max - min) denominator, whole-batch for B=1."""
+    resized = torch.nn.functional.interpolate(depth, size=size, mode="bicubic", align_corners=False)
+    low, high = torch.aminmax(resized)
+    return 2.0 * (resized - low) / (high - low) - 1.0
+
+
+def test_matches_reference_for_a_non_flat_map():
+    torch.manual_seed(0)
+    depth = torch.rand(1, 1, 96, 128) * 30 + 5
+    ours = depth_conditioning(depth, (12, 16))
+    assert ours.shape == (1, 1, 12, 16) and ours.dtype == torch.float32
+    assert torch.equal(ours, reference_ldm(depth, (12, 16)))
+    assert ours.min() == -1.0 and ours.max() == 1.0
+
+
+def test_normalizes_each_sample_on_its_own():
+    torch.manual_seed(0)
+    a = torch.rand(1, 1, 32, 32)
+    b = a * 100 + 50  # same shape of scene, different range
+    both = depth_conditioning(torch.cat([a, b]), (8, 8))
+    torch.testing.assert_close(both[0], both[1], rtol=0, atol=1e-5)
+    assert torch.equal(both[0:1], reference_ldm(a, (8, 8)))
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0, 1234.5, -3.0])
+def test_flat_map_gives_the_documented_finite_constant(value):
+    cond = depth_conditioning(torch.full((2, 1, 16, 16), value), (4, 4))
+    assert torch.isfinite(cond).all()
+    assert (cond == FLAT_CONDITIONING).all()
+
+
+def test_flat_sample_beside_a_normal_one():
+    normal = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+    cond = depth_conditioning(torch.cat([torch.zeros_like(normal), normal]), (8, 8))
+    assert (cond[0] == FLAT_CONDITIONING).all()
+    assert cond[1].min() == -1.0 and cond[1].max() == 1.0
+
+
+def test_nan_depth_is_refused():
+    depth = torch.rand(1, 1, 8, 8)
+    depth[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        normalize_per_sample(depth)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_half_precision_inputs_and_outputs(dtype):
+    depth = (torch.rand(1, 1, 40, 40) * 10).to(dtype)
+    cond = depth_conditioning(depth, (5, 5), dtype=dtype)
+    assert cond.dtype == dtype and torch.isfinite(cond.float()).all()
+    expected = reference_ldm(depth.float(), (5, 5)).to(dtype)
+    torch.testing.assert_close(cond, expected)
+
+
+def test_accepts_numpy_and_2d_3d_shapes():
+    depth = np.random.default_rng(0).random((16, 24)).astype(np.float32)
+    a = depth_conditioning(depth, (2, 3))
+    b = depth_conditioning(torch.from_numpy(depth)[None], (2, 3))
+    assert a.shape == b.shape == (1, 1, 2, 3) and torch.equal(a, b)
+    with pytest.raises(ValueError, match="shape"):
+        depth_conditioning(torch.zeros(1, 2, 4, 4), (2, 2))
+
+
+def test_bicubic_fallback_when_backend_lacks_it():
+    x = torch.rand(1, 1, 20, 20)
+    native = bicubic_resize(x, (7, 7), BackendCaps(bicubic=True))
+    fallback = bicubic_resize(x, (7, 7), BackendCaps(bicubic=False))
+    assert torch.equal(native, fallback) and fallback.device == x.device
+
+
+def test_backend_caps_table():
+    assert backend_caps("cpu").bicubic
+    assert not backend_caps("mps").half_bicubic
+    assert backend_caps("cuda").half_bicubic
+
+
+def test_opencv_never_sees_float16():
+    import cv2
+
+    half = torch.rand(10, 10, dtype=torch.float16)
+    array = to_numpy_float32(half)
+    assert array.dtype == np.float32
+    assert cv2.resize(array, (5, 5), interpolation=cv2.INTER_CUBIC).shape == (5, 5)
