@@ -15,6 +15,8 @@ import torch
 from .paths import SHIPPED_DEPTH_CONFIG
 
 UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
+# safetensors headers name dtypes tersely ("F16"); torch names them "torch.float16".
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64"}
 MIDAS_PREFIX = "depth_model.model."
 EMA_PREFIX = "model_ema."
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
@@ -101,7 +103,8 @@ def _shapes_and_dtypes(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]
                 for key in handle.keys():
                     sliced = handle.get_slice(key)
                     shapes[key] = tuple(sliced.get_shape())
-                    dtypes.add(str(sliced.get_dtype()))
+                    name = str(sliced.get_dtype())
+                    dtypes.add(_SAFETENSORS_DTYPES.get(name, name.lower()))
         except Exception as error:
             raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
         return shapes, dtypes, False
