@@ -1,0 +1,148 @@
+"""The one args schema: every user-facing setting, shared by the WebUI UI, its API, infotext, XYZ axes and the CLI.
+
+Plain dataclass + explicit checks (the core does not depend on pydantic, whose major version differs
+between the WebUI and current releases). Unknown keys and out-of-range values are rejected with a message
+naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any
+
+SOURCES = ("estimate", "upload")
+INFOTEXT_PREFIX = "Depth2Img"
+
+
+class ArgsError(ValueError):
+    """A bad setting; the message names the key."""
+
+
+def _range(low: float, high: float) -> dict:
+    return {"range": (low, high)}
+
+
+@dataclass
+class Depth2ImgArgs:
+    enabled: bool = False
+    source: str = "estimate"  # "estimate" from the init image | "upload" a depth map
+    depth_image: str | None = None  # base64 PNG/TIFF/npy (data URL accepted) when source == "upload"
+    estimator: str = "checkpoint-midas"
+    invert: bool = False
+    clip_near: float = 100.0  # percentile; depth above it is clamped
+    clip_far: float = 0.0  # percentile; depth below it is clamped
+    gamma: float = 1.0
+    blur: float = 0.0  # Gaussian sigma, pixels
+    return_depth: bool = False  # append the depth map to the outputs
+    checkpoint: str = ""  # "" = use the loaded model; else a depth checkpoint's name
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # ---- construction from the hosts' shapes ----
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Depth2ImgArgs:
+        if not isinstance(data, dict):
+            raise ArgsError(f"depth2img args must be an object of named settings, got {type(data).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ArgsError(f"unknown depth2img arg(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{k: _coerce(k, v) for k, v in data.items()})
+
+    @classmethod
+    def from_positional(cls, values: list | tuple) -> Depth2ImgArgs:
+        names = [f.name for f in fields(cls)]
+        if len(values) > len(names):
+            raise ArgsError(f"depth2img takes at most {len(names)} positional args ({', '.join(names)})")
+        return cls.from_dict(dict(zip(names, values, strict=False)))
+
+    @classmethod
+    def from_request(cls, args: list | tuple | dict | None) -> Depth2ImgArgs:
+        """The API sends either [ {named args} ] or the UI's positional list."""
+        if args is None or args == [] or args == ():
+            return cls()
+        if isinstance(args, dict):
+            return cls.from_dict(args)
+        if len(args) == 1 and isinstance(args[0], dict):
+            return cls.from_dict(args[0])
+        return cls.from_positional(args)
+
+    # ---- outputs ----
+    def postprocess_kwargs(self) -> dict:
+        return dict(
+            invert_depth=self.invert,
+            clip_near=self.clip_near,
+            clip_far=self.clip_far,
+            gamma=self.gamma,
+            blur_radius=self.blur,
+        )
+
+    def to_infotext(self) -> dict[str, str]:
+        """Settings that differ from the defaults, for the PNG info (never the depth image bytes)."""
+        defaults = Depth2ImgArgs()
+        out = {}
+        for f in fields(self):
+            if f.name in ("depth_image", "return_depth"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "enabled" or value != getattr(defaults, f.name):
+                out[f"{INFOTEXT_PREFIX} {f.name}"] = str(value)
+        return out
+
+    @classmethod
+    def from_infotext(cls, params: dict[str, str]) -> Depth2ImgArgs | None:
+        prefix = INFOTEXT_PREFIX + " "
+        values = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+        return cls.from_dict(values) if values else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_CHECKS: dict[str, dict] = {
+    "clip_near": _range(0.0, 100.0),
+    "clip_far": _range(0.0, 100.0),
+    "gamma": _range(0.05, 20.0),
+    "blur": _range(0.0, 128.0),
+}
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Accept the string forms infotext and forms produce; type errors name the key."""
+    field = next(f for f in fields(Depth2ImgArgs) if f.name == key)
+    default = field.default if field.default is not MISSING else None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return lowered in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if value is None:
+            return None if key == "depth_image" else default
+        return str(value)
+    except (TypeError, ValueError) as error:
+        kind = type(default).__name__ if default is not None else "string"
+        raise ArgsError(f"depth2img arg {key!r} must be a {kind}, got {value!r}") from error
+
+
+def validate(args: Depth2ImgArgs) -> None:
+    if args.source not in SOURCES:
+        raise ArgsError(f"depth2img arg 'source' must be one of {', '.join(SOURCES)}, got {args.source!r}")
+    for key, check in _CHECKS.items():
+        value = getattr(args, key)
+        low, high = check["range"]
+        if not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ArgsError(f"depth2img arg {key!r} must be between {low} and {high}, got {value!r}")
+    if args.clip_far >= args.clip_near:
+        raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
+    if args.enabled and args.source == "upload" and not args.depth_image:
+        raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")

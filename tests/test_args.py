@@ -1,0 +1,58 @@
+import pytest
+
+from depth2img.args import ArgsError, Depth2ImgArgs
+
+
+def test_defaults_and_named_dict():
+    args = Depth2ImgArgs.from_request([{"enabled": True, "invert": "true", "gamma": "1.5"}])
+    assert args.enabled and args.invert and args.gamma == 1.5 and args.source == "estimate"
+    assert Depth2ImgArgs.from_request(None) == Depth2ImgArgs()
+
+
+def test_positional_list_as_the_ui_sends():
+    args = Depth2ImgArgs.from_request([True, "upload", "aGVsbG8=", "checkpoint-midas", True])
+    assert args.source == "upload" and args.depth_image == "aGVsbG8=" and args.invert
+
+
+@pytest.mark.parametrize(
+    "data, key",
+    [
+        ({"enable": True}, "enable"),
+        ({"gamma": 0}, "gamma"),
+        ({"clip_near": 101}, "clip_near"),
+        ({"blur": -1}, "blur"),
+        ({"source": "camera"}, "source"),
+        ({"invert": "maybe"}, "invert"),
+        ({"gamma": "steep"}, "gamma"),
+        ({"enabled": True, "source": "upload"}, "depth_image"),
+        ({"clip_near": 10, "clip_far": 20}, "clip_far"),
+    ],
+)
+def test_bad_values_name_the_key(data, key):
+    with pytest.raises(ArgsError, match=key):
+        Depth2ImgArgs.from_dict(data)
+
+
+def test_too_many_positional():
+    with pytest.raises(ArgsError, match="positional"):
+        Depth2ImgArgs.from_positional([False] * 30)
+
+
+def test_infotext_round_trip_never_carries_the_image():
+    args = Depth2ImgArgs(enabled=True, source="upload", depth_image="AAAA", invert=True, blur=2.0, return_depth=True)
+    text = args.to_infotext()
+    assert "AAAA" not in str(text)
+    assert text["Depth2Img invert"] == "True" and "Depth2Img gamma" not in text
+    back = Depth2ImgArgs.from_infotext({**{k: v for k, v in text.items() if "source" not in k}, "Steps": "20"})
+    assert back.enabled and back.invert and back.blur == 2.0
+    assert Depth2ImgArgs.from_infotext({"Steps": "20"}) is None
+
+
+def test_postprocess_kwargs_feed_depthmap():
+    import numpy as np
+
+    from depth2img.depthmap import postprocess
+
+    depth = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    out = postprocess(depth, **Depth2ImgArgs(invert=True, gamma=2.0).postprocess_kwargs())
+    assert out.shape == depth.shape and out[0, 0] > out[-1, -1]
