@@ -1,0 +1,134 @@
+"""`python -m depth2img` as a user runs it: real subprocesses, the tiny checkpoint, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from depth2img.paths import REPO_ROOT
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run(
+        [sys.executable, "-m", "depth2img", *map(str, args)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "DEPTH2IMG_CACHE": str(REPO_ROOT / ".cache")},
+    )
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "in.png")
+    depth = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
+    cv2.imwrite(str(folder / "depth.png"), depth)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:44, 20:44] = 255
+    Image.fromarray(mask).save(folder / "mask.png")
+    Image.new("L", (32, 32)).save(folder / "small-mask.png")
+    (folder / "not-an-image.png").write_text("hello")
+    bad = np.ones((64, 64), np.float32)
+    bad[3, 3] = np.nan
+    np.save(folder / "nan.npy", bad)
+    return folder
+
+
+def test_generate_with_user_depth_equals_plain_diffusers(files, tiny_checkpoint, tmp_path):
+    from diffusers import StableDiffusionDepth2ImgPipeline
+
+    from depth2img.depthmap import load_depth
+    from depth2img.engine import load_pipeline
+
+    out = tmp_path / "out.png"
+    result = run_cli(
+        "generate", "--image", files / "in.png", "--depth", files / "depth.png", "--prompt", "a house",
+        "--strength", "0.75", "--steps", "3", "--seed", "11", "--checkpoint", tiny_checkpoint, "--out", out,
+        "--save-depth", tmp_path / "used-depth.png",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "img2img: wrote" in result.stdout
+
+    pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    plain = StableDiffusionDepth2ImgPipeline(**pipe.components)
+    reference = plain(
+        prompt="a house",
+        image=Image.open(files / "in.png").convert("RGB"),
+        depth_map=torch.from_numpy(load_depth(files / "depth.png"))[None],
+        strength=0.75,
+        num_inference_steps=3,
+        guidance_scale=7.5,
+        generator=torch.Generator("cpu").manual_seed(11),
+    ).images[0]
+    assert np.array_equal(np.asarray(Image.open(out)), np.asarray(reference))
+    saved = cv2.imread(str(tmp_path / "used-depth.png"), cv2.IMREAD_UNCHANGED)
+    assert saved.dtype == np.uint16 and saved.shape == (64, 64)
+
+
+def test_txt2img_and_inpaint_from_the_command_line(files, tiny_checkpoint, tmp_path):
+    txt = run_cli(
+        "generate", "--depth", files / "depth.png", "--prompt", "x", "--steps", "2",
+        "--checkpoint", tiny_checkpoint, "--out", tmp_path / "t.png",
+    )
+    assert txt.returncode == 0, txt.stderr
+    assert Image.open(tmp_path / "t.png").size == (64, 64)
+    inpaint = run_cli(
+        "generate", "--image", files / "in.png", "--mask", files / "mask.png", "--prompt", "x", "--steps", "2",
+        "--checkpoint", tiny_checkpoint, "--out", tmp_path / "i.png",
+    )
+    assert inpaint.returncode == 0, inpaint.stderr
+    out, original = np.asarray(Image.open(tmp_path / "i.png")), np.asarray(Image.open(files / "in.png"))
+    outside = np.asarray(Image.open(files / "mask.png")) == 0
+    assert np.array_equal(out[outside], original[outside])
+
+
+def test_depth_command_writes_16_bit_png(files, tiny_checkpoint, tmp_path):
+    result = run_cli("depth", "--image", files / "in.png", "--out", tmp_path / "d.png", "--checkpoint", tiny_checkpoint)
+    assert result.returncode == 0, result.stderr
+    depth = cv2.imread(str(tmp_path / "d.png"), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16 and depth.max() == 65535
+
+
+def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
+    result = run_cli("info", tiny_checkpoint)
+    assert result.returncode == 0 and "SD 2 depth checkpoint" in result.stdout and "MiDaS keys 368" in result.stdout
+    from safetensors.torch import save_file
+
+    sd_keys = {"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 4, 3, 3)}
+    save_file(sd_keys, str(tmp_path / "sd.safetensors"))
+    result = run_cli("info", tmp_path / "sd.safetensors")
+    assert result.returncode == 0 and "not a depth checkpoint" in result.stdout and "4 input channels" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["generate", "--image", "missing.png", "--prompt", "x", "--out", "o.png"], "not found"),
+        (["generate", "--image", "{f}/not-an-image.png", "--prompt", "x", "--out", "o.png"], "not a readable image"),
+        (["generate", "--image", "{f}/in.png", "--mask", "{f}/small-mask.png", "--prompt", "x", "--out", "{f}/o.png",
+          "--checkpoint", "{ckpt}"], "mask size"),
+        (["generate", "--image", "{f}/in.png", "--depth", "{f}/nan.npy", "--prompt", "x", "--out", "o.png"], "NaN"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--checkpoint", "{f}/in.png"],
+         "not a depth checkpoint|unknown checkpoint type"),
+        (["generate", "--prompt", "x", "--out", "o.png"], "give --image"),
+        (["info", "{f}/nothing.ckpt"], "not found"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message):
+    import re
+
+    args = [a.format(f=files, ckpt=tiny_checkpoint) for a in args]
+    result = run_cli(*args)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
+    assert "Traceback" not in result.stderr
