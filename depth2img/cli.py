@@ -119,7 +119,7 @@ def cmd_convert(args) -> int:
         raise UserError(f"--out must end in .safetensors, got {out}")
     if not Path(args.folder).is_dir():
         raise UserError(f"diffusers model folder not found: {args.folder}")
-    written = export_diffusers_folder(args.folder, out)
+    written = export_diffusers_folder(args.folder, out, open_clip_arch=args.open_clip_arch)
     print(f"wrote {written} and {written.with_suffix('.yaml')} (load both in the WebUI)")
     return 0
 
@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv = sub.add_parser("convert", help="diffusers depth model folder -> LDM .safetensors for the WebUI")
     conv.add_argument("folder")
     conv.add_argument("--out", required=True)
+    conv.add_argument(
+        "--open-clip-arch", default=None, help="OpenCLIP arch name for a text tower that is not ViT-H-14-sized"
+    )
     conv.set_defaults(func=cmd_convert)
     return parser
 
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (UserError, CheckpointError, DepthMapError, FileExistsError, FileNotFoundError) as error:
+    except (UserError, CheckpointError, DepthMapError, FileExistsError, FileNotFoundError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except ValueError as error:  # request validation in the engine (NaN depth, sizes, ...)
