@@ -26,7 +26,7 @@ def _range(low: float, high: float) -> dict:
 class Depth2ImgArgs:
     enabled: bool = False
     source: str = "estimate"  # "estimate" from the init image | "upload" a depth map
-    depth_image: str | None = None  # base64 PNG/TIFF/npy (data URL accepted) when source == "upload"
+    depth_image: str | bytes | None = None  # base64 PNG/TIFF/npy (data URL ok) or the UI's bytes, for "upload"
     estimator: str = "checkpoint-midas"
     invert: bool = False
     clip_near: float = 100.0  # percentile; depth above it is clamped
@@ -64,7 +64,8 @@ class Depth2ImgArgs:
             return cls()
         if isinstance(args, dict):
             return cls.from_dict(args)
-        if len(args) == 1 and isinstance(args[0], dict):
+        if isinstance(args[0], dict):
+            # The WebUI API puts the request's args first and fills the other positions with UI defaults.
             return cls.from_dict(args[0])
         return cls.from_positional(args)
 
@@ -93,7 +94,9 @@ class Depth2ImgArgs:
     @classmethod
     def from_infotext(cls, params: dict[str, str]) -> Depth2ImgArgs | None:
         prefix = INFOTEXT_PREFIX + " "
-        values = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+        known = {f.name for f in fields(cls)}
+        # Other "Depth2Img ..." entries are facts about the run (e.g. estimator calls), not settings.
+        values = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix) and k[len(prefix) :] in known}
         return cls.from_dict(values) if values else None
 
     def as_dict(self) -> dict[str, Any]:
@@ -128,6 +131,8 @@ def _coerce(key: str, value: Any) -> Any:
             return float(value)
         if value is None:
             return None if key == "depth_image" else default
+        if key == "depth_image" and isinstance(value, (bytes, bytearray)):
+            return bytes(value)  # the UI's file upload
         return str(value)
     except (TypeError, ValueError) as error:
         kind = type(default).__name__ if default is not None else "string"

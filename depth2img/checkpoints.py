@@ -109,7 +109,10 @@ def _shapes_and_dtypes(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]
             raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
         return shapes, dtypes, False
     try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        # mmap: only the keys and shapes are needed, so a multi-GB .ckpt is not read into memory.
+        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{path} needs arbitrary unpickling and was refused") from error
     except Exception as error:
@@ -150,6 +153,19 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         wrapped=wrapped,
         problems=problems,
     )
+
+
+_INSPECTED: dict[tuple[str, float, int], CheckpointInfo] = {}
+
+
+def inspect_checkpoint_cached(path: str | Path) -> CheckpointInfo:
+    """inspect_checkpoint, remembered per (path, mtime, size): model lists ask often."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime, stat.st_size)
+    if key not in _INSPECTED:
+        _INSPECTED[key] = inspect_checkpoint(path)
+    return _INSPECTED[key]
 
 
 def _inspect_diffusers_folder(path: Path) -> CheckpointInfo:

@@ -1,0 +1,446 @@
+"""AUTOMATIC1111 WebUI adapter: wiring only. The logic lives in the `depth2img` package.
+
+One AlwaysVisible script (title "Depth2Img", API key `depth2img`) in txt2img and img2img; API routes
+under /depth2img/v1/; settings; infotext; XYZ-grid axes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import gradio as gr
+from fastapi import Body, FastAPI, HTTPException
+from modules import devices, script_callbacks, scripts, sd_models, shared
+from modules.ui_components import InputAccordion
+from pydantic import BaseModel
+
+from depth2img import depthmap
+from depth2img.api import checkpoints_response, estimate_response, estimators_response, parse_estimate_request
+from depth2img.args import SOURCES, ArgsError, Depth2ImgArgs
+from depth2img.checkpoints import find_checkpoints
+from depth2img.depth_cache import DepthCache
+from depth2img.estimators import get_estimator_info, list_estimators
+from depth2img.host import (
+    Depth2ImgError,
+    DepthConditioner,
+    JobGeometry,
+    ModuleMidasEstimator,
+    decode_depth_argument,
+    depth_to_png16_image,
+)
+from depth2img.paths import DEMO_DIR, USER_CHECKPOINT_DIR
+
+USE_LOADED_MODEL = "Use the loaded model"
+SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
+CACHE = DepthCache()
+
+
+# ---- model facts ---------------------------------------------------------------------------------
+
+
+def loaded_depth_model():
+    """The loaded model's MiDaS module, or None when the loaded model is not a depth model."""
+    return getattr(shared.sd_model, "depth_model", None)
+
+
+def loaded_estimator() -> ModuleMidasEstimator | None:
+    depth_model = loaded_depth_model()
+    if depth_model is None:
+        return None
+    info = getattr(shared.sd_model, "sd_checkpoint_info", None)
+    key = getattr(info, "shorthash", None) or getattr(info, "filename", "loaded")
+    # --lowvram/--medvram keep weights on the CPU and move the module on call: compute where it will run.
+    lowvram = getattr(shared.sd_model, "lowvram", False)
+    return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=devices.device if lowvram else None)
+
+
+def register_extension_checkpoints() -> None:
+    """Depth checkpoints dropped into this extension's models/ folders appear in the WebUI's model list."""
+    for path in find_checkpoints(USER_CHECKPOINT_DIR) + find_checkpoints(DEMO_DIR):
+        if not any(Path(info.filename) == path for info in sd_models.checkpoints_list.values()):
+            sd_models.CheckpointInfo(str(path)).register()
+
+
+def depth_checkpoint_titles() -> list[str]:
+    entries = [(info.title, info.filename) for info in sd_models.checkpoints_list.values()]
+    return [entry["title"] for entry in checkpoints_response(entries)]
+
+
+def _register_demo_text_arch() -> None:
+    # The embedded demo/test checkpoint names a tiny OpenCLIP arch; teach open_clip its sizes.
+    try:
+        from depth2img.tiny import register_tiny_open_clip_arch
+
+        register_tiny_open_clip_arch()
+    except Exception as error:  # never block the WebUI over the demo checkpoint
+        print(f"[Depth2Img] demo text encoder not registered: {error}")
+
+
+_register_demo_text_arch()
+
+
+# ---- the script ----------------------------------------------------------------------------------
+
+
+def _raising(message: str):
+    def fail(*_args, **_kwargs):
+        raise Depth2ImgError(message)
+
+    return fail
+
+
+class Depth2ImgScript(scripts.Script):
+    def __init__(self):
+        super().__init__()
+        self.init_image_components: list = []
+
+    def title(self):
+        return "Depth2Img"
+
+    def show(self, is_img2img):
+        return scripts.AlwaysVisible
+
+    def after_component(self, component, **kwargs):
+        if kwargs.get("elem_id") in ("img2img_image", "img2maskimg"):
+            self.init_image_components.append(component)
+
+    def ui(self, is_img2img):
+        tab = "img2img" if is_img2img else "txt2img"
+        estimator_infos = list_estimators()
+        notes = "; ".join(f"{e.name}: {e.reason}" for e in estimator_infos if not e.available)
+        with InputAccordion(False, label="Depth2Img", elem_id=f"depth2img_{tab}") as enabled:
+            with gr.Row(elem_classes=["depth2img-row"]):
+                source = gr.Radio(
+                    choices=list(SOURCES),
+                    value="estimate" if is_img2img else "upload",
+                    label="Depth source (estimate from the init image, or upload a depth map; white = near)",
+                    elem_id=f"depth2img_{tab}_source",
+                )
+                estimator = gr.Dropdown(
+                    choices=[e.name for e in estimator_infos],
+                    value="checkpoint-midas",
+                    label="Estimator" + (f" (unavailable: {notes})" if notes else ""),
+                    elem_id=f"depth2img_{tab}_estimator",
+                )
+            depth_file = gr.File(
+                label="Depth map (8/16-bit PNG, TIFF, .npy: 16 bits are kept)",
+                type="binary",
+                file_types=[".png", ".tif", ".tiff", ".npy"],
+                elem_id=f"depth2img_{tab}_depth_file",
+            )
+            with gr.Row(elem_classes=["depth2img-row"]):
+                invert = gr.Checkbox(False, label="Invert (swap near and far)", elem_id=f"depth2img_{tab}_invert")
+                return_depth = gr.Checkbox(
+                    False, label="Add the depth map to the outputs", elem_id=f"depth2img_{tab}_return"
+                )
+            with gr.Row(elem_classes=["depth2img-row"]):
+                clip_near = gr.Slider(
+                    0, 100, value=100, step=0.5, label="Near clip (percentile)", elem_id=f"depth2img_{tab}_clip_near"
+                )
+                clip_far = gr.Slider(
+                    0, 100, value=0, step=0.5, label="Far clip (percentile)", elem_id=f"depth2img_{tab}_clip_far"
+                )
+                gamma = gr.Slider(0.1, 5, value=1.0, step=0.05, label="Gamma", elem_id=f"depth2img_{tab}_gamma")
+                blur = gr.Slider(0, 32, value=0, step=0.5, label="Blur (sigma, px)", elem_id=f"depth2img_{tab}_blur")
+            checkpoint = gr.Dropdown(
+                choices=[USE_LOADED_MODEL] + depth_checkpoint_titles(),
+                value=USE_LOADED_MODEL,
+                label="Depth checkpoint (used for this job when the loaded model is not a depth model)",
+                elem_id=f"depth2img_{tab}_checkpoint",
+            )
+            with gr.Row(elem_classes=["depth2img-row"]):
+                preview_button = gr.Button("Preview depth", elem_id=f"depth2img_{tab}_preview")
+            with gr.Row(elem_classes=["depth2img-row"]):
+                preview_gray = gr.Image(
+                    label="Depth (gray)", interactive=False, elem_id=f"depth2img_{tab}_preview_gray"
+                )
+                preview_color = gr.Image(
+                    label="Depth (colour)", interactive=False, elem_id=f"depth2img_{tab}_preview_color"
+                )
+
+        settings = [source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur]
+        preview_inputs = settings + (self.init_image_components[:2] if is_img2img else [])
+        preview_button.click(fn=self.preview, inputs=preview_inputs, outputs=[preview_gray, preview_color])
+
+        self.infotext_fields = [
+            (enabled, "Depth2Img enabled"),
+            (source, "Depth2Img source"),
+            (estimator, "Depth2Img estimator"),
+            (invert, "Depth2Img invert"),
+            (clip_near, "Depth2Img clip_near"),
+            (clip_far, "Depth2Img clip_far"),
+            (gamma, "Depth2Img gamma"),
+            (blur, "Depth2Img blur"),
+        ]
+        self.paste_field_names = [name for _, name in self.infotext_fields]
+        # Order = Depth2ImgArgs' fields: the positional API list and the UI agree.
+        return [
+            enabled,
+            source,
+            depth_file,
+            estimator,
+            invert,
+            clip_near,
+            clip_far,
+            gamma,
+            blur,
+            return_depth,
+            checkpoint,
+        ]
+
+    # -- preview --
+    def preview(self, source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur, *init_images):
+        try:
+            args = Depth2ImgArgs(
+                source=source,
+                estimator=estimator,
+                invert=invert,
+                clip_near=clip_near,
+                clip_far=clip_far,
+                gamma=gamma,
+                blur=blur,
+            )
+            if source == "upload":
+                if depth_file is None:
+                    raise Depth2ImgError("upload a depth map first")
+                depth = decode_depth_argument(depth_file)
+            else:
+                image = next((_as_pil(i) for i in init_images if _as_pil(i) is not None), None)
+                if image is None:
+                    raise Depth2ImgError("add an init image first (or upload a depth map)")
+                estimator_obj = loaded_estimator()
+                if estimator_obj is None:
+                    raise Depth2ImgError("estimating needs a loaded SD 2 depth model (or upload a depth map)")
+                from depth2img.midas import images_to_tensor
+
+                depth = CACHE.estimate(estimator_obj, images_to_tensor(image.convert("RGB")), "preview")[0].numpy()
+            depth = depthmap.postprocess(depth, **args.postprocess_kwargs())
+        except (ArgsError, Depth2ImgError, depthmap.DepthMapError) as error:
+            raise gr.Error(str(error)) from error
+        from PIL import Image
+
+        gray = Image.fromarray((depthmap.to_uint16(depth) >> 8).astype("uint8"))
+        return gray, Image.fromarray(depthmap.colorize(depth))
+
+    # -- generation --
+    def _args(self, p, args) -> Depth2ImgArgs:
+        values = list(args)
+        if len(values) > 10 and values[10] == USE_LOADED_MODEL:
+            values[10] = ""
+        parsed = Depth2ImgArgs.from_request(values)
+        overrides = getattr(p, "_depth2img_xyz", None)
+        return dataclasses.replace(parsed, **overrides) if overrides else parsed
+
+    def before_process(self, p, *args):
+        try:
+            settings = self._args(p, args)
+        except ArgsError:
+            return  # reported by process()
+        if settings.enabled and settings.checkpoint and loaded_depth_model() is None:
+            info = sd_models.get_closet_checkpoint_match(settings.checkpoint)
+            if info is not None:
+                # The WebUI loads it for this job and restores the user's model afterwards.
+                p.override_settings["sd_model_checkpoint"] = info.title
+                p.override_settings_restore_afterwards = True
+
+    def process(self, p, *args):
+        try:
+            settings = self._args(p, args)
+            if settings.estimator:
+                get_estimator_info(settings.estimator)
+        except (ArgsError, ValueError) as error:
+            self._stop(p, str(error))
+            return
+        is_depth_model = loaded_depth_model() is not None
+        if not settings.enabled:
+            if not (is_depth_model and shared.opts.data.get("depth2img_takeover", True)):
+                return  # the WebUI's own behaviour
+            settings = Depth2ImgArgs()  # takeover: the native estimate, with our fixes
+        elif not is_depth_model:
+            self._stop(
+                p,
+                "Depth2Img is enabled but the loaded model is not an SD 2 depth model: load one "
+                "(512-depth-ema) or choose a depth checkpoint in the Depth2Img panel",
+            )
+            return
+        is_img2img = hasattr(p, "init_images")
+        try:
+            conditioner = DepthConditioner(
+                settings,
+                JobGeometry(p.width, p.height, getattr(p, "resize_mode", 0)),
+                estimator=loaded_estimator(),
+                cache=CACHE,
+                init_images=list(p.init_images) if is_img2img and p.init_images else None,
+            )
+        except Depth2ImgError as error:
+            self._stop(p, str(error))
+            return
+        CACHE.max_entries = int(shared.opts.data.get("depth2img_cache_size", 8))
+        calls_before = CACHE.estimator_calls
+
+        def record(result):
+            p.extra_generation_params["Depth2Img estimator calls"] = CACHE.estimator_calls - calls_before
+            return result
+
+        def img2img_conditioning(source_image, latent_image, image_mask=None, round_image_mask=True):
+            conditioner.inpainting = image_mask is not None
+            paste_to = getattr(p, "paste_to", None)
+            if image_mask is not None and getattr(p, "inpaint_full_res", False) and paste_to:
+                x, y, w, h = paste_to
+                conditioner.geometry.crop_region = (x, y, x + w, y + h)
+            return record(conditioner.conditioning(latent_image, source_image))
+
+        def txt2img_conditioning(x, width=None, height=None):
+            return record(conditioner.conditioning(x, None))
+
+        p.img2img_image_conditioning = img2img_conditioning
+        p.txt2img_image_conditioning = txt2img_conditioning
+        p._depth2img_conditioner = conditioner
+        if settings.enabled:
+            p.extra_generation_params.update(settings.to_infotext())
+
+    def _stop(self, p, message: str) -> None:
+        """Stop the job with a message (the WebUI catches exceptions from process(), not from these)."""
+        p.img2img_image_conditioning = _raising(message)
+        p.txt2img_image_conditioning = _raising(message)
+
+    def postprocess(self, p, processed, *args):
+        conditioner = getattr(p, "_depth2img_conditioner", None)
+        if conditioner is None or not conditioner.args.return_depth or conditioner.last_depth is None:
+            return
+        # Documented position: the depth map is the last image.
+        processed.images.append(depth_to_png16_image(conditioner.last_depth))
+        processed.infotexts.append("Depth2Img depth map (16-bit PNG, white = near)")
+
+
+def _as_pil(value):
+    from PIL import Image
+
+    if value is None:
+        return None
+    if isinstance(value, dict):  # gradio 3 sketch/inpaint editors
+        value = value.get("image")
+    if isinstance(value, Image.Image):
+        return value
+    try:
+        import numpy as np
+
+        return Image.fromarray(np.asarray(value))
+    except Exception:
+        return None
+
+
+# ---- settings, XYZ axes, API ------------------------------------------------------------------------
+
+
+def on_ui_settings():
+    section = ("depth2img", "Depth2Img")
+    shared.opts.add_option(
+        "depth2img_takeover",
+        shared.OptionInfo(
+            True,
+            "With a depth model loaded, use Depth2Img's conditioning even when its panel is off "
+            "(fp16/OpenCV, device, batch and flat-map fixes)",
+            section=section,
+        ),
+    )
+    shared.opts.add_option(
+        "depth2img_cache_size",
+        shared.OptionInfo(
+            8,
+            "Depth maps kept in memory across jobs",
+            gr.Slider,
+            {"minimum": 0, "maximum": 64, "step": 1},
+            section=section,
+        ),
+    )
+
+
+def add_xyz_axes():
+    xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
+    if xyz is None:
+        return
+
+    def setter(field, convert):
+        def apply(p, value, _values):
+            overrides = dict(getattr(p, "_depth2img_xyz", None) or {})
+            overrides[field] = convert(value)
+            overrides.setdefault("enabled", True)
+            p._depth2img_xyz = overrides
+
+        return apply
+
+    def as_bool(value):
+        return str(value).strip().lower() in ("true", "1", "yes", "on")
+
+    axes = [
+        xyz.AxisOption(
+            "[Depth2Img] Estimator", str, setter("estimator", str), choices=lambda: [e.name for e in list_estimators()]
+        ),
+        xyz.AxisOption("[Depth2Img] Invert", str, setter("invert", as_bool), choices=lambda: ["False", "True"]),
+        xyz.AxisOption("[Depth2Img] Near clip", float, setter("clip_near", float)),
+        xyz.AxisOption("[Depth2Img] Far clip", float, setter("clip_far", float)),
+        xyz.AxisOption("[Depth2Img] Gamma", float, setter("gamma", float)),
+        xyz.AxisOption("[Depth2Img] Blur", float, setter("blur", float)),
+    ]
+    known = {axis.label for axis in xyz.axis_options}
+    xyz.axis_options.extend(axis for axis in axes if axis.label not in known)
+
+
+RAW_JSON_BODY = Body(...)
+
+
+class EstimateRequest(BaseModel):
+    image: str
+    estimator: str = "checkpoint-midas"
+    invert: bool = False
+    clip_near: float = 100.0
+    clip_far: float = 0.0
+    gamma: float = 1.0
+    blur: float = 0.0
+
+
+def mount_api(_demo, app: FastAPI):
+    def estimate(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
+        try:
+            image, settings = parse_estimate_request(body)
+            info = get_estimator_info(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+            if not info.available:
+                raise Depth2ImgError(f"field 'estimator': {info.name} is unavailable: {info.reason}")
+            estimator = loaded_estimator()
+            from depth2img.midas import images_to_tensor
+
+            depth = CACHE.estimate(estimator, images_to_tensor(image.convert("RGB")), "api")[0].numpy()
+            return estimate_response(depthmap.postprocess(depth, **settings.postprocess_kwargs()))
+        except (Depth2ImgError, ValueError) as error:
+            raise HTTPException(status_code=422, detail=str(error)) from error
+
+    app.add_api_route(
+        "/depth2img/v1/estimate",
+        estimate,
+        methods=["POST"],
+        tags=["depth2img"],
+        summary="Estimate a depth map: 16-bit PNG (base64, white = near) and its value range",
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": EstimateRequest.schema()}}}},
+    )
+    app.add_api_route(
+        "/depth2img/v1/estimators",
+        lambda: estimators_response(loaded_depth_model() is not None),
+        methods=["GET"],
+        tags=["depth2img"],
+        summary="Depth estimators and whether each can run now",
+    )
+    app.add_api_route(
+        "/depth2img/v1/checkpoints",
+        lambda: checkpoints_response([(i.title, i.filename) for i in sd_models.checkpoints_list.values()]),
+        methods=["GET"],
+        tags=["depth2img"],
+        summary="Depth checkpoints the WebUI knows",
+    )
+
+
+script_callbacks.on_ui_settings(on_ui_settings)
+script_callbacks.on_before_ui(add_xyz_axes)
+script_callbacks.on_before_ui(register_extension_checkpoints)
+script_callbacks.on_app_started(mount_api)

@@ -1,0 +1,57 @@
+"""Put this suite's fixture checkpoints into a WebUI's model folder (not the WebUI itself).
+
+    .venv/bin/python -m tests.webui.prepare /path/to/stable-diffusion-webui
+
+Writes models/Stable-diffusion/tiny-depth.{safetensors,yaml} (the core's tiny depth checkpoint) and
+tiny-sd2.{safetensors,yaml} (the same weights as a plain 4-channel SD 2 model without MiDaS: the
+"non-depth model" of the tests). The extension registers the tiny OpenCLIP arch both name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from safetensors.torch import load_file, save_file
+
+from depth2img.paths import cache_dir
+from depth2img.tiny import build_tiny_depth_checkpoint
+
+DEPTH_NAME = "tiny-depth"
+PLAIN_NAME = "tiny-sd2"
+
+
+def write_plain_sd2(depth_checkpoint: Path, out_dir: Path) -> Path:
+    state = load_file(str(depth_checkpoint))
+    plain = {k: v for k, v in state.items() if not k.startswith("depth_model.")}
+    conv_in = "model.diffusion_model.input_blocks.0.0.weight"
+    plain[conv_in] = plain[conv_in][:, :4].contiguous()
+    config = OmegaConf.load(depth_checkpoint.with_suffix(".yaml"))
+    config.model.target = "ldm.models.diffusion.ddpm.LatentDiffusion"
+    config.model.params.conditioning_key = "crossattn"
+    del config.model.params["depth_stage_config"]
+    del config.model.params["finetune_keys"]  # LatentFinetuneDiffusion's; plain LatentDiffusion refuses it
+    config.model.params.unet_config.params.in_channels = 4
+    out = out_dir / f"{PLAIN_NAME}.safetensors"
+    save_file(plain, str(out))
+    OmegaConf.save(config, out.with_suffix(".yaml"))
+    return out
+
+
+def main(webui_dir: str) -> None:
+    target = Path(webui_dir) / "models" / "Stable-diffusion"
+    target.mkdir(parents=True, exist_ok=True)
+    source = build_tiny_depth_checkpoint(cache_dir() / "fixtures")
+    for suffix in (".safetensors", ".yaml"):
+        destination = target / f"{DEPTH_NAME}{suffix}"
+        # Never rewrite a checkpoint the WebUI may have loaded (memory-mapped) when it is already current.
+        if not destination.is_file() or destination.stat().st_size != source.with_suffix(suffix).stat().st_size:
+            shutil.copyfile(source.with_suffix(suffix), destination)
+    write_plain_sd2(source, target)
+    print(f"wrote {DEPTH_NAME} and {PLAIN_NAME} checkpoints to {target}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,180 @@
+"""Over HTTP, against a real WebUI: every behaviour the extension promises (see conftest for set-up)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import DEPTH_MODEL, PLAIN_MODEL, decode, png_b64, rgb_b64
+
+SIZE = 64
+BASE = {"prompt": "a room", "steps": 3, "width": SIZE, "height": SIZE, "cfg_scale": 7, "sampler_name": "Euler",
+        "seed": 1234, "batch_size": 1}
+
+
+def scene(seed=0):
+    rng = np.random.default_rng(seed)
+    gradient = np.linspace(0, 255, SIZE)[None, :, None].repeat(SIZE, 0).repeat(3, 2)
+    return Image.fromarray(np.clip(gradient + rng.normal(0, 25, gradient.shape), 0, 255).astype(np.uint8))
+
+
+def ramp16(vertical=False):
+    ramp = np.tile(np.linspace(0, 65535, SIZE), (SIZE, 1)).astype(np.uint16)
+    return ramp.T.copy() if vertical else ramp
+
+
+def depth_args(**values):
+    return {"alwayson_scripts": {"depth2img": {"args": [values]}}}
+
+
+def img2img(webui, image, extra=None, **payload):
+    body = {**BASE, "init_images": [rgb_b64(image)], "denoising_strength": 0.9, **payload, **(extra or {})}
+    return webui.post("/sdapi/v1/img2img", body)
+
+
+def images_of(response) -> list[np.ndarray]:
+    assert response.status_code == 200, response.text[:2000]
+    return [decode(b) for b in response.json()["images"]]
+
+
+def test_txt2img_from_an_uploaded_depth_map(webui):
+    response = webui.post("/sdapi/v1/txt2img", {**BASE, **depth_args(enabled=True, source="upload",
+                                                                     depth_image=png_b64(ramp16()))})
+    [image] = images_of(response)
+    assert image.shape == (SIZE, SIZE, 3) and image.std() > 0
+    info = json.loads(response.json()["info"])
+    assert "Depth2Img enabled: True" in info["infotexts"][0]
+
+
+def test_txt2img_hires_fix_follows_the_second_pass_size(webui):
+    body = {**BASE, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.6,
+            "hr_second_pass_steps": 2, **depth_args(enabled=True, source="upload", depth_image=png_b64(ramp16()))}
+    [image] = images_of(webui.post("/sdapi/v1/txt2img", body))
+    assert image.shape == (2 * SIZE, 2 * SIZE, 3)
+
+
+def test_txt2img_with_a_depth_model_and_no_depth_map_says_what_to_do(webui):
+    response = webui.post("/sdapi/v1/txt2img", BASE)
+    assert response.status_code == 422 and "upload a depth map" in response.text
+    assert webui.get("/sdapi/v1/progress").status_code == 200  # still serving
+
+
+def test_img2img_estimated_and_uploaded_depth(webui):
+    [estimated] = images_of(img2img(webui, scene(), depth_args(enabled=True, source="estimate")))
+    assert estimated.std() > 0
+    [a] = images_of(img2img(webui, scene(), depth_args(enabled=True, source="upload", depth_image=png_b64(ramp16()))))
+    [b] = images_of(img2img(webui, scene(), depth_args(enabled=True, source="upload",
+                                                       depth_image=png_b64(ramp16(vertical=True)))))
+    assert np.abs(a.astype(int) - b.astype(int)).max() > 0
+
+
+def test_estimate_mode_equals_the_native_webui(webui):
+    """Proof that the conditioning is wired exactly: same seed, same image, native vs extension."""
+    image = scene(11)
+    try:
+        webui.set_option("depth2img_takeover", False)
+        [native] = images_of(img2img(webui, image))
+        [ours] = images_of(img2img(webui, image, depth_args(enabled=True, source="estimate")))
+    finally:
+        webui.set_option("depth2img_takeover", True)
+    [takeover] = images_of(img2img(webui, image))
+    assert np.array_equal(native, ours)
+    assert np.array_equal(native, takeover)
+
+
+@pytest.mark.parametrize("only_masked", [False, True])
+def test_inpaint_keeps_pixels_outside_the_mask(webui, only_masked):
+    import cv2
+
+    image = scene(5)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[20:44, 24:48] = 255
+    blur = 4
+    body = {"mask": png_b64(mask), "mask_blur": blur, "inpainting_fill": 1, "inpaint_full_res": only_masked,
+            "inpaint_full_res_padding": 8}
+    [out] = images_of(img2img(webui, image, depth_args(enabled=True, source="estimate"), **body))
+    # The WebUI blurs the mask with a Gaussian kernel of 2 * int(2.5 * blur + 0.5) + 1 pixels.
+    kernel = 2 * int(2.5 * blur + 0.5) + 3
+    reach = cv2.dilate(mask, np.ones((kernel, kernel), np.uint8))
+    original = np.asarray(image)[..., ::-1]  # decode() gives BGR
+    outside = reach == 0
+    assert np.array_equal(out[outside], original[outside])
+    assert np.abs(out[mask > 0].astype(int) - original[mask > 0]).mean() > 1
+
+
+def test_batch_of_four_estimates_once_and_caches(webui):
+    image = scene(int(np.random.default_rng().integers(1 << 30)))  # new content: not in the cache
+    first = img2img(webui, image, depth_args(enabled=True), batch_size=4)
+    assert len(images_of(first)) == 4
+    assert json.loads(first.json()["info"])["extra_generation_params"]["Depth2Img estimator calls"] == 1
+    again = img2img(webui, image, depth_args(enabled=True), batch_size=4)
+    assert json.loads(again.json()["info"])["extra_generation_params"]["Depth2Img estimator calls"] == 0
+
+
+def test_flat_depth_map_gives_a_finite_image(webui):
+    flat = np.full((SIZE, SIZE), 30000, np.uint16)
+    [image] = images_of(img2img(webui, scene(), depth_args(enabled=True, source="upload", depth_image=png_b64(flat))))
+    assert image.std() > 0
+
+
+def test_return_depth_and_estimate_route_give_16_bit_pngs(webui):
+    images = images_of(img2img(webui, scene(), depth_args(enabled=True, return_depth=True)))
+    assert len(images) == 2
+    depth = images[-1]  # documented position: last
+    assert depth.dtype == np.uint16 and depth.ndim == 2 and depth.max() == 65535
+    response = webui.post("/depth2img/v1/estimate", {"image": rgb_b64(scene()), "invert": True})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    estimated = decode(body["depth"])
+    assert estimated.dtype == np.uint16 and body["bit_depth"] == 16 and body["max"] > body["min"]
+
+
+def test_listing_routes(webui):
+    estimators = webui.get("/depth2img/v1/estimators").json()
+    assert any(e["name"] == "checkpoint-midas" and e["available"] for e in estimators)
+    checkpoints = webui.get("/depth2img/v1/checkpoints").json()
+    assert any(DEPTH_MODEL in c["title"] for c in checkpoints)
+    assert not any(PLAIN_MODEL in c["title"] for c in checkpoints)
+    paths = webui.get("/openapi.json").json()["paths"]
+    assert {"/depth2img/v1/estimate", "/depth2img/v1/estimators", "/depth2img/v1/checkpoints"} <= set(paths)
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        ({"enabled": True, "source": "upload", "depth_image": "%%% not base64"}, "depth_image"),
+        ({"enabled": True, "source": "upload", "depth_image": "aGVsbG8="}, "depth_image"),
+        ({"enabled": True, "colour": "blue"}, "colour"),
+        ({"enabled": True, "gamma": -2}, "gamma"),
+    ],
+)
+def test_bad_args_are_422_naming_the_field_and_the_server_keeps_serving(webui, args, field):
+    response = img2img(webui, scene(), depth_args(**args))
+    assert response.status_code == 422, response.text[:500]
+    assert field in response.text
+    assert len(images_of(img2img(webui, scene()))) == 1  # the next request works
+
+
+def test_estimate_route_rejects_bad_input(webui):
+    for body, field in [({"image": "!!"}, "image"), ({}, "image"), ({"image": rgb_b64(scene()), "gamma": 0}, "gamma"),
+                        ({"image": rgb_b64(scene()), "size": 3}, "size")]:
+        response = webui.post("/depth2img/v1/estimate", body)
+        assert response.status_code == 422 and field in response.text, response.text
+
+
+def test_non_depth_model(webui):
+    try:
+        webui.load_model(PLAIN_MODEL)
+        refused = img2img(webui, scene(), depth_args(enabled=True))
+        assert refused.status_code == 422 and "not an SD 2 depth model" in refused.text
+        # Choosing a depth checkpoint switches for this job only; the user's model comes back.
+        switched = img2img(webui, scene(), depth_args(enabled=True, checkpoint=DEPTH_MODEL))
+        assert len(images_of(switched)) == 1
+        assert PLAIN_MODEL in webui.loaded_model()
+        # Without the panel, a plain model works as before.
+        assert len(images_of(img2img(webui, scene()))) == 1
+    finally:
+        webui.load_model(DEPTH_MODEL)
