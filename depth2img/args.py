@@ -35,6 +35,7 @@ class Depth2ImgArgs:
     blur: float = 0.0  # Gaussian sigma, pixels
     return_depth: bool = False  # append the depth map to the outputs
     checkpoint: str = ""  # "" = use the loaded model; else a depth checkpoint's name
+    depth_dir: str = ""  # img2img batch tab: folder of depth maps matched to the inputs by file name
 
     def __post_init__(self) -> None:
         validate(self)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -204,6 +205,20 @@ class DepthConditioner:
             return depthmap.fit_aspect(cropped, geometry.width, geometry.height, depthmap.ResizeMode.RESIZE_AND_FILL)
         mode = geometry.resize_mode if geometry.resize_mode in (0, 1, 2) else 0
         return depthmap.fit_aspect(depth, geometry.width, geometry.height, mode)
+
+
+DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".exr", ".jpg", ".jpeg", ".webp")
+
+
+def find_depth_for(depth_dir: str | Path, input_path: str | Path) -> Path | None:
+    """The depth map in `depth_dir` with the input image's file name (any supported suffix), if any."""
+    folder = Path(depth_dir)
+    stem = Path(input_path).stem
+    for suffix in DEPTH_SUFFIXES:
+        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 def depth_to_png16_image(depth: np.ndarray) -> Image.Image:

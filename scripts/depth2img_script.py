@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 from fastapi import Body, FastAPI, HTTPException
-from modules import devices, script_callbacks, scripts, sd_models, shared
+from modules import devices, images, script_callbacks, scripts, sd_models, shared
 from modules.ui_components import InputAccordion
 from pydantic import BaseModel
 
@@ -28,6 +28,7 @@ from depth2img.host import (
     ModuleMidasEstimator,
     decode_depth_argument,
     depth_to_png16_image,
+    find_depth_for,
 )
 from depth2img.paths import DEMO_DIR, USER_CHECKPOINT_DIR
 
@@ -78,6 +79,29 @@ def _register_demo_text_arch() -> None:
 
 
 _register_demo_text_arch()
+
+# The img2img batch tab reads each input with images.read(path) and hands the script only the image.
+# Record the path in the image's info so the depth map of the same name can be found; process() pops it
+# again before anything could save it.
+BATCH_PATH_KEY = "depth2img_batch_source_path"
+
+
+def _install_batch_path_recorder() -> None:
+    if getattr(images.read, "_depth2img", False):
+        return
+    original_read = images.read
+
+    def read(fp, **kwargs):
+        image = original_read(fp, **kwargs)
+        if isinstance(fp, (str, Path)) and image is not None:
+            image.info[BATCH_PATH_KEY] = str(fp)
+        return image
+
+    read._depth2img = True
+    images.read = read
+
+
+_install_batch_path_recorder()
 
 
 # ---- the script ----------------------------------------------------------------------------------
@@ -149,6 +173,11 @@ class Depth2ImgScript(scripts.Script):
                 label="Depth checkpoint (used for this job when the loaded model is not a depth model)",
                 elem_id=f"depth2img_{tab}_checkpoint",
             )
+            depth_dir = gr.Textbox(
+                label="Batch tab: folder of depth maps, matched to the inputs by file name",
+                visible=is_img2img,
+                elem_id=f"depth2img_{tab}_depth_dir",
+            )
             with gr.Row(elem_classes=["depth2img-row"]):
                 preview_button = gr.Button("Preview depth", elem_id=f"depth2img_{tab}_preview")
             with gr.Row(elem_classes=["depth2img-row"]):
@@ -187,6 +216,7 @@ class Depth2ImgScript(scripts.Script):
             blur,
             return_depth,
             checkpoint,
+            depth_dir,
         ]
 
     # -- preview --
@@ -252,6 +282,13 @@ class Depth2ImgScript(scripts.Script):
         except (ArgsError, ValueError) as error:
             self._stop(p, str(error))
             return
+        batch_sources = [img.info.pop(BATCH_PATH_KEY, None) for img in getattr(p, "init_images", None) or []]
+        if settings.enabled and settings.depth_dir and batch_sources and batch_sources[0]:
+            depth_path = find_depth_for(settings.depth_dir, batch_sources[0])
+            if depth_path is None:
+                print(f"[Depth2Img] no depth map for {batch_sources[0]} in {settings.depth_dir}: estimating")
+            else:
+                settings = dataclasses.replace(settings, source="upload", depth_image=depth_path.read_bytes())
         is_depth_model = loaded_depth_model() is not None
         if not settings.enabled:
             if not (is_depth_model and shared.opts.data.get("depth2img_takeover", True)):

@@ -165,3 +165,13 @@ def test_estimate_api_validation_and_response():
     response = estimate_response(np.linspace(0, 2, 64, dtype=np.float32).reshape(8, 8))
     decoded = cv2.imdecode(np.frombuffer(base64.b64decode(response["depth"]), np.uint8), cv2.IMREAD_UNCHANGED)
     assert decoded.dtype == np.uint16 and response["max"] == 2.0 and response["bit_depth"] == 16
+
+
+def test_batch_depth_maps_are_found_by_input_file_name(tmp_path):
+    from depth2img.host import find_depth_for
+
+    (tmp_path / "photo_001.png").write_bytes(b"x")
+    (tmp_path / "photo_002.TIFF").write_bytes(b"x")
+    assert find_depth_for(tmp_path, "/inputs/photo_001.jpg") == tmp_path / "photo_001.png"
+    assert find_depth_for(tmp_path, "photo_002.png") == tmp_path / "photo_002.TIFF"
+    assert find_depth_for(tmp_path, "photo_003.png") is None
