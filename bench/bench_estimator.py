@@ -1,0 +1,118 @@
+"""Speed of our MiDaS estimator vs Stability's ldm MiDaS, same weights, same input, one run.
+
+Needs environment b (the `ldm` package):  /tmp/envs/b/bin/python bench/bench_estimator.py
+
+Two figures, each ours / ldm (goal <= 1.05): the median over repeats of the ratio within a back-to-back pair,
+so drift in machine load hits both sides alike:
+- network: midas.predict_depth(DPTForDepthEstimation) vs ldm DPTDepthModel.forward on the same midas_in;
+- end to end: CheckpointMidasEstimator.estimate(image) vs the WebUI's AddMiDaS + sd_model.depth_model.
+Weights are seeded random (midas.randomize_for_fixture); speed does not depend on their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+
+def build(device: torch.device):
+    import transformers
+    from ldm.modules.midas import api
+
+    from depth2img import midas
+
+    api.ISL_PATHS["dpt_hybrid"] = None  # DPTDepthModel(path=None): nothing is loaded
+    torch.manual_seed(0)
+    depth_model = api.MiDaSInference(model_type="dpt_hybrid").eval()
+    hf = midas.randomize_for_fixture(transformers.DPTForDepthEstimation(midas.dpt_hybrid_config()), seed=0)
+    depth_model.model.load_state_dict(midas.hf_to_ldm_state_dict(hf.state_dict()), strict=True)
+    checkpoint = {f"depth_model.{k}": v for k, v in depth_model.state_dict().items()}
+    ours = midas.load_midas_from_state_dict(checkpoint, device=device)
+    return depth_model.to(device), ours
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def compare(name: str, ours_fn, ldm_fn, repeats: int, device: torch.device) -> float:
+    """Ratio ours / ldm: the median of per-pair ratios (each pair runs back to back, so both see the same
+    machine load); the medians and minima of each side are printed too."""
+    ours_fn(), ldm_fn()  # warm-up
+    ours_t, ldm_t = [], []
+    for i in range(repeats):
+        # alternate which goes first, so neither always runs on a warmer cache
+        pair = [(ours_t, ours_fn), (ldm_t, ldm_fn)]
+        for times, fn in pair if i % 2 == 0 else pair[::-1]:
+            times.append(timed(fn, device))
+    ratio = statistics.median(o / r for o, r in zip(ours_t, ldm_t, strict=True))
+    print(
+        f"{name:11s} ours median {statistics.median(ours_t) * 1000:7.1f} ms (min {min(ours_t) * 1000:7.1f})   "
+        f"ldm median {statistics.median(ldm_t) * 1000:7.1f} ms (min {min(ldm_t) * 1000:7.1f})   "
+        f"ratio {ratio:.3f} (of minima {min(ours_t) / min(ldm_t):.3f})"
+    )
+    return ratio
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--height", type=int, default=512, help="init image height (WebUI pixels)")
+    parser.add_argument("--width", type=int, default=768, help="init image width")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from ldm.data.util import AddMiDaS
+
+    from depth2img import midas
+    from depth2img.estimators import CheckpointMidasEstimator
+
+    device = torch.device(args.device)
+    depth_model, ours = build(device)
+    estimator = CheckpointMidasEstimator(ours)
+    gen = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, args.height, args.width, generator=gen) * 2 - 1
+    midas_in = midas.preprocess(image).to(device)
+
+    def webui_flow():
+        sample = AddMiDaS(model_type="dpt_hybrid")({"jpg": image[0].permute(1, 2, 0)})
+        return depth_model(torch.from_numpy(sample["midas_in"][None]).to(device))
+
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"image {args.height}x{args.width} -> midas_in {tuple(midas_in.shape[2:])}, repeats {args.repeats}"
+    )
+    with torch.no_grad():
+        net = compare(
+            "network",
+            lambda: midas.predict_depth(ours, midas_in),
+            lambda: depth_model.model(midas_in),
+            args.repeats,
+            device,
+        )
+        e2e = compare("end to end", lambda: estimator.estimate(image.to(device)), webui_flow, args.repeats, device)
+    verdict = {True: "met", False: "NOT met"}
+    print(f"goal <= 1.05: network {verdict[net <= 1.05]}, end to end {verdict[e2e <= 1.05]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
