@@ -78,10 +78,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--pid", type=int, default=None)
+    parser.add_argument("--no-upload", action="store_true", help="skip the batch-1 uploaded-depth case")
     args = parser.parse_args()
     http = requests.Session()
     pid = args.pid or find_webui_pid()
 
+    http.post(f"{args.url}/sdapi/v1/refresh-checkpoints").raise_for_status()
     models = http.get(f"{args.url}/sdapi/v1/sd-models").json()
     title = next(m["title"] for m in models if m["model_name"] == args.model)
     http.post(f"{args.url}/sdapi/v1/options", json={"sd_model_checkpoint": title}).raise_for_status()
@@ -112,11 +114,14 @@ def main() -> None:
     def image():
         return Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8))
 
+    cases = [("native", args.batch), ("extension", args.batch)]
+    if not args.no_upload:
+        cases += [("native", 1), ("extension-upload", 1)] if args.batch != 1 else [("extension-upload", 1)]
     run(image(), 1, "native"), run(image(), 1, "extension")  # warm-up
     results: dict[tuple[str, int], list[tuple[float, int]]] = {}
     for _ in range(args.repeats):
         pair = image()
-        for key in (("native", args.batch), ("extension", args.batch), ("native", 1), ("extension-upload", 1)):
+        for key in dict.fromkeys(cases):
             results.setdefault(key, []).append(run(pair, key[1], key[0]))
     http.post(f"{args.url}/sdapi/v1/options", json={"depth2img_takeover": True})
 
@@ -131,8 +136,9 @@ def main() -> None:
         print(f"  {key[0]:>17} batch {key[1]}: {median_time(key):7.2f} s  peak RSS {peak(key) / 2**30:.2f} GiB")
     print(f"batch {args.batch}, estimated depth: extension / native = "
           f"{median_time(('extension', args.batch)) / median_time(('native', args.batch)):.3f}")
-    print(f"batch 1, uploaded depth vs native estimate: extension / native = "
-          f"{median_time(('extension-upload', 1)) / median_time(('native', 1)):.3f}")
+    if ("extension-upload", 1) in results:
+        print(f"batch 1, uploaded depth vs native estimate: extension / native = "
+              f"{median_time(('extension-upload', 1)) / median_time(('native', 1)):.3f}")
     if pid:
         ratio = peak(("extension", args.batch)) / peak(("native", args.batch))
         print(f"peak memory, batch {args.batch}: extension / native = {ratio:.3f}")

@@ -237,7 +237,9 @@ class DepthPipeline(_Base):
 
     def estimate_depth(self, images) -> torch.Tensor:
         """Depth [B, h, w] (larger = nearer) of PIL image(s) or a [B, 3, H, W] tensor in [-1, 1]."""
-        return self.depth_cache.estimate(self.estimator, _images_to_tensor(images))
+        from .midas import images_to_tensor
+
+        return self.depth_cache.estimate(self.estimator, images_to_tensor(images))
 
     # diffusers hook 1: the conditioning.
     def prepare_depth_map(self, image, depth_map, batch_size, do_classifier_free_guidance, dtype, device):
@@ -275,16 +277,6 @@ def _image_size(image) -> tuple[int, int]:
     if isinstance(first, np.ndarray):
         raise TypeError("pass PIL images or tensors: diffusers swaps width and height of bare numpy images here")
     return tuple(first.shape[-2:])
-
-
-def _images_to_tensor(images) -> torch.Tensor:
-    """PIL image(s) or a [B, 3, H, W] tensor in [-1, 1] -> float32 [B, 3, H, W] in [-1, 1]."""
-    if isinstance(images, torch.Tensor):
-        return images if images.ndim == 4 else images[None]
-    if isinstance(images, Image.Image):
-        images = [images]
-    arrays = [np.asarray(img.convert("RGB"), dtype=np.float32) / 127.5 - 1.0 for img in images]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 # ---- one request, all modes -------------------------------------------------------------------

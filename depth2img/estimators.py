@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from . import midas
+from .devices import module_placement
 
 # ---------------------------------------------------------------------------------------------------------
 # What a backend can run
@@ -82,21 +83,14 @@ def probe_precision_caps(device: torch.device | str) -> PrecisionCaps:
     return _probe(str(torch.device(device)))
 
 
-def _autocast_off(device: torch.device):
+def autocast_off(device: torch.device):
     # The WebUI may call us inside autocast; the network must run in its weights' dtype, not autocast's.
     if device.type in ("cuda", "cpu"):
         return torch.autocast(device_type=device.type, enabled=False)
     return contextlib.nullcontext()
 
 
-def _placement(module: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    for param in module.parameters():
-        if param.is_floating_point():
-            return param.device, param.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def _caller_device(images) -> torch.device:
+def caller_device(images) -> torch.device:
     return images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
 
 
@@ -153,7 +147,7 @@ class CheckpointMidasEstimator(DepthEstimator):
 
     def runtime(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
         """The network that will run, with its device and dtype (read now: the caller may have moved it)."""
-        device, dtype = _placement(self.model)
+        device, dtype = module_placement(self.model)
         caps = self.caps if self.caps is not None else probe_precision_caps(device)
         if caps.supports(dtype):
             return self.model, device, dtype
@@ -171,10 +165,10 @@ class CheckpointMidasEstimator(DepthEstimator):
 
     @torch.no_grad()
     def estimate(self, images) -> torch.Tensor:
-        caller = _caller_device(images)
+        caller = caller_device(images)
         pixel_values = midas.preprocess(images)  # OpenCV on the CPU, float32, as the reference does
         model, device, dtype = self.runtime()
-        with _autocast_off(device):
+        with autocast_off(device):
             depth = midas.predict_depth(model, pixel_values.to(device=device, dtype=dtype))
         return depth.to(torch.float32).to(caller)
 

@@ -12,7 +12,6 @@ init images, the loaded model's MiDaS) and hands them to a DepthConditioner; the
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from . import depthmap, midas
 from .args import Depth2ImgArgs
 from .conditioning import depth_conditioning
 from .depth_cache import DepthCache
-from .estimators import DepthEstimator, probe_precision_caps
+from .devices import module_placement
+from .estimators import DepthEstimator, autocast_off, caller_device, probe_precision_caps
 
 
 class Depth2ImgError(ValueError):
@@ -59,10 +59,10 @@ class ModuleMidasEstimator(DepthEstimator):
         return self._cache_key
 
     def _runtime(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-        param = next(p for p in self.module.parameters() if p.is_floating_point())
-        device = self.execution_device or param.device
-        if probe_precision_caps(device).supports(param.dtype):
-            return self.module, device, param.dtype
+        weights_device, dtype = module_placement(self.module)
+        device = self.execution_device or weights_device
+        if probe_precision_caps(device).supports(dtype):
+            return self.module, device, dtype
         # The backend lacks a kernel for this dtype (e.g. float16 on the CPU): run a float32 copy.
         if self._float32_copy is None:
             self._float32_copy = copy.deepcopy(self.module).float()
@@ -70,15 +70,10 @@ class ModuleMidasEstimator(DepthEstimator):
 
     @torch.no_grad()
     def estimate(self, images) -> torch.Tensor:
-        caller = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
+        caller = caller_device(images)
         pixel_values = midas.preprocess(images)
         module, device, dtype = self._runtime()
-        autocast_off = (
-            torch.autocast(device_type=device.type, enabled=False)
-            if device.type in ("cuda", "cpu")
-            else contextlib.nullcontext()
-        )
-        with autocast_off:
+        with autocast_off(device):
             depth = module(pixel_values.to(device=device, dtype=dtype))
         if depth.ndim == 4:
             depth = depth[:, 0]

@@ -63,9 +63,13 @@ def register_extension_checkpoints() -> None:
             sd_models.CheckpointInfo(str(path)).register()
 
 
+def depth_checkpoint_entries() -> list[dict]:
+    register_extension_checkpoints()  # again: the WebUI's "refresh" rebuilds its list without them
+    return checkpoints_response([(info.title, info.filename) for info in sd_models.checkpoints_list.values()])
+
+
 def depth_checkpoint_titles() -> list[str]:
-    entries = [(info.title, info.filename) for info in sd_models.checkpoints_list.values()]
-    return [entry["title"] for entry in checkpoints_response(entries)]
+    return [entry["title"] for entry in depth_checkpoint_entries()]
 
 
 def _register_demo_text_arch() -> None:
@@ -470,7 +474,7 @@ def mount_api(_demo, app: FastAPI):
     )
     app.add_api_route(
         "/depth2img/v1/checkpoints",
-        lambda: checkpoints_response([(i.title, i.filename) for i in sd_models.checkpoints_list.values()]),
+        depth_checkpoint_entries,
         methods=["GET"],
         tags=["depth2img"],
         summary="Depth checkpoints the WebUI knows",

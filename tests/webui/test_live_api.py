@@ -178,3 +178,55 @@ def test_non_depth_model(webui):
         assert len(images_of(img2img(webui, scene()))) == 1
     finally:
         webui.load_model(DEPTH_MODEL)
+
+
+def test_infotext_records_the_settings_and_reads_back(webui):
+    from depth2img.args import Depth2ImgArgs
+
+    response = img2img(webui, scene(), depth_args(enabled=True, invert=True, gamma=1.5, blur=2.0))
+    assert response.status_code == 200
+    png_info = webui.ok("/sdapi/v1/png-info", {"image": response.json()["images"][0]})
+    text = png_info["info"]
+    assert "Depth2Img invert: True" in text and "Depth2Img gamma: 1.5" in text
+    assert "depth_image" not in text
+    back = Depth2ImgArgs.from_infotext({k: str(v) for k, v in png_info["parameters"].items()})
+    assert back.enabled and back.invert and back.gamma == 1.5 and back.blur == 2.0
+
+
+def test_batch_count_and_batch_size_together(webui):
+    response = img2img(webui, scene(21), depth_args(enabled=True), batch_size=2, n_iter=2)
+    assert len(images_of(response)) == 4
+
+
+def test_depth_checkpoints_in_the_extension_folder_are_listed(webui, tiny_checkpoint):
+    from depth2img.paths import USER_CHECKPOINT_DIR
+
+    USER_CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
+    link = USER_CHECKPOINT_DIR / "ext-folder-depth.safetensors"
+    link.unlink(missing_ok=True)
+    link.symlink_to(tiny_checkpoint)
+    try:
+        titles = [c["title"] for c in webui.get("/depth2img/v1/checkpoints").json()]
+        assert any("ext-folder-depth" in t for t in titles), titles
+    finally:
+        link.unlink()
+
+
+def test_xyz_grid_axis_varies_a_depth_setting(webui):
+    infos = webui.get("/sdapi/v1/script-info").json()
+    xyz = next(s for s in infos if s["name"] == "x/y/z plot" and s["is_img2img"])
+    labels = xyz["args"][0]["choices"]
+    gamma_axis = labels.index("[Depth2Img] Gamma")
+    script_args = [arg.get("value") for arg in xyz["args"]]
+    script_args[0], script_args[1] = gamma_axis, "0.5, 3"
+    script_args[3] = script_args[6] = 0  # Y and Z: "Nothing" (the API takes axis indices)
+    script_args[2] = script_args[5] = script_args[8] = []  # no dropdown values
+    script_args[10] = True  # include the single images besides the grid
+    body = {**BASE, "init_images": [rgb_b64(scene(4))], "denoising_strength": 0.9, "script_name": "x/y/z plot",
+            "script_args": script_args}
+    response = webui.post("/sdapi/v1/img2img", body)
+    pictures = images_of(response)
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    assert any("Depth2Img gamma: 0.5" in t for t in infotexts) and any("Depth2Img gamma: 3.0" in t for t in infotexts)
+    cells = [p for p in pictures if p.shape == (SIZE, SIZE, 3)]
+    assert len(cells) >= 2 and np.abs(cells[0].astype(int) - cells[1].astype(int)).max() > 0
