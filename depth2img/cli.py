@@ -81,7 +81,8 @@ def cmd_generate(args) -> int:
     result.images[0].save(out)
     print(f"{result.mode}: wrote {out}")
     if args.save_depth:
-        depthmap.save_png16(result.depth, _check_output(args.save_depth))
+        width, height = result.images[0].size
+        depthmap.save_png16(depthmap.resize(result.depth, width, height), _check_output(args.save_depth))
         print(f"depth map (16-bit PNG, white = near): {args.save_depth}")
     return 0
 
@@ -98,7 +99,7 @@ def cmd_depth(args) -> int:
     out = _check_output(args.out)
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     depth = pipe.estimate_depth(image)[0].numpy()
-    depth = depthmap.postprocess(depth, invert_depth=args.invert)
+    depth = depthmap.resize(depthmap.postprocess(depth, invert_depth=args.invert), image.width, image.height)
     depthmap.save_png16(depth, out)
     print(f"wrote {out} (16-bit PNG, white = near, {depth.shape[1]}x{depth.shape[0]})")
     return 0

@@ -204,6 +204,13 @@ def fit_aspect(depth: np.ndarray, width: int, height: int, mode: ResizeMode | in
     return cv2.copyMakeBorder(depth, top, bottom, left, right, cv2.BORDER_REPLICATE)
 
 
+def resize(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resize to width x height, in float32 (for saving a map at its image's size)."""
+    if depth.shape == (height, width):
+        return depth
+    return cv2.resize(depth.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+
+
 # ---- output ----------------------------------------------------------------------------------
 
 

@@ -20,7 +20,6 @@ A diffusers-format depth model folder loads with the same class through `from_pr
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -418,7 +417,3 @@ def describe(path: str | Path) -> str:
     if info.format != "diffusers":
         text += f"\n  config: {config_path_for(path)}"
     return text
-
-
-def warn(message: str) -> None:
-    print(message, file=sys.stderr)

@@ -95,7 +95,7 @@ def test_depth_command_writes_16_bit_png(files, tiny_checkpoint, tmp_path):
     result = run_cli("depth", "--image", files / "in.png", "--out", tmp_path / "d.png", "--checkpoint", tiny_checkpoint)
     assert result.returncode == 0, result.stderr
     depth = cv2.imread(str(tmp_path / "d.png"), cv2.IMREAD_UNCHANGED)
-    assert depth.dtype == np.uint16 and depth.max() == 65535
+    assert depth.dtype == np.uint16 and depth.max() == 65535 and depth.shape == (64, 64)
 
 
 def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
