@@ -7,6 +7,7 @@ under /depth2img/v1/; settings; infotext; XYZ-grid axes.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -18,7 +19,7 @@ from pydantic import BaseModel
 from depth2img import depthmap
 from depth2img.api import checkpoints_response, estimate_response, estimators_response, parse_estimate_request
 from depth2img.args import SOURCES, ArgsError, Depth2ImgArgs
-from depth2img.checkpoints import find_checkpoints
+from depth2img.checkpoints import find_checkpoints, inspect_checkpoint_cached
 from depth2img.depth_cache import DepthCache
 from depth2img.estimators import get_estimator_info, list_estimators
 from depth2img.host import (
@@ -30,7 +31,7 @@ from depth2img.host import (
     depth_to_png16_image,
     find_depth_for,
 )
-from depth2img.paths import DEMO_DIR, USER_CHECKPOINT_DIR
+from depth2img.paths import DEMO_DIR, SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
 
 USE_LOADED_MODEL = "Use the loaded model"
 SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
@@ -59,8 +60,14 @@ def loaded_estimator() -> ModuleMidasEstimator | None:
 def register_extension_checkpoints() -> None:
     """Depth checkpoints dropped into this extension's models/ folders appear in the WebUI's model list."""
     for path in find_checkpoints(USER_CHECKPOINT_DIR) + find_checkpoints(DEMO_DIR):
-        if not any(Path(info.filename) == path for info in sd_models.checkpoints_list.values()):
-            sd_models.CheckpointInfo(str(path)).register()
+        if any(Path(info.filename) == path for info in sd_models.checkpoints_list.values()):
+            continue
+        if not inspect_checkpoint_cached(path).is_depth_model:
+            continue
+        if not path.with_suffix(".yaml").exists():
+            # The WebUI reads <checkpoint>.yaml beside a checkpoint: give ours the shipped config.
+            shutil.copyfile(SHIPPED_DEPTH_CONFIG, path.with_suffix(".yaml"))
+        sd_models.CheckpointInfo(str(path)).register()
 
 
 def depth_checkpoint_entries() -> list[dict]:

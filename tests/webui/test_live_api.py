@@ -199,7 +199,7 @@ def test_batch_count_and_batch_size_together(webui):
 
 
 def test_depth_checkpoints_in_the_extension_folder_are_listed(webui, tiny_checkpoint):
-    from depth2img.paths import USER_CHECKPOINT_DIR
+    from depth2img.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
 
     USER_CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     link = USER_CHECKPOINT_DIR / "ext-folder-depth.safetensors"
@@ -208,8 +208,10 @@ def test_depth_checkpoints_in_the_extension_folder_are_listed(webui, tiny_checkp
     try:
         titles = [c["title"] for c in webui.get("/depth2img/v1/checkpoints").json()]
         assert any("ext-folder-depth" in t for t in titles), titles
+        assert link.with_suffix(".yaml").read_text() == SHIPPED_DEPTH_CONFIG.read_text()
     finally:
         link.unlink()
+        link.with_suffix(".yaml").unlink(missing_ok=True)
 
 
 def test_xyz_grid_axis_varies_a_depth_setting(webui):
