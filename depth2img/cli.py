@@ -40,6 +40,7 @@ def _check_output(path: str) -> Path:
 
 def cmd_generate(args) -> int:
     from . import depthmap
+    from .args import Depth2ImgArgs
     from .engine import GenerationRequest, generate, load_pipeline
 
     image = _open_image(args.image, "init image") if args.image else None
@@ -54,6 +55,10 @@ def cmd_generate(args) -> int:
         )
     if image is None and depth is None:
         raise UserError("give --image (img2img/inpaint) or --depth (txt2img from a depth map), or both")
+    # The same schema as the WebUI's panel and API: bad values are refused naming the setting.
+    settings = Depth2ImgArgs(
+        invert=args.invert, clip_near=args.clip_near, clip_far=args.clip_far, gamma=args.gamma, blur=args.blur
+    )
     out = _check_output(args.out)
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     request = GenerationRequest(
@@ -69,13 +74,7 @@ def cmd_generate(args) -> int:
         width=args.width,
         height=args.height,
         resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
-        postprocess=dict(
-            invert_depth=args.invert,
-            clip_near=args.clip_near,
-            clip_far=args.clip_far,
-            gamma=args.gamma,
-            blur_radius=args.blur,
-        ),
+        postprocess=settings.postprocess_kwargs(),
     )
     result = generate(pipe, request)
     result.images[0].save(out)

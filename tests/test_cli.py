@@ -121,6 +121,7 @@ def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
          "not a depth checkpoint|unknown checkpoint type"),
         (["generate", "--prompt", "x", "--out", "o.png"], "give --image"),
         (["info", "{f}/nothing.ckpt"], "not found"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--gamma", "0"], "gamma"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message):
