@@ -35,10 +35,10 @@ class DepthCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def estimate(self, estimator, images: torch.Tensor, settings_key: str = "") -> torch.Tensor:
+    def estimate(self, estimator, images: torch.Tensor) -> torch.Tensor:
         """Depth [B, h, w] float32 for images [B, 3, H, W] in [-1, 1], on the images' device."""
-        owner = f"{estimator.cache_key}|{settings_key}"
-        keys = [(owner, image_key(image)) for image in images]
+        # Same pixels through the same weights give the same depth, whichever caller asks (preview, API, job).
+        keys = [(estimator.cache_key, image_key(image)) for image in images]
         missing = [i for i, key in enumerate(keys) if key not in self._entries]
         unique_missing: dict[tuple[str, str], int] = {}
         for i in missing:

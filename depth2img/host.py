@@ -175,7 +175,7 @@ class DepthConditioner:
             raise Depth2ImgError(
                 "Depth2Img has no image to estimate depth from: in txt2img, choose 'upload a depth map'"
             )
-        depth = self.cache.estimate(self.estimator, source_image, settings_key="source").cpu()
+        depth = self.cache.estimate(self.estimator, source_image).cpu()
         if _uses_defaults(self.args):
             return list(depth)  # bit-exact with the native path when nothing is post-processed
         return [depthmap.postprocess(d.numpy(), **self.args.postprocess_kwargs()) for d in depth]
@@ -183,7 +183,7 @@ class DepthConditioner:
     def _whole_image_depth(self, image: Image.Image) -> np.ndarray:
         rgb = _flatten_rgb(image)
         tensor = midas.images_to_tensor(rgb)
-        depth = self.cache.estimate(self.estimator, tensor, settings_key="whole").cpu()[0].numpy()
+        depth = self.cache.estimate(self.estimator, tensor).cpu()[0].numpy()
         depth = depthmap.postprocess(depth, **self.args.postprocess_kwargs())
         return self._fit(depth, rgb.size)
 

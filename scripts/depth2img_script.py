@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 from fastapi import Body, FastAPI, HTTPException
 from modules import devices, images, script_callbacks, scripts, sd_models, shared
 from modules.ui_components import InputAccordion
@@ -55,6 +56,16 @@ def loaded_estimator() -> ModuleMidasEstimator | None:
     # --lowvram/--medvram keep weights on the CPU and move the module on call: compute where it will run.
     lowvram = getattr(shared.sd_model, "lowvram", False)
     return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=devices.device if lowvram else None)
+
+
+def estimate_with_loaded_model(image) -> np.ndarray:
+    """Depth of one PIL image with the loaded checkpoint's MiDaS, through the shared cache."""
+    from depth2img.midas import images_to_tensor
+
+    estimator = loaded_estimator()
+    if estimator is None:
+        raise Depth2ImgError("estimating needs a loaded SD 2 depth model (or upload a depth map)")
+    return CACHE.estimate(estimator, images_to_tensor(image.convert("RGB")))[0].numpy()
 
 
 def register_extension_checkpoints() -> None:
@@ -250,12 +261,7 @@ class Depth2ImgScript(scripts.Script):
                 image = next((_as_pil(i) for i in init_images if _as_pil(i) is not None), None)
                 if image is None:
                     raise Depth2ImgError("add an init image first (or upload a depth map)")
-                estimator_obj = loaded_estimator()
-                if estimator_obj is None:
-                    raise Depth2ImgError("estimating needs a loaded SD 2 depth model (or upload a depth map)")
-                from depth2img.midas import images_to_tensor
-
-                depth = CACHE.estimate(estimator_obj, images_to_tensor(image.convert("RGB")), "preview")[0].numpy()
+                depth = estimate_with_loaded_model(image)
             depth = depthmap.postprocess(depth, **args.postprocess_kwargs())
         except (ArgsError, Depth2ImgError, depthmap.DepthMapError) as error:
             raise gr.Error(str(error)) from error
@@ -456,10 +462,7 @@ def mount_api(_demo, app: FastAPI):
             info = get_estimator_info(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
             if not info.available:
                 raise Depth2ImgError(f"field 'estimator': {info.name} is unavailable: {info.reason}")
-            estimator = loaded_estimator()
-            from depth2img.midas import images_to_tensor
-
-            depth = CACHE.estimate(estimator, images_to_tensor(image.convert("RGB")), "api")[0].numpy()
+            depth = estimate_with_loaded_model(image)
             return estimate_response(depthmap.postprocess(depth, **settings.postprocess_kwargs()))
         except (Depth2ImgError, ValueError) as error:
             raise HTTPException(status_code=422, detail=str(error)) from error
