@@ -2,34 +2,62 @@
 # Set up a Python environment for this repo. Idempotent: a finished environment is reused.
 #   bash tools/setup.sh          -> .venv        (current releases: the CLI, the default tests)
 #   bash tools/setup.sh webui    -> .venv-webui  (the WebUI v1.10.1 pins + Stability's ldm, for parity tests)
+# Quiet unless something fails: pip's output goes to a log that is printed (and kept) on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind="${1:-current}"
-python="${PYTHON:-python3}"
+
+# The WebUI runs Python 3.10: env (b) uses it where the machine has it (on PATH or under pyenv).
+find_python310() {
+  local p
+  for p in "$(command -v python3.10 2>/dev/null || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.10*/bin/python3.10; do
+    if [ -n "$p" ] && [ -x "$p" ] && "$p" -c 'import venv' >/dev/null 2>&1; then echo "$p"; return 0; fi
+  done
+  return 1
+}
 
 case "$kind" in
-  current) venv=.venv; reqs=requirements.txt; torch_pkgs=(torch==2.13.0) ;;
-  webui) venv=.venv-webui; reqs=requirements-webui-pins.txt; torch_pkgs=(torch==2.1.2 torchvision==0.16.2) ;;
+  current) venv=.venv; reqs=requirements.txt; torch_pkgs=(torch==2.13.0); python="${PYTHON:-python3}" ;;
+  webui)
+    venv=.venv-webui; reqs=requirements-webui-pins.txt; torch_pkgs=(torch==2.1.2 torchvision==0.16.2)
+    if [ -n "${PYTHON_WEBUI:-}" ]; then python="$PYTHON_WEBUI"
+    elif python="$(find_python310)"; then :
+    else
+      python=python3
+      echo "warning: no Python 3.10 found (the WebUI's); building $venv with $(python3 --version 2>&1)." \
+           "Install python3.10 or set PYTHON_WEBUI to test on the WebUI's Python." >&2
+    fi ;;
   *) echo "usage: bash tools/setup.sh [current|webui]" >&2; exit 2 ;;
 esac
 
 stamp="$venv/.depth2img-setup"
-want="$(cat "$reqs" tools/setup.sh | sha1sum | cut -d' ' -f1)"
+want="$( (cat "$reqs" tools/setup.sh; "$python" --version 2>&1) | sha1sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-echo "setting up $venv ($kind) ..." >&2
-"$python" -m venv "$venv"
-pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check)
+echo "setting up $venv ($kind, $("$python" --version 2>&1)) ..." >&2
+log="$(mktemp -t depth2img-setup.XXXXXX)"
+run() {
+  if ! "$@" >>"$log" 2>&1; then
+    echo "set-up failed: $*" >&2
+    cat "$log" >&2
+    echo "(log kept at $log)" >&2
+    exit 1
+  fi
+}
+rm -rf "$venv"
+run "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-warn-script-location)
 # torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
-"${pip[@]}" "${torch_pkgs[@]}"
-"${pip[@]}" -r "$reqs"
+run "${pip[@]}" "${torch_pkgs[@]}"
+run "${pip[@]}" -r "$reqs"
 # Only open_clip's tokenizer vocabulary is needed in (a); its deps would replace the CPU torch.
 if [ "$kind" = current ]; then
-  "${pip[@]}" --no-deps open-clip-torch
+  run "${pip[@]}" --no-deps open-clip-torch
 else
   # Stability's ldm package (the code the WebUI runs for this model), for reference parity tests.
-  "${pip[@]}" --no-deps stable-diffusion-sdkit
+  run "${pip[@]}" --no-deps stable-diffusion-sdkit
 fi
+rm -f "$log"
 echo "$want" > "$stamp"
