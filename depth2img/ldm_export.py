@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoints import TEXT_PREFIX, yaml_beside
+from .files import FILE_MODE
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.model."
 
 # Stability's SD 2 schedule (v2-midas-inference.yaml); diffusers calls it "scaled_linear".
 DEFAULT_LINEAR_START = 0.00085
@@ -521,13 +523,8 @@ def models_to_ldm(
     return state_dict, config
 
 
-def config_path_for(checkpoint_path: str | os.PathLike) -> Path:
-    """The WebUI reads the YAML named like the checkpoint, beside it."""
-    return Path(checkpoint_path).with_suffix(".yaml")
-
-
 def _refuse_overwrite(out_path: Path) -> None:
-    for path in (out_path, config_path_for(out_path)):
+    for path in (out_path, yaml_beside(out_path)):
         if path.exists():
             raise FileExistsError(
                 f"{path} already exists; refusing to overwrite it (remove it or pick another name)"
@@ -546,7 +543,7 @@ def write_ldm_checkpoint(
     from safetensors.torch import save_file
 
     out_path = Path(out_path)
-    yaml_path = config_path_for(out_path)
+    yaml_path = yaml_beside(out_path)
     if out_path.suffix != ".safetensors":
         raise ValueError(f"{out_path}: the export writes .safetensors only")
     if not overwrite:
@@ -560,6 +557,9 @@ def write_ldm_checkpoint(
     try:
         save_file(tensors, str(tmp_ckpt), metadata={"format": "pt", **(metadata or {})})
         tmp_yaml.write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
+        # safetensors >= 0.5 creates files 0600; a WebUI running as another user must read them.
+        for path in (tmp_ckpt, tmp_yaml):
+            os.chmod(path, FILE_MODE)
         if not overwrite and (out_path.exists() or yaml_path.exists()):
             raise FileExistsError(f"{out_path} appeared while exporting; refusing to overwrite it")
         os.replace(tmp_yaml, yaml_path)
