@@ -8,4 +8,5 @@ bash tools/setup.sh webui
 echo "== tests: current releases (.venv)"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 echo "== tests: WebUI v1.10.1 pins + Stability's ldm (.venv-webui)"
-.venv-webui/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Here the independent references (Stability's ldm, open_clip) must be importable: missing means failed.
+DEPTH2IMG_REQUIRE_REFERENCES=1 .venv-webui/bin/python -m pytest -q -p no:cacheprovider "$@"
