@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -420,11 +421,18 @@ def check_request(request: GenerationRequest) -> None:
         raise ValueError(f"batch size must be at least 1, got {request.batch_size}")
 
 
-def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = True) -> GenerationResult:
+def generate(
+    pipe: DepthPipeline,
+    request: GenerationRequest,
+    progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
+) -> GenerationResult:
     """Run one request: img2img, inpaint (image + mask) or txt2img (depth, no image).
 
     The init image, the mask and the depth map get the same fit to the output size (request.resize_mode,
     the WebUI's semantics): stretched, centre-cropped, or padded with their edges.
+    on_step(done, total) is called after each denoising step (a web page's progress bar); an exception raised
+    from it stops the run between steps and propagates (diffusers' depth2img pipeline has no interrupt flag).
     """
     check_request(request)
     image, mask = request.image, request.mask
@@ -458,6 +466,8 @@ def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = T
         generator=generator,
         output_type="np" if mode == "inpaint" else request.output_type,
     )
+    if on_step is not None:
+        call["callback_on_step_end"] = _step_reporter(on_step)
     if mode == "txt2img":
         # The base pipeline needs an image for its size; prepare_latents ignores its content.
         images = pipe(image=Image.new("RGB", (width, height), (127, 127, 127)), txt2img=True, **call).images
@@ -468,6 +478,14 @@ def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = T
     else:
         images = pipe(image=image, **call).images
     return GenerationResult(images=images, depth=depth, mode=mode, size_note=size_note)
+
+
+def _step_reporter(on_step: Callable[[int, int], None]):
+    def report(pipeline, step, timestep, tensors):
+        on_step(step + 1, pipeline.num_timesteps)
+        return {}
+
+    return report
 
 
 def _inpaint(pipe: DepthPipeline, image: Image.Image, mask: Image.Image, call: dict) -> np.ndarray:
@@ -487,6 +505,8 @@ def _inpaint(pipe: DepthPipeline, image: Image.Image, mask: Image.Image, call: d
     noise_generator = torch.Generator("cpu").manual_seed(int(call["generator"].initial_seed()) + 1)
     noise = torch.randn(init_latents.shape, generator=noise_generator).to(device=device, dtype=dtype)
 
+    report = call.pop("callback_on_step_end", None)
+
     def blend(pipeline, step, timestep, tensors):
         latents = tensors["latents"]
         timesteps = pipeline.scheduler.timesteps
@@ -495,6 +515,8 @@ def _inpaint(pipe: DepthPipeline, image: Image.Image, mask: Image.Image, call: d
             target = pipeline.scheduler.add_noise(init_latents, noise, later[:1])
         else:
             target = init_latents
+        if report is not None:
+            report(pipeline, step, timestep, tensors)
         return {"latents": latents * (1 - keep) + target.expand_as(latents) * keep}
 
     generated = pipe(image=image, callback_on_step_end=blend, **call).images
