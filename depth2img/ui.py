@@ -1,0 +1,316 @@
+"""The one depth panel, built by both hosts: the WebUI script (gradio 3.41.2) and the app (current gradio).
+
+Here: the panel's components (defaults from the args schema), its visibility rules, the preview callback
+and the infotext keys. The host keeps what is its own: where the panel sits, the WebUI's `enabled`,
+`return_depth`, `checkpoint` and `depth_dir`, and how depth is estimated (`estimate(image, estimator name)` ->
+an HxW array, larger = nearer).
+
+gradio is imported lazily (the core imports without it). The few API differences between gradio 3.41 and
+current gradio are the small helpers below, chosen from the installed gradio's signatures, not its version.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from . import depthmap
+from .args import INFOTEXT_PREFIX, SOURCES, Depth2ImgArgs
+
+# The panel's settings, in the order its components are passed to callbacks (a subset of Depth2ImgArgs'
+# fields, in the schema's order, so the WebUI's positional API list keeps its order).
+PANEL_SETTINGS = ("source", "depth_image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur")
+# Settings written to and read from the infotext (never the depth image bytes).
+INFOTEXT_SETTINGS = tuple(name for name in PANEL_SETTINGS if name != "depth_image")
+
+SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
+DEPTH_FILE_TYPES = [".png", ".tif", ".tiff", ".npy"]
+DEPTH_FILE_LABEL = "Depth map (8/16-bit PNG, TIFF, .npy; white = near; 16 bits are kept)"
+# Slider ranges: inside the schema's checks, narrowed to what is useful to drag (the API takes the full range).
+SLIDERS = {
+    "clip_near": dict(minimum=0, maximum=100, step=0.5, label="Near clip (percentile)"),
+    "clip_far": dict(minimum=0, maximum=100, step=0.5, label="Far clip (percentile)"),
+    "gamma": dict(minimum=0.1, maximum=5, step=0.05, label="Gamma"),
+    "blur": dict(minimum=0, maximum=32, step=0.5, label="Blur (sigma, px)"),
+}
+_DEFAULTS = {f.name: f.default for f in fields(Depth2ImgArgs)}
+
+
+def infotext_key(name: str) -> str:
+    return f"{INFOTEXT_PREFIX} {name}"
+
+
+# ---- compat: gradio 3.41 vs current gradio ---------------------------------------------------------
+
+
+def _gradio():
+    import gradio
+
+    return gradio
+
+
+def _accepts(cls, name: str) -> bool:
+    return name in inspect.signature(cls.__init__).parameters
+
+
+def output_image(label: str, **kwargs):
+    """A read-only image with a download button (3.41: show_download_button; current: buttons)."""
+    gr = _gradio()
+    if _accepts(gr.Image, "format"):
+        kwargs["format"] = "png"  # gradio's default, WebP, is lossy
+    if _accepts(gr.Image, "buttons"):
+        kwargs["buttons"] = ["download"]
+    elif _accepts(gr.Image, "show_download_button"):
+        kwargs["show_download_button"] = True
+    return gr.Image(label=label, interactive=False, type="pil", **kwargs)
+
+
+def hidden_api() -> dict:
+    """Event kwargs that keep an internal event (visibility, thumbnail) out of the app's API page."""
+    gr = _gradio()
+    if not gr.__version__.startswith("3.") and "api_visibility" in inspect.signature(gr.Button.click).parameters:
+        return {"api_visibility": "private"}
+    return {"api_name": False}
+
+
+def js_kwargs(js: str | None) -> dict:
+    """An event's client-side function: `_js=` in gradio 3, `js=` from gradio 4."""
+    if js is None:
+        return {}
+    return {"_js": js} if _gradio().__version__.startswith("3.") else {"js": js}
+
+
+# ---- the panel ------------------------------------------------------------------------------------
+
+
+@dataclass
+class DepthPanel:
+    source: Any
+    depth_file: Any
+    depth_thumbnail: Any
+    estimator: Any
+    invert: Any
+    clip_near: Any
+    clip_far: Any
+    gamma: Any
+    blur: Any
+    preview_button: Any
+    preview_gray: Any
+    preview_color: Any
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def settings(self) -> list:
+        """Components in PANEL_SETTINGS order (depth_file stands for depth_image)."""
+        return [self.depth_file if name == "depth_image" else getattr(self, name) for name in PANEL_SETTINGS]
+
+    @property
+    def infotext_fields(self) -> list[tuple[Any, str]]:
+        return [(getattr(self, name), infotext_key(name)) for name in INFOTEXT_SETTINGS]
+
+    def wire_preview(
+        self,
+        estimate: Callable[[Any, str], np.ndarray],
+        image_inputs: dict | None = None,
+        pick_image: Callable[..., Any] | None = None,
+        **event_kwargs,
+    ):
+        """Wire "Preview depth": the panel's settings plus `image_inputs` ({parameter name: component});
+        `pick_image(*image_values)` chooses the init image among them (default: the first one given).
+        event_kwargs go to gradio's click (api_name, queue settings, js). Returns the event."""
+        image_inputs = image_inputs or {}
+        count = len(self.settings)
+
+        def preview(*values):
+            images = values[count:]
+            image = pick_image(*images) if pick_image else next((i for i in images if i is not None), None)
+            return preview_images(settings_from_values(values[:count]), image, estimate)
+
+        fn = _as_gradio_errors(preview)
+        # Named parameters (all optional) so the HTTP API documents and accepts them by name.
+        fn.__signature__ = inspect.Signature(
+            [
+                inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
+                for name in (*PANEL_SETTINGS, *image_inputs)
+            ]
+        )
+        return self.preview_button.click(
+            fn=fn,
+            inputs=[*self.settings, *image_inputs.values()],
+            outputs=[self.preview_gray, self.preview_color],
+            **event_kwargs,
+        )
+
+
+def visibility(source: str, has_init_image: bool = True) -> tuple[dict, dict, dict]:
+    """Updates for (depth file, its thumbnail, estimator): the upload box only for "upload", the estimator only
+    where an init image can be estimated."""
+    gr = _gradio()
+    upload = source == "upload"
+    return (
+        gr.update(visible=upload),
+        gr.update(visible=upload),
+        gr.update(visible=has_init_image and not upload),
+    )
+
+
+def build_depth_panel(
+    elem_prefix: str,
+    *,
+    has_init_image: bool = True,
+    estimators: list | None = None,
+) -> DepthPanel:
+    """Create the panel's components in the current gradio layout context and wire its own events
+    (visibility, upload thumbnail). The host then calls `panel.wire_preview(...)`.
+
+    has_init_image False (the WebUI's txt2img): only an uploaded map can apply, so the source is fixed to
+    "upload" and the estimator is hidden. estimators: depth2img.estimators.EstimatorInfo list (default: the
+    registry, availability not judged).
+    """
+    gr = _gradio()
+    from .estimators import list_estimators
+
+    estimators = list_estimators() if estimators is None else estimators
+    unavailable = "; ".join(f"{e.name}: {e.reason}" for e in estimators if not e.available)
+    source_value = _DEFAULTS["source"] if has_init_image else "upload"
+    upload = source_value == "upload"
+
+    with gr.Row(elem_classes=["depth2img-row"]):
+        source = gr.Radio(
+            choices=[(SOURCE_LABELS[s], s) for s in SOURCES],
+            value=source_value,
+            label="Depth source",
+            visible=has_init_image,
+            elem_id=f"{elem_prefix}_source",
+        )
+        estimator = gr.Dropdown(
+            choices=[e.name for e in estimators],
+            value=_DEFAULTS["estimator"],
+            label="Estimator",
+            info=f"Unavailable here: {unavailable}" if unavailable else None,
+            visible=has_init_image and not upload,
+            elem_id=f"{elem_prefix}_estimator",
+        )
+    with gr.Row(elem_classes=["depth2img-row"]):
+        depth_file = gr.File(
+            label=DEPTH_FILE_LABEL,
+            type="binary",
+            file_types=DEPTH_FILE_TYPES,
+            visible=upload,
+            elem_id=f"{elem_prefix}_depth_file",
+        )
+        depth_thumbnail = output_image(
+            "Uploaded depth map", height=160, visible=upload, elem_id=f"{elem_prefix}_depth_thumbnail"
+        )
+    with gr.Row(elem_classes=["depth2img-row"]):
+        invert = gr.Checkbox(_DEFAULTS["invert"], label="Invert (swap near and far)", elem_id=f"{elem_prefix}_invert")
+    with gr.Row(elem_classes=["depth2img-row"]):
+        sliders = {
+            name: gr.Slider(value=_DEFAULTS[name], elem_id=f"{elem_prefix}_{name}", **options)
+            for name, options in SLIDERS.items()
+        }
+    with gr.Row(elem_classes=["depth2img-row"]):
+        preview_button = gr.Button("Preview depth", elem_id=f"{elem_prefix}_preview")
+    with gr.Row(elem_classes=["depth2img-row"]):
+        preview_gray = output_image("Depth (gray)", elem_id=f"{elem_prefix}_preview_gray")
+        preview_color = output_image("Depth (colour)", elem_id=f"{elem_prefix}_preview_color")
+
+    source.change(
+        fn=lambda value: visibility(value, has_init_image),
+        inputs=[source],
+        outputs=[depth_file, depth_thumbnail, estimator],
+        queue=False,
+        **hidden_api(),
+    )
+    # The thumbnail decodes the upload at once: a file that is not a depth map is reported before any job (on
+    # the queue: gradio shows the message of a queued event's error).
+    depth_file.change(fn=_as_gradio_errors(thumbnail), inputs=[depth_file], outputs=[depth_thumbnail], **hidden_api())
+    return DepthPanel(
+        source=source,
+        depth_file=depth_file,
+        depth_thumbnail=depth_thumbnail,
+        estimator=estimator,
+        invert=invert,
+        preview_button=preview_button,
+        preview_gray=preview_gray,
+        preview_color=preview_color,
+        **sliders,
+    )
+
+
+# ---- callbacks (plain functions: testable without gradio) -------------------------------------------
+
+
+def settings_from_values(values: Sequence) -> Depth2ImgArgs:
+    """Depth2ImgArgs from the panel's values in PANEL_SETTINGS order; bad values raise ArgsError naming the key."""
+    named = dict(zip(PANEL_SETTINGS, values, strict=True))
+    # gradio gives None for an empty file box; the schema wants it absent.
+    return Depth2ImgArgs.from_dict({k: v for k, v in named.items() if v is not None})
+
+
+def uploaded_depth(args: Depth2ImgArgs, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    if not args.depth_image:
+        raise depthmap.DepthMapError("no depth map uploaded: upload one (PNG, TIFF or .npy), or choose 'estimate'")
+    return depthmap.load_depth(args.depth_image, max_pixels)
+
+
+def panel_depth(
+    args: Depth2ImgArgs,
+    image,
+    estimate: Callable[[Any, str], np.ndarray],
+    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """The processed depth map the panel's settings give: the upload, or `estimate(image, estimator name)`,
+    post-processed. The host's estimate refuses an unknown or unavailable estimator (ValueError)."""
+    if args.source == "upload":
+        depth = uploaded_depth(args, max_pixels)
+    else:
+        if image is None:
+            raise depthmap.DepthMapError("no init image to estimate depth from: add one, or upload a depth map")
+        depth = np.asarray(estimate(image, args.estimator), dtype=np.float32)
+    return depthmap.postprocess(depth, **args.postprocess_kwargs())
+
+
+def gray_image(depth: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray((depthmap.to_uint16(depth) >> 8).astype(np.uint8))
+
+
+def preview_images(args: Depth2ImgArgs, image, estimate: Callable[[Any, str], np.ndarray]):
+    """(gray, colour) PIL previews of the processed depth map."""
+    from PIL import Image
+
+    depth = panel_depth(args, image, estimate)
+    return gray_image(depth), Image.fromarray(depthmap.colorize(depth))
+
+
+def thumbnail(depth_file):
+    """A small gray view of an uploaded depth map (None clears it)."""
+    if depth_file is None:
+        return None
+    depth = depthmap.load_depth(depth_file)
+    preview = gray_image(depth)
+    preview.thumbnail((256, 256))
+    return preview
+
+
+def _as_gradio_errors(fn: Callable) -> Callable:
+    """Show the core's input errors (ValueError and its kin: args, depth maps, host errors) in the page."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ValueError as error:
+            gr = _gradio()
+            # An input problem, not a fault: no traceback in the server log where gradio allows it (4+).
+            quiet = {"print_exception": False} if _accepts(gr.Error, "print_exception") else {}
+            raise gr.Error(str(error), **quiet) from error
+
+    return wrapper
