@@ -1,4 +1,4 @@
-"""`python -m depth2img`: generate, depth, info, convert.
+"""`python -m depth2img`: generate, depth, info, convert, app.
 
 Bad input (missing file, not an image, mask size mismatch, non-depth checkpoint, NaN depth) ends with one
 line on stderr and exit code 2, never a traceback.
@@ -128,6 +128,31 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_app(args) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError as error:
+        raise UserError(f"the app needs gradio ({error}): pip install gradio") from error
+    from .app import launch
+
+    launch(
+        checkpoint=args.checkpoint,
+        host=args.host,
+        port=args.port,
+        share=args.share,
+        out=args.out,
+        max_pixels=_max_pixels(args),
+    )
+    return 0
+
+
+def _true_or_false(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("true", "false"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return lowered == "true"
+
+
 def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
     from .depthmap import DEFAULT_MAX_PIXELS
 
@@ -190,6 +215,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--open-clip-arch", default=None, help="OpenCLIP arch name for a text tower that is not ViT-H-14-sized"
     )
     conv.set_defaults(func=cmd_convert)
+
+    app = sub.add_parser("app", help="a web page on this engine (needs gradio)")
+    app.add_argument(
+        "--checkpoint", help="depth checkpoint or diffusers folder; default: models/Stable-diffusion/ or the demo"
+    )
+    app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    app.add_argument("--port", type=int, default=7861)
+    app.add_argument(
+        "--share", type=_true_or_false, default=False, metavar="true|false", help="a public gradio.live link"
+    )
+    app.add_argument("--out", default="outputs/app", help="folder for the pictures, depth maps and gradio's cache")
+    _add_max_megapixels(app)
+    app.set_defaults(func=cmd_app)
     return parser
 
 

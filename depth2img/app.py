@@ -1,0 +1,412 @@
+"""`python -m depth2img app`: a web page on the diffusers engine (current gradio).
+
+One pipeline, loaded once. gradio's queue runs the jobs that use it (preview, generate) one at a time
+(concurrency id "pipeline"); other users wait in line and all get their images. The depth panel is
+depth2img.ui's, the one the WebUI shows. Files go to --out only (gradio's upload cache included), under
+unique names, written atomically. The HTTP API is gradio's own: see the README for a gradio_client call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from . import depthmap, ui
+from .engine import GenerationRequest, generate, make_scheduler
+from .estimators import get_estimator_info, list_estimators
+from .files import write_atomic
+from .paths import DEMO_DIR
+
+SCHEDULERS = ("pndm", "ddim", "euler")
+# The WebUI's names for them, so the settings text reads as a WebUI infotext (PNDM without PRK steps = PLMS).
+SAMPLER_NAMES = {"pndm": "PLMS", "ddim": "DDIM", "euler": "Euler"}
+RESIZE_MODES = {
+    "just resize": depthmap.ResizeMode.JUST_RESIZE,
+    "crop and resize": depthmap.ResizeMode.CROP_AND_RESIZE,
+    "resize and fill": depthmap.ResizeMode.RESIZE_AND_FILL,
+}
+CONCURRENCY_ID = "pipeline"
+DEMO_BANNER = (
+    "**Demo checkpoint: the pictures are noise.** No depth model was found, so the app runs the embedded demo "
+    "checkpoint (the real architecture with tiny sizes and random weights). For real results, start it with "
+    "`python -m depth2img app --checkpoint /path/to/512-depth-ema.safetensors`, or put `512-depth-ema.safetensors` "
+    "(or `.ckpt`) in `models/Stable-diffusion/`."
+)
+
+
+class StopRequested(Exception):
+    """Raised from the denoising loop's step callback when the user pressed Stop."""
+
+
+def painted_mask(editor_value) -> Image.Image | None:
+    """White where anything was painted on the editor's layers; None when nothing was (no inpainting)."""
+    if not editor_value:
+        return None
+    layers = [layer for layer in editor_value.get("layers") or [] if layer is not None]
+    if not layers:
+        return None
+    alpha = np.zeros((layers[0].height, layers[0].width), dtype=bool)
+    for layer in layers:
+        if layer.size != layers[0].size:
+            raise ValueError("the mask's layers differ in size: clear the mask and paint it again")
+        alpha |= np.asarray(layer.convert("RGBA"))[..., 3] > 0
+    if not alpha.any():
+        return None
+    return Image.fromarray(alpha.astype(np.uint8) * 255, mode="L")
+
+
+def infotext(prompt: str, negative_prompt: str, params: dict) -> str:
+    """The WebUI's infotext layout: prompt, negative prompt, then "key: value" pairs."""
+    lines = [prompt]
+    if negative_prompt:
+        lines.append(f"Negative prompt: {negative_prompt}")
+    lines.append(", ".join(f"{key}: {value}" for key, value in params.items()))
+    return "\n".join(lines)
+
+
+class DepthApp:
+    def __init__(self, pipe, out_dir: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+        self.pipe = pipe
+        self.out_dir = Path(out_dir).resolve()
+        self.max_pixels = max_pixels
+        self.is_demo = pipe.checkpoint_path is not None and Path(pipe.checkpoint_path).parent == DEMO_DIR
+        # Each scheduler is built once from the loaded one's training schedule (the engine's one recipe).
+        schedule = pipe.scheduler.config
+        config = {
+            "model": {
+                "params": {
+                    "timesteps": schedule.num_train_timesteps,
+                    "linear_start": schedule.beta_start,
+                    "linear_end": schedule.beta_end,
+                }
+            }
+        }
+        self.schedulers = {name: make_scheduler(config, name) for name in SCHEDULERS}
+        # The scheduler swap and the call must not interleave (the queue runs one job, the API may not).
+        self.lock = threading.Lock()
+        self._stops: dict[str, threading.Event] = {}  # session -> its running job's stop flag
+
+    # ---- depth ----
+    def estimators(self):
+        return list_estimators(has_depth_checkpoint=True)
+
+    def estimate(self, image, estimator: str) -> np.ndarray:
+        """Depth of the init image (a path from the page) with the named estimator (the panel's callback)."""
+        self._check_estimator(estimator)
+        if not isinstance(image, Image.Image):
+            image = depthmap.open_image(image, "the init image", self.max_pixels)
+        with self.lock:
+            return self.pipe.estimate_depth(image.convert("RGB"))[0].numpy()
+
+    def _check_estimator(self, name: str) -> None:
+        info = get_estimator_info(name, has_depth_checkpoint=True)  # unknown: ValueError naming the choices
+        if not info.available:
+            raise ValueError(f"estimator {info.name!r} is unavailable here: {info.reason}")
+
+    # ---- generation ----
+    def generate(
+        self,
+        init_image,
+        inpaint_mask,
+        prompt,
+        negative_prompt,
+        steps,
+        guidance,
+        strength,
+        seed,
+        scheduler,
+        width,
+        height,
+        resize_mode,
+        batch_size,
+        source,
+        depth_image,
+        estimator,
+        invert,
+        clip_near,
+        clip_far,
+        gamma,
+        blur,
+        request=None,
+        progress=None,
+    ):
+        """One job; returns (image paths, 16-bit depth PNG path, settings text, seed used)."""
+        import gradio as gr
+
+        args = ui.settings_from_values([source, depth_image, estimator, invert, clip_near, clip_far, gamma, blur])
+        if args.source == "estimate":
+            self._check_estimator(args.estimator)
+        if scheduler not in self.schedulers:
+            raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+        if resize_mode not in RESIZE_MODES:
+            raise ValueError(f"unknown resize mode {resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
+        image = depthmap.open_image(init_image, "the init image", self.max_pixels) if init_image else None
+        mask = painted_mask(inpaint_mask)
+        depth = ui.uploaded_depth(args, self.max_pixels) if args.source == "upload" else None
+        if depth is not None and float(depth.max()) <= float(depth.min()):
+            gr.Warning("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
+        if image is None and depth is None:
+            raise ValueError("nothing to start from: add an init image, or upload a depth map for txt2img")
+        seed = int(seed) if seed is not None and int(seed) >= 0 else secrets.randbelow(2**32)
+        job = GenerationRequest(
+            prompt=prompt or "",
+            negative_prompt=negative_prompt or None,
+            image=image,
+            mask=mask,
+            depth=depth,
+            steps=int(steps),
+            guidance=float(guidance),
+            strength=float(strength),
+            seed=seed,
+            width=int(width) or None,
+            height=int(height) or None,
+            batch_size=int(batch_size),
+            resize_mode=RESIZE_MODES[resize_mode],
+            postprocess=args.postprocess_kwargs(),
+        )
+
+        session = getattr(request, "session_hash", None) or "api"
+        stop = self._stops.setdefault(session, threading.Event())
+        stop.clear()
+
+        def on_step(done: int, total: int) -> None:
+            if stop.is_set():
+                raise StopRequested(f"after step {done} of {total}")
+            if progress is not None:
+                progress((done, total), desc="Denoising", unit="steps")
+
+        if progress is not None:
+            progress(0, desc="Depth and prompt")
+        try:
+            with self.lock:
+                self.pipe.scheduler = self.schedulers[scheduler]
+                result = generate(self.pipe, job, progress=False, on_step=on_step)
+        finally:
+            self._stops.pop(session, None)
+
+        settings = dataclasses.replace(args, enabled=True).to_infotext()
+        text = infotext(
+            job.prompt,
+            negative_prompt or "",
+            {
+                "Steps": job.steps,
+                "Sampler": SAMPLER_NAMES[scheduler],
+                "CFG scale": job.guidance,
+                "Seed": seed,
+                "Size": f"{result.images[0].width}x{result.images[0].height}",
+                "Model": Path(self.pipe.checkpoint_path).stem if self.pipe.checkpoint_path else "diffusers",
+                **({"Denoising strength": job.strength} if result.mode != "txt2img" else {}),
+                "Depth2Img mode": result.mode,
+                **settings,
+            },
+        )
+        paths, depth_path = self.save(result, seed, text)
+        return [str(p) for p in paths], str(depth_path), text, seed
+
+    def stop(self, request=None) -> bool:
+        """Stop this page's running job at the next denoising step; False when it has none running.
+
+        (The Stop button also cancels the page's event: gradio drops a job still waiting in the queue, but a
+        running one is a thread that only this flag ends.)"""
+        session = getattr(request, "session_hash", None) or "api"
+        event = self._stops.get(session)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def save(self, result, seed: int, text: str) -> tuple[list[Path], Path]:
+        """PNG files under --out with fresh names (never over an existing file), the settings in their info."""
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}-{secrets.token_hex(4)}"
+        while any(self.out_dir.glob(f"{stem}*")):  # the random part makes this practically never loop
+            stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}-{secrets.token_hex(4)}"
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", text)  # what the WebUI's PNG Info reads
+        paths = []
+        for index, picture in enumerate(result.images):
+            path = self.out_dir / f"{stem}-{index}.png"
+            write_atomic(path, lambda temporary, picture=picture: picture.save(temporary, format="PNG", pnginfo=info))
+            paths.append(path)
+        width, height = result.images[0].size
+        depth = depthmap.resize(result.depth, width, height)  # at the pictures' size, as the CLI writes it
+        depth_path = depthmap.save_depth(depth, self.out_dir / f"{stem}-depth.png")
+        return paths, depth_path
+
+    # ---- the page ----
+    def build(self):
+        import gradio as gr
+
+        with gr.Blocks(title="Depth2Img", analytics_enabled=False) as blocks:
+            gr.Markdown("# Depth2Img — Stable Diffusion 2 depth-to-image")
+            if self.is_demo:
+                gr.Markdown(DEMO_BANNER, elem_id="depth2img_demo_banner")
+            with gr.Row():
+                with gr.Column():
+                    init_image = gr.Image(
+                        label="Init image (leave empty for txt2img from an uploaded depth map)",
+                        type="filepath",
+                        image_mode=None,
+                        sources=["upload", "clipboard"],
+                        elem_id="depth2img_init_image",
+                    )
+                    prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="depth2img_prompt")
+                    negative_prompt = gr.Textbox("", label="Negative prompt", lines=1, elem_id="depth2img_negative")
+                    with gr.Row():
+                        steps = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="depth2img_steps")
+                        guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance (CFG scale)")
+                        strength = gr.Slider(
+                            0.01, 1, value=0.8, step=0.01, label="Strength (denoising)", elem_id="depth2img_strength"
+                        )
+                    with gr.Row():
+                        seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", elem_id="depth2img_seed")
+                        scheduler = gr.Dropdown(list(SCHEDULERS), value="pndm", label="Scheduler")
+                        batch_size = gr.Slider(1, 8, value=1, step=1, label="Number of images")
+                    with gr.Row():
+                        # 0: the source's aspect at about 512x512 (the engine's default_size)
+                        width = gr.Slider(0, 2048, value=0, step=8, label="Width (0 = auto)", elem_id="depth2img_width")
+                        height = gr.Slider(
+                            0, 2048, value=0, step=8, label="Height (0 = auto)", elem_id="depth2img_height"
+                        )
+                        resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
+                    with gr.Accordion("Depth", open=True):
+                        panel = ui.build_depth_panel("depth2img", estimators=self.estimators())
+                    with gr.Accordion("Inpaint: paint the area to repaint", open=False):
+                        inpaint_mask = gr.ImageEditor(
+                            label="Mask (paint over the init image; white = repaint)",
+                            type="pil",
+                            sources=["upload"],
+                            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                            elem_id="depth2img_mask",
+                        )
+                with gr.Column():
+                    with gr.Row():
+                        generate_button = gr.Button("Generate", variant="primary", elem_id="depth2img_generate")
+                        stop_button = gr.Button("Stop", variant="stop", elem_id="depth2img_stop")
+                    gallery = gr.Gallery(label="Images", format="png", columns=2, elem_id="depth2img_gallery")
+                    depth_download = gr.File(label="Depth map (16-bit PNG, white = near)", elem_id="depth2img_depth")
+                    used_seed = gr.Number(
+                        None,
+                        label="Seed used", precision=0, interactive=False, elem_id="depth2img_used_seed"
+                    )
+                    settings_text = gr.Textbox(
+                        label="Settings (the WebUI's infotext keys)", lines=4, elem_id="depth2img_settings"
+                    )
+
+            queue = dict(concurrency_limit=1, concurrency_id=CONCURRENCY_ID)
+            panel.wire_preview(
+                self.estimate,
+                image_inputs={"init_image": init_image},
+                api_name="preview_depth",
+                **queue,
+            )
+            # The mask editor paints over the init image.
+            init_image.change(
+                fn=lambda path: {"background": path, "layers": [], "composite": path} if path else None,
+                inputs=[init_image],
+                outputs=[inpaint_mask],
+                queue=False,
+                **ui.hidden_api(),
+            )
+            inputs = [
+                init_image, inpaint_mask, prompt, negative_prompt, steps, guidance, strength, seed, scheduler,
+                width, height, resize_mode, batch_size, *panel.settings,
+            ]  # fmt: skip
+            event = generate_button.click(
+                fn=self._generate_event(),
+                inputs=inputs,
+                outputs=[gallery, depth_download, settings_text, used_seed],
+                show_progress_on=[gallery],
+                api_name="generate",
+                **queue,
+            )
+            # On the queue (gradio shows its message) but never waiting behind a job: no concurrency limit.
+            stop_button.click(
+                fn=self._stop_event(), concurrency_limit=None, concurrency_id="stop", cancels=[event], **ui.hidden_api()
+            )
+        return blocks
+
+    def _generate_event(self):
+        """generate() with the page's errors: input problems and Stop as messages; the app keeps serving."""
+        import gradio as gr
+
+        # Every parameter is optional over the API: omitted ones take the page's defaults (None: no image).
+        def run_generate(
+            init_image=None, inpaint_mask=None, prompt=None, negative_prompt=None, steps=None, guidance=None,
+            strength=None, seed=None, scheduler=None, width=None, height=None, resize_mode=None, batch_size=None,
+            source=None, depth_image=None, estimator=None, invert=None, clip_near=None, clip_far=None, gamma=None,
+            blur=None, request: gr.Request = None, progress=gr.Progress(),  # noqa: B008 (gradio's injection idiom)
+        ):  # fmt: skip
+            try:
+                return self.generate(
+                    init_image, inpaint_mask, prompt, negative_prompt, steps, guidance, strength, seed, scheduler,
+                    width, height, resize_mode, batch_size, source, depth_image, estimator, invert, clip_near,
+                    clip_far, gamma, blur, request=request, progress=progress,
+                )  # fmt: skip
+            # Expected outcomes, not faults: a message in the page, no traceback in the log.
+            except StopRequested as stopped:
+                raise gr.Error(f"Stopped {stopped}; no image was made.", print_exception=False) from stopped
+            except ValueError as error:  # the core's input errors name the problem and what to do
+                raise gr.Error(str(error), print_exception=False) from error
+            except Exception as error:
+                traceback.print_exc()
+                message = f"generation failed: {type(error).__name__}: {error} (details in the server log)"
+                raise gr.Error(message) from error
+
+        # gradio injects the request by the parameter's annotation, which this module's `from __future__ import
+        # annotations` turns into a string: give it the class.
+        run_generate.__annotations__["request"] = gr.Request
+        return run_generate
+
+    def _stop_event(self):
+        import gradio as gr
+
+        def stop(request: gr.Request):
+            if self.stop(request):
+                gr.Info("Stopping at the next denoising step.")
+            else:
+                gr.Info("Nothing of this page was running (a job still waiting in line is dropped).")
+
+        stop.__annotations__["request"] = gr.Request  # see _generate_event
+        return stop
+
+
+def launch(
+    checkpoint: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 7861,
+    share: bool = False,
+    out: str | Path = "outputs/app",
+    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+    block: bool = True,
+):
+    """Load the pipeline once and serve the page; returns gradio's Blocks (block=False: in a background thread)."""
+    out_dir = Path(out).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # gradio keeps uploads and served files in its cache: under --out, so nothing is written elsewhere.
+    os.environ["GRADIO_TEMP_DIR"] = str(out_dir / ".gradio-cache")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry or version check
+    from .engine import load_pipeline
+
+    pipe = load_pipeline(checkpoint, announce=lambda message: print(message, file=sys.stderr))
+    app = DepthApp(pipe, out_dir, max_pixels=max_pixels)
+    blocks = app.build()
+    blocks.queue(default_concurrency_limit=1)
+    blocks.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        allowed_paths=[str(out_dir)],
+        show_error=True,
+        prevent_thread_lock=not block,
+        quiet=False,
+    )
+    return blocks
