@@ -1,0 +1,150 @@
+"""The app's and the panel's logic without a server or a browser: masks, settings text, panel errors,
+the engine's step hook (progress and Stop)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from depth2img import depthmap, ui
+from depth2img.args import ArgsError, Depth2ImgArgs
+from depth2img.engine import GenerationRequest, generate, load_pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint):
+    return load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
+
+
+def ramp_png16() -> bytes:
+    return depthmap.encode_png16(np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1)))
+
+
+def no_estimate(image, name):
+    raise AssertionError("an uploaded map must not be estimated")
+
+
+# ---- the panel's callbacks -------------------------------------------------------------------------------
+
+
+def test_panel_values_follow_the_schema_and_name_bad_keys():
+    args = ui.settings_from_values(["upload", b"png", "checkpoint-midas", True, 90.0, 10.0, 2.0, 1.5])
+    assert (args.source, args.depth_image, args.invert, args.gamma, args.blur) == ("upload", b"png", True, 2.0, 1.5)
+    with pytest.raises(ArgsError, match="'gamma'"):
+        ui.settings_from_values(["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 0.0, 0.0])
+    with pytest.raises(ArgsError, match="'source'"):
+        ui.settings_from_values(["guess", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0])
+
+
+def test_panel_defaults_are_the_schema_defaults():
+    defaults = Depth2ImgArgs()
+    for name in ui.INFOTEXT_SETTINGS:
+        assert ui._DEFAULTS[name] == getattr(defaults, name)
+    for name, slider in ui.SLIDERS.items():  # every slider can show its default
+        assert slider["minimum"] <= getattr(defaults, name) <= slider["maximum"]
+
+
+def test_panel_depth_uploaded_16_bit_kept_and_post_processed():
+    args = Depth2ImgArgs(source="upload", depth_image=ramp_png16(), invert=True)
+    depth = ui.panel_depth(args, None, no_estimate)
+    assert depth.shape == (32, 48) and len(np.unique(depth)) == 48
+    assert depth[0, 0] > depth[0, -1]  # inverted: the left edge is now near
+
+
+def test_panel_depth_errors_say_what_to_do():
+    with pytest.raises(depthmap.DepthMapError, match="no depth map uploaded"):
+        ui.panel_depth(Depth2ImgArgs(source="upload"), None, no_estimate)
+    with pytest.raises(depthmap.DepthMapError, match="not a readable image"):
+        ui.panel_depth(Depth2ImgArgs(source="upload", depth_image=b"not an image"), None, no_estimate)
+    with pytest.raises(depthmap.DepthMapError, match="no init image"):
+        ui.panel_depth(Depth2ImgArgs(source="estimate"), None, no_estimate)
+
+
+def test_preview_is_gray_and_colour_of_the_processed_map():
+    seen = []
+
+    def estimate(image, name):
+        seen.append(name)
+        return np.tile(np.linspace(0, 5, 40, dtype=np.float32), (20, 1))
+
+    gray, colour = ui.preview_images(Depth2ImgArgs(), Image.new("RGB", (40, 20)), estimate)
+    assert seen == ["checkpoint-midas"]
+    assert gray.mode == "L" and gray.size == (40, 20) and colour.mode == "RGB"
+    assert np.asarray(gray)[0, 0] == 0 and np.asarray(gray)[0, -1] == 255
+
+
+# ---- the app's helpers ----------------------------------------------------------------------------------
+
+
+def test_painted_mask_is_the_union_of_the_layers():
+    from depth2img.app import painted_mask
+
+    first, second = np.zeros((16, 24, 4), np.uint8), np.zeros((16, 24, 4), np.uint8)
+    first[2:5, 3:6, 3] = 255
+    second[10:12, 20:22, 3] = 40  # a faint stroke still counts
+    mask = painted_mask({"background": None, "layers": [Image.fromarray(first), Image.fromarray(second)]})
+    expected = np.zeros((16, 24), np.uint8)
+    expected[2:5, 3:6] = expected[10:12, 20:22] = 255
+    assert mask.mode == "L" and np.array_equal(np.asarray(mask), expected)
+    assert painted_mask({"layers": [Image.new("RGBA", (24, 16))]}) is None  # nothing painted: no inpainting
+    assert painted_mask(None) is None
+
+
+def test_settings_text_reads_back_into_the_schema():
+    from depth2img.app import infotext
+
+    args = Depth2ImgArgs(enabled=True, invert=True, gamma=2.0, blur=1.5)
+    text = infotext("a room", "blurry", {"Steps": 2, "Seed": 7, **args.to_infotext()})
+    prompt, negative, params = text.split("\n")
+    assert (prompt, negative) == ("a room", "Negative prompt: blurry")
+    pairs = dict(item.split(": ", 1) for item in params.split(", "))
+    assert pairs["Seed"] == "7"
+    restored = Depth2ImgArgs.from_infotext(pairs)
+    assert (restored.enabled, restored.invert, restored.gamma, restored.blur) == (True, True, 2.0, 1.5)
+
+
+# ---- the engine's step hook: progress and Stop ----------------------------------------------------------
+
+
+def test_on_step_reports_every_step_and_an_exception_stops_between_steps(pipe):
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    request = GenerationRequest(
+        prompt="x", image=image, depth=np.tile(np.linspace(0, 1, 64, dtype=np.float32), (64, 1)), steps=4, strength=1,
+        width=64, height=64,
+    )
+    seen = []
+    generate(pipe, request, progress=False, on_step=lambda done, total: seen.append((done, total)))
+    total = seen[-1][1]
+    assert seen == [(done, total) for done in range(1, total + 1)]
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise Stop
+
+    unet_calls = []
+    hook = pipe.unet.register_forward_hook(lambda *args: unet_calls.append(1))
+    try:
+        with pytest.raises(Stop):
+            generate(pipe, request, progress=False, on_step=stop_after_two)
+    finally:
+        hook.remove()
+    assert len(unet_calls) == 2
+
+
+def test_on_step_runs_beside_the_inpaint_blend(pipe):
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    request = GenerationRequest(
+        prompt="x", image=image, mask=mask, steps=3, strength=1, width=64, height=64, output_type="np"
+    )
+    seen = []
+    result = generate(pipe, request, progress=False, on_step=lambda done, total: seen.append(done))
+    assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 3
+    outside = np.asarray(mask) == 0
+    assert np.allclose(result.images[0][outside], np.asarray(image, np.float32)[outside] / 255.0)
