@@ -22,7 +22,7 @@ from PIL import Image, PngImagePlugin
 
 from . import depthmap, ui
 from .engine import GenerationRequest, generate, make_scheduler
-from .estimators import get_estimator_info, list_estimators
+from .estimators import list_estimators
 from .files import write_atomic
 from .paths import DEMO_DIR
 
@@ -94,23 +94,28 @@ class DepthApp:
         # The scheduler swap and the call must not interleave (the queue runs one job, the API may not).
         self.lock = threading.Lock()
         self._stops: dict[str, threading.Event] = {}  # session -> its running job's stop flag
+        # Judged once: what this environment and this checkpoint can run does not change while the app serves.
+        self.estimators = {info.name: info for info in list_estimators(has_depth_checkpoint=True)}
 
     # ---- depth ----
-    def estimators(self):
-        return list_estimators(has_depth_checkpoint=True)
-
     def estimate(self, image, estimator: str) -> np.ndarray:
         """Depth of the init image (a path from the page) with the named estimator (the panel's callback)."""
         self._check_estimator(estimator)
         if not isinstance(image, Image.Image):
-            image = depthmap.open_image(image, "the init image", self.max_pixels)
+            image = self.open_upload(image, "the init image")
         with self.lock:
             return self.pipe.estimate_depth(image.convert("RGB"))[0].numpy()
 
+    def open_upload(self, path: str, what: str) -> Image.Image:
+        # As bytes: messages name the input, not gradio's cache path.
+        return depthmap.open_image(Path(path).read_bytes(), what, self.max_pixels)
+
     def _check_estimator(self, name: str) -> None:
-        info = get_estimator_info(name, has_depth_checkpoint=True)  # unknown: ValueError naming the choices
+        info = self.estimators.get(name)
+        if info is None:
+            raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(self.estimators)}")
         if not info.available:
-            raise ValueError(f"estimator {info.name!r} is unavailable here: {info.reason}")
+            raise ValueError(f"estimator {name!r} is unavailable here: {info.reason}")
 
     # ---- generation ----
     def generate(
@@ -149,7 +154,7 @@ class DepthApp:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
-        image = depthmap.open_image(init_image, "the init image", self.max_pixels) if init_image else None
+        image = self.open_upload(init_image, "the init image") if init_image else None
         mask = painted_mask(inpaint_mask)
         depth = ui.uploaded_depth(args, self.max_pixels) if args.source == "upload" else None
         if depth is not None and float(depth.max()) <= float(depth.min()):
@@ -278,7 +283,7 @@ class DepthApp:
                         )
                         resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
                     with gr.Accordion("Depth", open=True):
-                        panel = ui.build_depth_panel("depth2img", estimators=self.estimators())
+                        panel = ui.build_depth_panel("depth2img", estimators=list(self.estimators.values()))
                     with gr.Accordion("Inpaint: paint the area to repaint", open=False):
                         inpaint_mask = gr.ImageEditor(
                             label="Mask (paint over the init image; white = repaint)",

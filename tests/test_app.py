@@ -78,7 +78,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """Inputs: a 96x64 image, a 16-bit depth PNG, a file that is no image, a NaN .npy, a 32x32 mask stroke."""
+    """Inputs: a 96x64 image and a truncated copy, 16-bit depth PNGs (a ramp, a flat one), a file that is no
+    image, a NaN .npy, a 32x32 mask stroke."""
     import cv2
     from PIL import Image
 
@@ -91,6 +92,8 @@ def files(tmp_path_factory):
     nan = np.ones((64, 96), np.float32)
     nan[5, 5] = np.nan
     np.save(folder / "nan.npy", nan)
+    (folder / "truncated.png").write_bytes((folder / "scene.png").read_bytes()[:400])
+    cv2.imwrite(str(folder / "flat16.png"), np.full((64, 96), 30000, np.uint16))
     stroke = np.zeros((32, 32, 4), np.uint8)
     stroke[8:24, 8:24] = 255
     Image.fromarray(stroke, "RGBA").save(folder / "stroke32.png")
@@ -139,6 +142,7 @@ def test_gradio_client_errors_are_messages_and_the_app_keeps_serving(server, fil
         (dict(source="upload", depth_image=handle(str(files / "nan.npy"))), "NaN"),
         (dict(init_image=scene, estimator="no-such-estimator"), "no-such-estimator"),
         (dict(init_image=scene, source="upload"), "no depth map uploaded"),
+        (dict(init_image=handle(str(files / "truncated.png"))), "init image is not a readable image"),
         (dict(), "nothing to start from"),
     ]
     for kwargs, expected in cases:
@@ -260,6 +264,17 @@ def test_browser_bad_depth_file_is_a_message_then_txt2img_works(server, browser,
     page.click("#depth2img_generate")
     page.locator("#depth2img_gallery img").first.wait_for(timeout=JOB_TIMEOUT_MS)
     assert "Depth2Img mode: txt2img" in page.locator("#depth2img_settings textarea").input_value()
+
+    # A flat map is usable (it conditions on a constant) but likely a mistake: a warning, and the picture.
+    page.locator("#depth2img_depth_file button[aria-label='Clear']").first.click()
+    upload.set_input_files(str(files / "flat16.png"))
+    page.locator("#depth2img_depth_thumbnail img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    seed_before = page.locator("#depth2img_used_seed input").input_value()
+    page.click("#depth2img_generate")
+    page.locator(".toast-body", has_text="flat").wait_for(timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(
+        f"document.querySelector('#depth2img_used_seed input').value !== '{seed_before}'", timeout=JOB_TIMEOUT_MS
+    )
     page.close()
 
 
