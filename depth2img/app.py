@@ -250,7 +250,8 @@ class DepthApp:
     def build(self):
         import gradio as gr
 
-        with gr.Blocks(title="Depth2Img", analytics_enabled=False) as blocks:
+        # gradio's cache (uploads, served copies) under --out is emptied of files older than a day, hourly.
+        with gr.Blocks(title="Depth2Img", analytics_enabled=False, delete_cache=(3600, 86400)) as blocks:
             gr.Markdown("# Depth2Img — Stable Diffusion 2 depth-to-image")
             if self.is_demo:
                 gr.Markdown(DEMO_BANNER, elem_id="depth2img_demo_banner")

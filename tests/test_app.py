@@ -318,3 +318,25 @@ def test_browser_stop_ends_the_job_between_steps(server, browser, files):
     page.click("#depth2img_generate")
     page.locator("#depth2img_gallery img").first.wait_for(timeout=JOB_TIMEOUT_MS)
     page.close()
+
+
+def test_browser_painted_mask_inpaints(server, browser, files):
+    url, _, _ = server
+    page = open_page(browser, url, [])
+    page.locator("#depth2img_init_image input[type=file]").set_input_files(str(files / "scene.png"))
+    page.locator("#depth2img_init_image img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    page.get_by_text("Inpaint: paint the area to repaint").click()
+    editor = page.locator("#depth2img_mask")
+    editor.locator("button[aria-label='Brush']").click()
+    canvas = editor.locator("canvas").last
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.5)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.5, steps=8)
+    page.mouse.up()
+    small_job(page)
+    page.click("#depth2img_generate")
+    page.locator("#depth2img_gallery img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    assert "Depth2Img mode: inpaint" in page.locator("#depth2img_settings textarea").input_value()
+    page.close()
