@@ -6,7 +6,8 @@ A depth checkpoint is recognised by its keys, not its name: the UNet's `conv_in`
 
 from __future__ import annotations
 
-import pickle
+import functools
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from .paths import SHIPPED_DEPTH_CONFIG
 UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 # safetensors headers name dtypes tersely ("F16"); torch names them "torch.float16".
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64"}
-MIDAS_PREFIX = "depth_model.model."
+MIDAS_PREFIX = "depth_model.model."  # the embedded MiDaS DPT-Hybrid
+TEXT_PREFIX = "cond_stage_model.model."  # the OpenCLIP text tower
 EMA_PREFIX = "model_ema."
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
 
@@ -56,12 +58,36 @@ class CheckpointInfo:
         return text
 
 
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """All tensors of a .safetensors or .ckpt file, unwrapped from a `state_dict` wrapper.
+def _torch_load(path: Path, mmap: bool = False) -> object:
+    """torch.load of a .ckpt with the data-only unpickler; every failure becomes a CheckpointError.
 
-    .ckpt files are read with torch.load(weights_only=True): a file that needs arbitrary unpickling
-    is refused, never executed.
+    A file that needs arbitrary code to unpickle is refused, never executed (see safe_unpickle).
+    mmap reads only what is touched (a multi-GB file's keys and shapes stay instant); only zip files have it.
     """
+    from . import safe_unpickle
+
+    try:
+        return torch.load(
+            str(path),
+            map_location="cpu",
+            pickle_module=safe_unpickle,
+            weights_only=False,  # the restriction is safe_unpickle's; torch refuses a pickle_module otherwise
+            mmap=mmap and zipfile.is_zipfile(path),
+        )
+    except safe_unpickle.RefusedGlobal as error:
+        raise CheckpointError(
+            f"{path} holds more than tensors and plain data ({error}) and was refused; "
+            "convert it to .safetensors with a trusted tool, or use the original release file"
+        ) from error
+    except Exception as error:  # truncated downloads: "failed finding central directory", EOFError, ...
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(error).__name__}: {error}); "
+            "it may be incomplete: download it again"
+        ) from error
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """All tensors of a .safetensors or .ckpt file, unwrapped from a `state_dict` wrapper."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -72,16 +98,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as error:  # safetensors raises its own error types per version
             raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} holds more than tensors (it would need arbitrary code to unpickle) and was refused; "
-            "convert it to .safetensors with a trusted tool, or use the original release file"
-        ) from error
-    except Exception as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from error
-    return _unwrap(data, path)[0]
+    return _unwrap(_torch_load(path), path)[0]
 
 
 def _unwrap(data: object, path: Path) -> tuple[dict[str, torch.Tensor], bool]:
@@ -108,16 +125,8 @@ def _shapes_and_dtypes(path: Path) -> tuple[dict[str, tuple[int, ...]], set[str]
         except Exception as error:
             raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
         return shapes, dtypes, False
-    try:
-        # mmap: only the keys and shapes are needed, so a multi-GB .ckpt is not read into memory.
-        data = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path} needs arbitrary unpickling and was refused") from error
-    except Exception as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({error})") from error
-    state, wrapped = _unwrap(data, path)
+    # mmap: only the keys and shapes are needed, so a multi-GB .ckpt is not read into memory.
+    state, wrapped = _unwrap(_torch_load(path, mmap=True), path)
     return {k: tuple(v.shape) for k, v in state.items()}, {str(v.dtype) for v in state.values()}, wrapped
 
 
@@ -155,17 +164,16 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
-_INSPECTED: dict[tuple[str, float, int], CheckpointInfo] = {}
-
-
 def inspect_checkpoint_cached(path: str | Path) -> CheckpointInfo:
     """inspect_checkpoint, remembered per (path, mtime, size): model lists ask often."""
     path = Path(path)
     stat = path.stat()
-    key = (str(path), stat.st_mtime, stat.st_size)
-    if key not in _INSPECTED:
-        _INSPECTED[key] = inspect_checkpoint(path)
-    return _INSPECTED[key]
+    return _inspect_by_stat(str(path), stat.st_mtime, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _inspect_by_stat(path: str, _mtime: float, _size: int) -> CheckpointInfo:
+    return inspect_checkpoint(path)
 
 
 def _inspect_diffusers_folder(path: Path) -> CheckpointInfo:
@@ -206,9 +214,14 @@ def require_depth_checkpoint(path: str | Path) -> CheckpointInfo:
     return info
 
 
+def yaml_beside(checkpoint: str | Path) -> Path:
+    """Where the WebUI looks for a checkpoint's config: the YAML with the same name, beside it."""
+    return Path(checkpoint).with_suffix(".yaml")
+
+
 def config_path_for(checkpoint: str | Path) -> Path:
-    """The LDM config for a checkpoint: a YAML with the same name beside it (the WebUI's rule), else ours."""
-    beside = Path(checkpoint).with_suffix(".yaml")
+    """The LDM config for a checkpoint: the YAML beside it (the WebUI's rule) if there is one, else ours."""
+    beside = yaml_beside(checkpoint)
     return beside if beside.is_file() else SHIPPED_DEPTH_CONFIG
 
 

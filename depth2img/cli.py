@@ -18,49 +18,51 @@ class UserError(Exception):
     """An input problem to report in one line."""
 
 
-def _open_image(path: str, what: str):
-    from PIL import Image, UnidentifiedImageError
-
-    if not Path(path).is_file():
-        raise UserError(f"{what} not found: {path}")
-    try:
-        image = Image.open(path)
-        image.load()
-        return image
-    except (UnidentifiedImageError, OSError) as error:
-        raise UserError(f"{what} is not a readable image: {path} ({error})") from error
+# Formats a generated picture is written in (Pillow writes each; chosen by the suffix of --out).
+IMAGE_OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
-def _check_output(path: str) -> Path:
-    out = Path(path)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-    return out
+def _max_pixels(args) -> int:
+    from PIL import Image
+
+    limit = int(args.max_megapixels * 1_000_000)
+    # Pillow refuses images over twice its own limit before we can see their size: follow ours instead.
+    Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, limit)
+    return limit
+
+
+def _open_image(path: str, what: str, max_pixels: int):
+    from . import depthmap
+
+    return depthmap.open_image(path, what, max_pixels)
+
+
+def _save_image(image, path: Path) -> None:
+    from .files import write_atomic
+
+    write_atomic(path, lambda temporary: image.save(temporary))
 
 
 def cmd_generate(args) -> int:
     from . import depthmap
     from .args import Depth2ImgArgs
-    from .engine import GenerationRequest, generate, load_pipeline
+    from .engine import GenerationRequest, check_request, generate, load_pipeline
+    from .files import check_output
 
-    image = _open_image(args.image, "init image") if args.image else None
-    mask = _open_image(args.mask, "mask") if args.mask else None
-    depth = None
-    if args.depth:
-        depth = depthmap.load_depth(args.depth)  # decode errors surface before the model loads
-    if mask is not None and image is not None and mask.size != image.size and not (args.width or args.height):
-        raise UserError(
-            f"mask size {mask.size[0]}x{mask.size[1]} differs from the image's {image.size[0]}x{image.size[1]}; "
-            "give a mask of the same size"
-        )
-    if image is None and depth is None:
-        raise UserError("give --image (img2img/inpaint) or --depth (txt2img from a depth map), or both")
+    max_pixels = _max_pixels(args)
+    inputs = [args.image, args.depth, args.mask, args.checkpoint]
+    # Outputs are checked before any work: a bad name must not cost a generation.
+    out = check_output(args.out, "--out", inputs, IMAGE_OUTPUT_SUFFIXES)
+    save_depth = None
+    if args.save_depth:
+        save_depth = check_output(args.save_depth, "--save-depth", inputs + [out], depthmap.DEPTH_OUTPUT_SUFFIXES)
+    image = _open_image(args.image, "init image", max_pixels) if args.image else None
+    mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
+    depth = depthmap.load_depth(args.depth, max_pixels) if args.depth else None  # before the model loads
     # The same schema as the WebUI's panel and API: bad values are refused naming the setting.
     settings = Depth2ImgArgs(
         invert=args.invert, clip_near=args.clip_near, clip_far=args.clip_far, gamma=args.gamma, blur=args.blur
     )
-    out = _check_output(args.out)
-    pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     request = GenerationRequest(
         prompt=args.prompt,
         image=image,
@@ -76,31 +78,33 @@ def cmd_generate(args) -> int:
         resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
         postprocess=settings.postprocess_kwargs(),
     )
+    check_request(request)
+    pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     result = generate(pipe, request)
-    result.images[0].save(out)
+    if result.size_note:
+        print(result.size_note)
+    _save_image(result.images[0], out)
     print(f"{result.mode}: wrote {out}")
-    if args.save_depth:
+    if save_depth is not None:
         width, height = result.images[0].size
-        depthmap.save_png16(depthmap.resize(result.depth, width, height), _check_output(args.save_depth))
-        print(f"depth map (16-bit PNG, white = near): {args.save_depth}")
+        depthmap.save_depth(depthmap.resize(result.depth, width, height), save_depth)
+        print(f"depth map ({width}x{height}, white = near): {save_depth}")
     return 0
 
 
 def cmd_depth(args) -> int:
     from . import depthmap
     from .engine import load_pipeline
-    from .estimators import get_estimator_info
+    from .files import check_output
 
-    info = get_estimator_info(args.estimator)
-    if not info.available:
-        raise UserError(f"estimator {args.estimator!r} is unavailable: {info.reason}")
-    image = _open_image(args.image, "image").convert("RGB")
-    out = _check_output(args.out)
+    max_pixels = _max_pixels(args)
+    out = check_output(args.out, "--out", [args.image, args.checkpoint], depthmap.DEPTH_OUTPUT_SUFFIXES)
+    image = _open_image(args.image, "image", max_pixels).convert("RGB")
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     depth = pipe.estimate_depth(image)[0].numpy()
     depth = depthmap.resize(depthmap.postprocess(depth, invert_depth=args.invert), image.width, image.height)
-    depthmap.save_png16(depth, out)
-    print(f"wrote {out} (16-bit PNG, white = near, {depth.shape[1]}x{depth.shape[0]})")
+    depthmap.save_depth(depth, out)
+    print(f"wrote {out} (white = near, {depth.shape[1]}x{depth.shape[0]})")
     return 0
 
 
@@ -124,6 +128,17 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
+    from .depthmap import DEFAULT_MAX_PIXELS
+
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_PIXELS / 1_000_000,
+        help="refuse input images larger than this (default %(default)g)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m depth2img", description="Stable Diffusion 2 depth-to-image")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,11 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, default=30)
     gen.add_argument("--guidance", type=float, default=7.5)
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--width", type=int)
-    gen.add_argument("--height", type=int)
+    gen.add_argument("--width", type=int, help="default: the source's aspect at about 512x512 (multiples of 64)")
+    gen.add_argument("--height", type=int, help="default: the source's aspect at about 512x512 (multiples of 64)")
     gen.add_argument("--checkpoint", help="depth checkpoint (.safetensors/.ckpt) or diffusers folder")
     gen.add_argument("--out", required=True)
-    gen.add_argument("--save-depth", help="also write the depth map used (16-bit PNG)")
+    gen.add_argument(
+        "--save-depth", help="also write the depth map used, at the image's size (.png 16-bit, .tif/.npy float32)"
+    )
     gen.add_argument(
         "--resize-mode", default="just-resize", choices=["just-resize", "crop-and-resize", "resize-and-fill"]
     )
@@ -151,14 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--clip-far", type=float, default=0.0, help="clamp depth below this percentile")
     gen.add_argument("--gamma", type=float, default=1.0)
     gen.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in pixels")
+    _add_max_megapixels(gen)
     gen.set_defaults(func=cmd_generate)
 
-    dep = sub.add_parser("depth", help="estimate a depth map (16-bit PNG)")
+    dep = sub.add_parser("depth", help="estimate a depth map (the checkpoint's MiDaS), at the image's size")
     dep.add_argument("--image", required=True)
-    dep.add_argument("--out", required=True)
+    dep.add_argument("--out", required=True, help=".png (16-bit, white = near), .tif or .npy (float32)")
     dep.add_argument("--checkpoint")
-    dep.add_argument("--estimator", default="checkpoint-midas")
     dep.add_argument("--invert", action="store_true")
+    _add_max_megapixels(dep)
     dep.set_defaults(func=cmd_depth)
 
     inf = sub.add_parser("info", help="what a checkpoint file is")
@@ -181,13 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     from .checkpoints import CheckpointError
-    from .depthmap import DepthMapError
+    from .depthmap import DepthMapError, ImageTooLargeError
 
     try:
         return args.func(args)
-    except (UserError, CheckpointError, DepthMapError, FileExistsError, FileNotFoundError, OSError) as error:
+    except ImageTooLargeError as error:
+        print(f"error: {error} (--max-megapixels raises it)", file=sys.stderr)
+        return EXIT_USAGE
+    except (UserError, CheckpointError, DepthMapError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as error:  # request validation in the engine (NaN depth, sizes, ...)
+    except ValueError as error:  # request validation in the engine (NaN depth, sizes, steps, ...)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -8,6 +8,7 @@ of the same map agree; float data keeps its values (conditioning normalizes per 
 from __future__ import annotations
 
 import io
+import warnings
 from enum import Enum
 from pathlib import Path
 
@@ -19,9 +20,94 @@ DepthSource = str | Path | bytes | Image.Image | np.ndarray
 
 _NPY_MAGIC = b"\x93NUMPY"
 
+# Largest image (depth map or init image) decoded, in pixels: far above any real depth map or photo that
+# SD 2 can use, far below what takes a machine down (OpenCV decodes up to 2^30 pixels: 4 GB as float32).
+# The WebUI has a setting for it, the CLI --max-megapixels.
+DEFAULT_MAX_PIXELS = 64_000_000
+
 
 class DepthMapError(ValueError):
     """A depth map that cannot be used; the message says what is wrong and what to do."""
+
+
+class ImageTooLargeError(DepthMapError):
+    """An image whose header declares more pixels than the limit; nothing was decoded."""
+
+    def __init__(self, what: str, size: str, max_pixels: int):
+        self.max_pixels = max_pixels
+        super().__init__(
+            f"{what} is {size}, above the limit of {max_pixels / 1e6:g} megapixels; "
+            "use a smaller image or raise the limit"
+        )
+
+
+def _npy_shape(data: bytes) -> tuple[int, ...]:
+    stream = io.BytesIO(data)
+    version = np.lib.format.read_magic(stream)
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return reader(stream)[0]
+
+
+def _header_size(data: bytes) -> tuple[int, int] | str | None:
+    """(width, height) from an encoded image's header without decoding its pixels; None if PIL cannot tell.
+
+    Pillow refuses to open images above twice its own limit, before anyone sees their size: then a text
+    saying at least how large it is.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        try:
+            with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
+                return image.size
+        except Image.DecompressionBombError:
+            return f"over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels"
+        except (UnidentifiedImageError, OSError, ValueError):
+            return None
+
+
+def check_pixels(what: str, width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLargeError(what, f"{width}x{height} ({width * height / 1e6:.1f} megapixels)", max_pixels)
+
+
+def check_encoded_size(data: bytes, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Refuse an encoded image or .npy whose header declares more than max_pixels, before decoding it."""
+    if data[: len(_NPY_MAGIC)] == _NPY_MAGIC:
+        try:
+            shape = _npy_shape(data)
+        except ValueError:  # a malformed header: the decoder names the problem
+            return
+        size = (shape[1], shape[0]) if len(shape) >= 2 else None
+    else:
+        size = _header_size(data)
+    if isinstance(size, str):
+        raise ImageTooLargeError(what, size, max_pixels)
+    if size is not None:
+        check_pixels(what, size[0], size[1], max_pixels)
+
+
+def open_image(source: str | Path | bytes, what: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+    """A fully loaded PIL image from a path or bytes, refused before decoding when larger than max_pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise DepthMapError(f"{what} not found: {path}")
+        data, name = path.read_bytes(), f"{what} {path}"
+    else:
+        data, name = bytes(source), what
+    check_encoded_size(data, name, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was applied above
+            image = Image.open(io.BytesIO(data))
+            image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DepthMapError(f"{name} is not a readable image ({error})") from error
+    return image
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -73,7 +159,8 @@ def _from_pil(image: Image.Image) -> np.ndarray:
     return _from_array(np.array(image.convert("RGB")))
 
 
-def _from_encoded(data: bytes, name: str) -> np.ndarray:
+def _from_encoded(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    check_encoded_size(data, name, max_pixels)
     if data[: len(_NPY_MAGIC)] == _NPY_MAGIC:
         return _from_array(np.load(io.BytesIO(data), allow_pickle=False))
     # OpenCV keeps 16-bit PNG/TIFF and float32 TIFF data that PIL would reduce.
@@ -85,18 +172,24 @@ def _from_encoded(data: bytes, name: str) -> np.ndarray:
     return _from_array(decoded, channel_order="BGR")
 
 
-def load_depth(source: DepthSource) -> np.ndarray:
-    """Decode a user depth map into float32 HxW (larger = nearer)."""
+def load_depth(source: DepthSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode a user depth map into float32 HxW (larger = nearer).
+
+    Encoded data (bytes, files) larger than max_pixels is refused from its header, before decoding.
+    """
     if isinstance(source, Image.Image):
+        check_pixels("the depth map", source.width, source.height, max_pixels)
         return _from_pil(source)
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            check_pixels("the depth map", source.shape[1], source.shape[0], max_pixels)
         return _from_array(source)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_encoded(bytes(source), "the depth data")
+        return _from_encoded(bytes(source), "the depth map", max_pixels)
     path = Path(source)
     if not path.is_file():
         raise DepthMapError(f"depth map file not found: {path}")
-    return _from_encoded(path.read_bytes(), str(path))
+    return _from_encoded(path.read_bytes(), f"depth map {path}", max_pixels)
 
 
 def check_finite(depth: np.ndarray) -> np.ndarray:
@@ -196,13 +289,13 @@ class ResizeMode(int, Enum):
 
 
 def fit_aspect(depth: np.ndarray, width: int, height: int, mode: ResizeMode | int) -> np.ndarray:
-    """Crop or pad the map (in its own resolution, no resampling) to the target's aspect ratio.
+    """Crop or pad the map (HxW, or HxWxC for images; in its own resolution, no resampling) to the target's aspect.
 
     The one resampling happens later, when the conditioning is resized bicubically to the latent size,
     so a map is never interpolated twice. JUST_RESIZE returns the map unchanged (the stretch happens there).
     """
     mode = ResizeMode(mode)
-    h, w = depth.shape
+    h, w = depth.shape[:2]
     if mode is ResizeMode.JUST_RESIZE or w * height == h * width:
         return depth
     target_ratio = width / height
@@ -222,6 +315,16 @@ def fit_aspect(depth: np.ndarray, width: int, height: int, mode: ResizeMode | in
         pad = max(0, round(h * target_ratio) - w)
         top, bottom, left, right = 0, 0, pad // 2, pad - pad // 2
     return cv2.copyMakeBorder(depth, top, bottom, left, right, cv2.BORDER_REPLICATE)
+
+
+def fit_image(image: Image.Image, width: int, height: int, mode: ResizeMode | int, resample: int) -> Image.Image:
+    """An init image or mask fitted exactly as its depth map is (fit_aspect), then resized to width x height.
+
+    Padding replicates the edge pixels, as the WebUI's "resize and fill" stretches the edge rows into the gap.
+    """
+    fitted = fit_aspect(np.asarray(image), width, height, mode)
+    result = Image.fromarray(np.ascontiguousarray(fitted))
+    return result if result.size == (width, height) else result.resize((width, height), resample)
 
 
 def resize(depth: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -250,10 +353,32 @@ def encode_png16(depth: np.ndarray) -> bytes:
     return data.tobytes()
 
 
-def save_png16(depth: np.ndarray, path: str | Path) -> Path:
+# What save_depth writes, by suffix: PNG = 16-bit, min-max scaled (white = near); TIFF and .npy = float32 values.
+DEPTH_OUTPUT_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
+
+
+def encode_depth(depth: np.ndarray, suffix: str) -> bytes:
+    suffix = suffix.lower()
+    if suffix == ".png":
+        return encode_png16(depth)
+    if suffix in (".tif", ".tiff"):
+        ok, data = cv2.imencode(".tiff", depth.astype(np.float32))
+        if not ok:
+            raise DepthMapError("could not encode the depth map as TIFF")
+        return data.tobytes()
+    if suffix == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, depth.astype(np.float32), allow_pickle=False)
+        return buffer.getvalue()
+    raise DepthMapError(f"cannot write a depth map as {suffix!r}; use one of {', '.join(DEPTH_OUTPUT_SUFFIXES)}")
+
+
+def save_depth(depth: np.ndarray, path: str | Path) -> Path:
+    """Write a depth map in the format its suffix names (see DEPTH_OUTPUT_SUFFIXES), atomically."""
+    from .files import write_bytes_atomic
+
     path = Path(path)
-    path.write_bytes(encode_png16(depth))
-    return path
+    return write_bytes_atomic(path, encode_depth(depth, path.suffix))
 
 
 def colorize(depth: np.ndarray) -> np.ndarray:

@@ -19,7 +19,10 @@ A diffusers-format depth model folder loads with the same class through `from_pr
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from PIL import Image
 
 from . import depthmap
 from .checkpoints import (
+    TEXT_PREFIX,
     CheckpointError,
     config_path_for,
     inspect_checkpoint,
@@ -39,13 +43,21 @@ from .conditioning import depth_conditioning
 from .depth_cache import DepthCache
 from .paths import DEMO_DIR, USER_CHECKPOINT_DIR
 
-TEXT_PREFIX = "cond_stage_model.model."
 DEFAULT_CHECKPOINT_NAMES = ("512-depth-ema.safetensors", "512-depth-ema.ckpt")
 
 
 def _base_pipeline_class():
-    from diffusers import StableDiffusionDepth2ImgPipeline
+    from transformers.utils import logging as transformers_logging
 
+    # diffusers' depth2img module imports transformers' DPTImageProcessor, which warns at import that it falls
+    # back to its PIL backend without torchvision (absent here: its wheel would replace the CPU torch). That
+    # processor is never used (MiDaS preprocessing is depth2img.midas.preprocess): the warning is only noise.
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        from diffusers import StableDiffusionDepth2ImgPipeline
+    finally:
+        transformers_logging.set_verbosity(level)
     return StableDiffusionDepth2ImgPipeline
 
 
@@ -138,6 +150,26 @@ def make_scheduler(config, name: str = "pndm"):
     raise ValueError(f"unknown scheduler {name!r}; choose pndm, ddim or euler")
 
 
+@contextlib.contextmanager
+def _quiet_empty_float32_list():
+    """Drop diffusers' "modules ... should be kept in float32: []" warning, and only with an empty list.
+
+    from_single_file(torch_dtype=...) casts with .to() itself and warns about it even when no module needs
+    float32 (the list is empty for these models): nothing is lost, so the message is noise for our users.
+    """
+    import logging
+
+    def keep(record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
+
+
 def _device_and_dtype(device, dtype) -> tuple[torch.device, torch.dtype]:
     if device is None:
         if torch.cuda.is_available():
@@ -183,8 +215,11 @@ def load_pipeline(
         config_path = config_path_for(path)
         config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
         state = load_state_dict(path)
-        unet = UNet2DConditionModel.from_single_file(state, original_config=str(config_path), torch_dtype=dtype)
-        vae = AutoencoderKL.from_single_file(state, original_config=str(config_path), torch_dtype=dtype)
+        # float32 is what from_single_file builds anyway: passing it would only add a cast (and its warning).
+        dtype_arg = {} if dtype == torch.float32 else {"torch_dtype": dtype}
+        with _quiet_empty_float32_list():
+            unet = UNet2DConditionModel.from_single_file(state, original_config=str(config_path), **dtype_arg)
+            vae = AutoencoderKL.from_single_file(state, original_config=str(config_path), **dtype_arg)
         text_encoder = load_text_encoder(state).to(dtype)
         # MiDaS stays float32: its batch norms are unreliable in half precision.
         depth_estimator = load_midas_from_state_dict(state, dtype=torch.float32)
@@ -207,6 +242,7 @@ def load_pipeline(
 # ---- the pipeline -----------------------------------------------------------------------------
 
 _Base = _base_pipeline_class()
+_TXT2IMG: contextvars.ContextVar[bool] = contextvars.ContextVar("depth2img_txt2img", default=False)
 
 
 class DepthPipeline(_Base):
@@ -224,7 +260,21 @@ class DepthPipeline(_Base):
         )
         self.depth_cache = DepthCache()
         self.checkpoint_path: Path | None = None
-        self._txt2img = False
+        self._call_lock = threading.RLock()
+
+    def __call__(self, *args, txt2img: bool = False, **kwargs):
+        """diffusers' __call__; txt2img=True starts from pure noise (the image only gives the size).
+
+        Safe from several threads (a web app's workers): the mode is this call's (a context variable, not
+        pipeline state), and calls take turns, since diffusers' schedulers keep per-call state
+        (set_timesteps, PNDM's history) on the one scheduler object.
+        """
+        with self._call_lock:
+            token = _TXT2IMG.set(txt2img)
+            try:
+                return super().__call__(*args, **kwargs)
+            finally:
+                _TXT2IMG.reset(token)
 
     @property
     def estimator(self):
@@ -253,7 +303,7 @@ class DepthPipeline(_Base):
 
     # diffusers hook 2: txt2img starts from pure noise instead of a noised init image.
     def prepare_latents(self, image, timestep, batch_size, num_images_per_prompt, dtype, device, generator=None):
-        if not self._txt2img:
+        if not _TXT2IMG.get():
             return super().prepare_latents(
                 image, timestep, batch_size, num_images_per_prompt, dtype, device, generator
             )
@@ -305,49 +355,96 @@ class GenerationResult:
     images: list[Image.Image] | np.ndarray
     depth: np.ndarray  # the processed depth map that conditioned the images (larger = nearer)
     mode: str
+    size_note: str = ""  # how the output size was chosen when the request gave none
+
+
+# SD 2's depth model was trained at 512x512: without a requested size, outputs keep the source's aspect at
+# about this many pixels, in multiples of SIZE_MULTIPLE (a 1920x1080 photo becomes 704x384, not 1920x1080).
+DEFAULT_PIXELS = 512 * 512
+SIZE_MULTIPLE = 64
+
+
+def default_size(source_width: int, source_height: int) -> tuple[int, int]:
+    """The source's aspect ratio at about DEFAULT_PIXELS, both sides multiples of SIZE_MULTIPLE."""
+    scale = (DEFAULT_PIXELS / (source_width * source_height)) ** 0.5
+    width = max(SIZE_MULTIPLE, round(source_width * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    height = max(SIZE_MULTIPLE, round(source_height * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+    return width, height
 
 
 def _snap(value: int) -> int:
     return max(8, value - value % 8)
 
 
-def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = True) -> GenerationResult:
-    """Run one request: img2img, inpaint (image + mask) or txt2img (depth, no image)."""
-    image, mask = request.image, request.mask
-    if image is None and request.depth is None:
-        raise ValueError("txt2img needs a depth map: give --depth (or an init image to estimate it from)")
-    if mask is not None and image is None:
-        raise ValueError("inpainting needs an init image as well as the mask")
+def output_size(request: GenerationRequest, source_width: int, source_height: int) -> tuple[int, int, str]:
+    """(width, height, note): the requested size (multiples of 8), the other side from the source's aspect
+    when only one is given, else default_size(); the note says which rule chose it."""
+    if request.width and request.height:
+        return _snap(request.width), _snap(request.height), ""
+    if request.width or request.height:
+        aspect = source_width / source_height
+        width = request.width or round(request.height * aspect)
+        height = request.height or round(request.width / aspect)
+        return _snap(width), _snap(height), f"size {_snap(width)}x{_snap(height)} (the other side from the aspect)"
+    width, height = default_size(source_width, source_height)
+    return width, height, (
+        f"size {width}x{height}: the source's aspect at about 512x512, the size SD 2's depth model works at "
+        "(--width/--height to override)"
+    )
 
+
+def check_request(request: GenerationRequest) -> None:
+    """Refuse, before any work, what the pipeline would fail on with an obscure error."""
+    if request.image is None and request.depth is None:
+        raise ValueError(
+            "nothing to start from: give an init image (img2img, inpaint) or a depth map (txt2img), or both"
+        )
+    if request.mask is not None and request.image is None:
+        raise ValueError("inpainting needs an init image as well as the mask")
+    if request.mask is not None and request.mask.size != request.image.size:
+        raise ValueError(
+            f"mask size {request.mask.width}x{request.mask.height} differs from the image's "
+            f"{request.image.width}x{request.image.height}; give a mask of the same size"
+        )
+    if request.steps < 1:
+        raise ValueError(f"steps must be at least 1, got {request.steps}")
+    if not 0.0 < request.strength <= 1.0:
+        raise ValueError(f"strength must be in (0, 1], got {request.strength}")
+    # diffusers runs int(steps * strength) of the schedule's steps when starting from an init image.
+    if request.image is not None and int(request.steps * request.strength) < 1:
+        raise ValueError(
+            f"steps x strength must give at least one denoising step: {request.steps} x {request.strength} "
+            f"gives {int(request.steps * request.strength)}; raise --steps or --strength"
+        )
+    if request.batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {request.batch_size}")
+
+
+def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = True) -> GenerationResult:
+    """Run one request: img2img, inpaint (image + mask) or txt2img (depth, no image).
+
+    The init image, the mask and the depth map get the same fit to the output size (request.resize_mode,
+    the WebUI's semantics): stretched, centre-cropped, or padded with their edges.
+    """
+    check_request(request)
+    image, mask = request.image, request.mask
     if request.depth is not None:
         depth = depthmap.load_depth(request.depth)
     else:
-        depth = pipe.estimate_depth(image)[0].numpy()
+        depth = pipe.estimate_depth(image.convert("RGB"))[0].numpy()
 
+    source = image.size if image is not None else (depth.shape[1], depth.shape[0])
+    width, height, size_note = output_size(request, *source)
+    mode = "txt2img" if image is None else ("inpaint" if mask is not None else "img2img")
     if image is not None:
-        width = _snap(request.width or image.width)
-        height = _snap(request.height or image.height)
-        image = image.convert("RGB")
-        if image.size != (width, height):
-            image = image.resize((width, height), Image.LANCZOS)
-    else:
-        width = _snap(request.width or depth.shape[1])
-        height = _snap(request.height or depth.shape[0])
+        image = depthmap.fit_image(image.convert("RGB"), width, height, request.resize_mode, Image.LANCZOS)
     if mask is not None:
-        mask = mask.convert("L")
-        if mask.size != image.size:
-            if request.width is None and request.height is None and mask.size != request.image.size:
-                raise ValueError(
-                    f"mask size {mask.size[0]}x{mask.size[1]} differs from the image's "
-                    f"{request.image.width}x{request.image.height}; give a mask of the same size"
-                )
-            mask = mask.resize(image.size, Image.NEAREST)
+        mask = depthmap.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
 
     depth = depthmap.postprocess(depth, **request.postprocess)
     depth = depthmap.fit_aspect(depth, width, height, request.resize_mode)
     depth_tensor = torch.from_numpy(np.ascontiguousarray(depth))[None]
 
-    mode = "txt2img" if image is None else ("inpaint" if mask is not None else "img2img")
     generator = torch.Generator("cpu").manual_seed(int(request.seed))
     pipe.set_progress_bar_config(disable=not progress)
     call = dict(
@@ -362,19 +459,15 @@ def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = T
         output_type="np" if mode == "inpaint" else request.output_type,
     )
     if mode == "txt2img":
-        pipe._txt2img = True
-        try:
-            # The base pipeline needs an image for its size; prepare_latents ignores its content.
-            images = pipe(image=Image.new("RGB", (width, height), (127, 127, 127)), **call).images
-        finally:
-            pipe._txt2img = False
+        # The base pipeline needs an image for its size; prepare_latents ignores its content.
+        images = pipe(image=Image.new("RGB", (width, height), (127, 127, 127)), txt2img=True, **call).images
     elif mode == "inpaint":
         images = _inpaint(pipe, image, mask, call)
         if request.output_type == "pil":
             images = pipe.image_processor.numpy_to_pil(images)
     else:
         images = pipe(image=image, **call).images
-    return GenerationResult(images=images, depth=depth, mode=mode)
+    return GenerationResult(images=images, depth=depth, mode=mode, size_note=size_note)
 
 
 def _inpaint(pipe: DepthPipeline, image: Image.Image, mask: Image.Image, call: dict) -> np.ndarray:

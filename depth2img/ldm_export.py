@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoints import TEXT_PREFIX, yaml_beside
+from .files import FILE_MODE
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
-TEXT_PREFIX = "cond_stage_model.model."
 
 # Stability's SD 2 schedule (v2-midas-inference.yaml); diffusers calls it "scaled_linear".
 DEFAULT_LINEAR_START = 0.00085
@@ -353,87 +355,8 @@ def ldm_config_for(
     ViT-H-14's sizes (FrozenOpenCLIPEmbedder's default, as in the shipped YAML). `open_clip_version` is
     written when an arch is given (None: open_clip loads no pretrained weights).
     """
-    _require(
-        "UNet",
-        unet_config,
-        {
-            "act_fn": "silu",
-            "norm_num_groups": 32,
-            "flip_sin_to_cos": True,
-            "freq_shift": 0,
-            "center_input_sample": False,
-            "class_embed_type": None,
-            "addition_embed_type": None,
-            "upcast_attention": False,
-            "resnet_time_scale_shift": "default",
-        },
-    )
-    _require("VAE", vae_config, {"act_fn": "silu", "norm_num_groups": 32, "mid_block_add_attention": True})
-    _require("text encoder", text_config, {"hidden_act": "gelu", "layer_norm_eps": 1e-5})
-
-    channels = list(_get(unet_config, "block_out_channels"))
-    model_channels = channels[0]
-    down_types = list(_get(unet_config, "down_block_types"))
-    # ldm tests `ds in attention_resolutions`, ds doubling per level; listed high to low like Stability.
-    attention_resolutions = sorted((2**i for i, t in enumerate(down_types) if "CrossAttn" in t), reverse=True)
-    # diffusers' (misnamed) attention_head_dim holds the number of heads per level for SD 2.
-    heads = _get(unet_config, "num_attention_heads") or _get(unet_config, "attention_head_dim")
-    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(channels)
-    head_channels = {c // h for c, h in zip(channels, heads, strict=True)}
-    if len(head_channels) == 1 and all(c % h == 0 for c, h in zip(channels, heads, strict=True)):
-        head_params = {"num_head_channels": head_channels.pop()}
-    elif len(set(heads)) == 1:
-        head_params = {"num_heads": heads[0]}
-    else:
-        raise ValueError(f"UNet heads per level {heads} fit neither ldm's num_head_channels nor num_heads")
-    depth = _get(unet_config, "transformer_layers_per_block", 1)
-    if isinstance(depth, (list, tuple)):
-        if len(set(depth)) != 1:
-            raise ValueError(
-                f"UNet transformer_layers_per_block {depth} varies per level; ldm needs one value"
-            )
-        depth = depth[0]
-
-    vae_channels = list(_get(vae_config, "block_out_channels"))
     sched = scheduler_config or {}
-    beta_schedule = _get(sched, "beta_schedule", "scaled_linear")
-    if beta_schedule != "scaled_linear":
-        raise ValueError(
-            f"scheduler beta_schedule '{beta_schedule}': ldm's 'linear' equals only 'scaled_linear'"
-        )
-    prediction = _get(sched, "prediction_type", "epsilon")
-    if prediction != "epsilon":
-        raise ValueError(f"scheduler prediction_type '{prediction}': the depth model predicts epsilon")
-
-    cond_params: dict = {"freeze": True, "layer": "penultimate"}
-    text_sizes = {
-        "width": _get(text_config, "hidden_size"),
-        "heads": _get(text_config, "num_attention_heads"),
-        "layers": _get(text_config, "num_hidden_layers") + 1,  # diffusers drops the last block (penultimate)
-        "vocab_size": _get(text_config, "vocab_size"),
-        "context_length": _get(text_config, "max_position_embeddings"),
-    }
-    if open_clip_arch is not None:
-        cond_params = {"arch": open_clip_arch, "version": open_clip_version, **cond_params}
-    elif text_sizes != VIT_H_14_TEXT:
-        raise ValueError(f"text encoder sizes {text_sizes} are not ViT-H-14's: pass open_clip_arch")
-
-    unet_params = {
-        "use_checkpoint": True,
-        "image_size": 32,  # unused by ldm's UNetModel
-        "in_channels": _get(unet_config, "in_channels"),
-        "out_channels": _get(unet_config, "out_channels"),
-        "model_channels": model_channels,
-        "attention_resolutions": attention_resolutions,
-        "num_res_blocks": _get(unet_config, "layers_per_block"),
-        "channel_mult": [c // model_channels for c in channels],
-        **head_params,
-        "use_spatial_transformer": True,
-        "use_linear_in_transformer": bool(_get(unet_config, "use_linear_projection")),
-        "transformer_depth": depth,
-        "context_dim": _get(unet_config, "cross_attention_dim"),
-        "legacy": False,
-    }
+    _check_expressible(unet_config, vae_config, text_config, sched)
     return {
         "model": {
             "base_learning_rate": 5.0e-07,
@@ -460,35 +383,127 @@ def ldm_config_for(
                 },
                 "unet_config": {
                     "target": "ldm.modules.diffusionmodules.openaimodel.UNetModel",
-                    "params": unet_params,
+                    "params": _unet_params(unet_config),
                 },
                 "first_stage_config": {
                     "target": "ldm.models.autoencoder.AutoencoderKL",
-                    "params": {
-                        "embed_dim": _get(vae_config, "latent_channels"),
-                        "monitor": "val/rec_loss",
-                        "ddconfig": {
-                            "double_z": True,
-                            "z_channels": _get(vae_config, "latent_channels"),
-                            "resolution": 256,
-                            "in_channels": _get(vae_config, "in_channels"),
-                            "out_ch": _get(vae_config, "out_channels"),
-                            "ch": vae_channels[0],
-                            "ch_mult": [c // vae_channels[0] for c in vae_channels],
-                            "num_res_blocks": _get(vae_config, "layers_per_block"),
-                            "attn_resolutions": [],
-                            "dropout": 0.0,
-                        },
-                        "lossconfig": {"target": "torch.nn.Identity"},
-                    },
+                    "params": _first_stage_params(vae_config),
                 },
                 "cond_stage_config": {
                     "target": "ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder",
-                    "params": cond_params,
+                    "params": _cond_stage_params(text_config, open_clip_arch, open_clip_version),
                 },
             },
         }
     }
+
+
+def _check_expressible(unet_config: Any, vae_config: Any, text_config: Any, sched: Any) -> None:
+    """Refuse configs that ldm's classes cannot express (they would load, and compute something else)."""
+    _require(
+        "UNet",
+        unet_config,
+        {
+            "act_fn": "silu",
+            "norm_num_groups": 32,
+            "flip_sin_to_cos": True,
+            "freq_shift": 0,
+            "center_input_sample": False,
+            "class_embed_type": None,
+            "addition_embed_type": None,
+            "upcast_attention": False,
+            "resnet_time_scale_shift": "default",
+        },
+    )
+    _require("VAE", vae_config, {"act_fn": "silu", "norm_num_groups": 32, "mid_block_add_attention": True})
+    _require("text encoder", text_config, {"hidden_act": "gelu", "layer_norm_eps": 1e-5})
+    beta_schedule = _get(sched, "beta_schedule", "scaled_linear")
+    if beta_schedule != "scaled_linear":
+        raise ValueError(
+            f"scheduler beta_schedule '{beta_schedule}': ldm's 'linear' equals only 'scaled_linear'"
+        )
+    prediction = _get(sched, "prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise ValueError(f"scheduler prediction_type '{prediction}': the depth model predicts epsilon")
+
+
+def _head_params(channels: list[int], unet_config: Any) -> dict:
+    """ldm sizes attention by channels per head (SD 2) or by a number of heads (SD 1); diffusers by heads."""
+    # diffusers' (misnamed) attention_head_dim holds the number of heads per level for SD 2.
+    heads = _get(unet_config, "num_attention_heads") or _get(unet_config, "attention_head_dim")
+    heads = list(heads) if isinstance(heads, (list, tuple)) else [heads] * len(channels)
+    head_channels = {c // h for c, h in zip(channels, heads, strict=True)}
+    if len(head_channels) == 1 and all(c % h == 0 for c, h in zip(channels, heads, strict=True)):
+        return {"num_head_channels": head_channels.pop()}
+    if len(set(heads)) == 1:
+        return {"num_heads": heads[0]}
+    raise ValueError(f"UNet heads per level {heads} fit neither ldm's num_head_channels nor num_heads")
+
+
+def _unet_params(unet_config: Any) -> dict:
+    channels = list(_get(unet_config, "block_out_channels"))
+    model_channels = channels[0]
+    down_types = list(_get(unet_config, "down_block_types"))
+    # ldm tests `ds in attention_resolutions`, ds doubling per level; listed high to low like Stability.
+    attention_resolutions = sorted((2**i for i, t in enumerate(down_types) if "CrossAttn" in t), reverse=True)
+    depth = _get(unet_config, "transformer_layers_per_block", 1)
+    if isinstance(depth, (list, tuple)):
+        if len(set(depth)) != 1:
+            raise ValueError(f"UNet transformer_layers_per_block {depth} varies per level; ldm needs one value")
+        depth = depth[0]
+    return {
+        "use_checkpoint": True,
+        "image_size": 32,  # unused by ldm's UNetModel
+        "in_channels": _get(unet_config, "in_channels"),
+        "out_channels": _get(unet_config, "out_channels"),
+        "model_channels": model_channels,
+        "attention_resolutions": attention_resolutions,
+        "num_res_blocks": _get(unet_config, "layers_per_block"),
+        "channel_mult": [c // model_channels for c in channels],
+        **_head_params(channels, unet_config),
+        "use_spatial_transformer": True,
+        "use_linear_in_transformer": bool(_get(unet_config, "use_linear_projection")),
+        "transformer_depth": depth,
+        "context_dim": _get(unet_config, "cross_attention_dim"),
+        "legacy": False,
+    }
+
+
+def _first_stage_params(vae_config: Any) -> dict:
+    vae_channels = list(_get(vae_config, "block_out_channels"))
+    return {
+        "embed_dim": _get(vae_config, "latent_channels"),
+        "monitor": "val/rec_loss",
+        "ddconfig": {
+            "double_z": True,
+            "z_channels": _get(vae_config, "latent_channels"),
+            "resolution": 256,
+            "in_channels": _get(vae_config, "in_channels"),
+            "out_ch": _get(vae_config, "out_channels"),
+            "ch": vae_channels[0],
+            "ch_mult": [c // vae_channels[0] for c in vae_channels],
+            "num_res_blocks": _get(vae_config, "layers_per_block"),
+            "attn_resolutions": [],
+            "dropout": 0.0,
+        },
+        "lossconfig": {"target": "torch.nn.Identity"},
+    }
+
+
+def _cond_stage_params(text_config: Any, open_clip_arch: str | None, open_clip_version: str | None) -> dict:
+    params: dict = {"freeze": True, "layer": "penultimate"}
+    if open_clip_arch is not None:
+        return {"arch": open_clip_arch, "version": open_clip_version, **params}
+    text_sizes = {
+        "width": _get(text_config, "hidden_size"),
+        "heads": _get(text_config, "num_attention_heads"),
+        "layers": _get(text_config, "num_hidden_layers") + 1,  # diffusers drops the last block (penultimate)
+        "vocab_size": _get(text_config, "vocab_size"),
+        "context_length": _get(text_config, "max_position_embeddings"),
+    }
+    if text_sizes != VIT_H_14_TEXT:
+        raise ValueError(f"text encoder sizes {text_sizes} are not ViT-H-14's: pass open_clip_arch")
+    return params
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -521,13 +536,8 @@ def models_to_ldm(
     return state_dict, config
 
 
-def config_path_for(checkpoint_path: str | os.PathLike) -> Path:
-    """The WebUI reads the YAML named like the checkpoint, beside it."""
-    return Path(checkpoint_path).with_suffix(".yaml")
-
-
 def _refuse_overwrite(out_path: Path) -> None:
-    for path in (out_path, config_path_for(out_path)):
+    for path in (out_path, yaml_beside(out_path)):
         if path.exists():
             raise FileExistsError(
                 f"{path} already exists; refusing to overwrite it (remove it or pick another name)"
@@ -546,7 +556,7 @@ def write_ldm_checkpoint(
     from safetensors.torch import save_file
 
     out_path = Path(out_path)
-    yaml_path = config_path_for(out_path)
+    yaml_path = yaml_beside(out_path)
     if out_path.suffix != ".safetensors":
         raise ValueError(f"{out_path}: the export writes .safetensors only")
     if not overwrite:
@@ -560,6 +570,9 @@ def write_ldm_checkpoint(
     try:
         save_file(tensors, str(tmp_ckpt), metadata={"format": "pt", **(metadata or {})})
         tmp_yaml.write_text(OmegaConf.to_yaml(OmegaConf.create(config)), encoding="utf-8")
+        # safetensors >= 0.5 creates files 0600; a WebUI running as another user must read them.
+        for path in (tmp_ckpt, tmp_yaml):
+            os.chmod(path, FILE_MODE)
         if not overwrite and (out_path.exists() or yaml_path.exists()):
             raise FileExistsError(f"{out_path} appeared while exporting; refusing to overwrite it")
         os.replace(tmp_yaml, yaml_path)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-MIDAS_PREFIX = "depth_model.model."
+from .checkpoints import MIDAS_PREFIX  # re-exported: the key layout lives in checkpoints
 
 # MiDaS dpt_hybrid input rules (ldm.modules.midas.api.load_midas_transform("dpt_hybrid")).
 NET_SIZE = 384

@@ -13,6 +13,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+from .files import write_text_atomic
 from .paths import cache_dir
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -57,15 +58,17 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 def write_tokenizer_files(bpe_path: Path, out_dir: Path) -> tuple[Path, Path]:
     """Derive vocab.json and merges.txt from OpenCLIP's BPE file."""
-    lines = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+    with gzip.open(bpe_path) as handle:
+        lines = handle.read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : _N_MERGES + 1]]
     base = list(_bytes_to_unicode().values())
     vocab = base + [token + "</w>" for token in base] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     out_dir.mkdir(parents=True, exist_ok=True)
     vocab_path, merges_path = out_dir / "vocab.json", out_dir / "merges.txt"
-    vocab_path.write_text(json.dumps({token: i for i, token in enumerate(vocab)}), encoding="utf-8")
-    merges_path.write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    # Atomic: two processes (tests, a WebUI and a CLI) may derive the files at once; neither reads half a file.
+    write_text_atomic(vocab_path, json.dumps({token: i for i, token in enumerate(vocab)}))
+    write_text_atomic(merges_path, "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
     return vocab_path, merges_path
 
 

@@ -59,17 +59,109 @@ def test_non_depth_checkpoints_say_why(tmp_path):
         require_depth_checkpoint(path)
 
 
-class Payload:  # stands for any object that needs real unpickling
-    pass
+def _fake_lightning(monkeypatch):
+    """A stand-in for pytorch_lightning's ModelCheckpoint class, importable by name so pickle can write it."""
+    import sys
+    import types
+
+    module = types.ModuleType("pytorch_lightning.callbacks.model_checkpoint")
+
+    class ModelCheckpoint:
+        def __init__(self):
+            self.best_model_score = torch.tensor(0.25)
+            self.monitor = "val/loss"
+
+    ModelCheckpoint.__module__ = module.__name__
+    ModelCheckpoint.__qualname__ = "ModelCheckpoint"
+    module.ModelCheckpoint = ModelCheckpoint
+    for name in ("pytorch_lightning", "pytorch_lightning.callbacks", module.__name__):
+        monkeypatch.setitem(sys.modules, name, module if name == module.__name__ else types.ModuleType(name))
+    return ModelCheckpoint
 
 
-def test_ckpt_needing_arbitrary_unpickling_is_refused(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_trainer_written_ckpt_loads(tmp_path, monkeypatch, zip_format):
+    """What Lightning trainers write: numpy scalars, callback classes as keys, callback objects, hparams."""
+    import numpy as np
+
+    model_checkpoint = _fake_lightning(monkeypatch)
+    state = fake_state(ema=True)
+    path = tmp_path / "trained.ckpt"
+    torch.save(
+        {
+            "state_dict": state,
+            "global_step": np.int64(875000),
+            "epoch": np.int32(12),
+            "callbacks": {model_checkpoint: {"best_model_score": torch.tensor(0.25)}, "cb": model_checkpoint()},
+            "hyper_parameters": {"lr": np.float64(1e-4), "shape": np.array([1, 2]), "dtype": np.dtype("float16")},
+            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.9, 0.999)}]}],
+        },
+        path,
+        _use_new_zipfile_serialization=zip_format,
+    )
+    monkeypatch.undo()  # loading must not need the class: Lightning is not installed where users load
+    info = inspect_checkpoint(path)
+    assert info.is_depth_model and info.wrapped
+    loaded = load_state_dict(path)
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_ckpt_needing_arbitrary_code_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "was-run"
+
+    class Payload:  # what a malicious pickle does: call something on load
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
     path = tmp_path / "evil.ckpt"
-    torch.save({"state_dict": fake_state(), "callback": Payload()}, path)
-    with pytest.raises(CheckpointError, match="refused"):
+    torch.save({"state_dict": fake_state(), "payload": Payload()}, path)
+    with pytest.raises(CheckpointError, match="refused.*(builtins|io).open"):
         load_state_dict(path)
     with pytest.raises(CheckpointError, match="refused"):
         inspect_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_class_outside_the_allow_list_is_refused_by_name(tmp_path):
+    path = tmp_path / "other.ckpt"
+    torch.save({"state_dict": fake_state(), "extra": collections.deque([1])}, path)
+    with pytest.raises(CheckpointError, match="collections.deque"):
+        load_state_dict(path)
+
+
+def test_truncated_and_junk_ckpt_are_checkpoint_errors(tmp_path):
+    full = tmp_path / "full.ckpt"
+    torch.save({"state_dict": fake_state()}, full)
+    for name, data in [("truncated.ckpt", full.read_bytes()[: full.stat().st_size // 2]), ("junk.ckpt", b"<html>")]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        for action in (inspect_checkpoint, load_state_dict):
+            with pytest.raises(CheckpointError, match="not a readable checkpoint.*download it again"):
+                action(path)
+
+
+def test_inspection_is_remembered_until_the_file_changes(tmp_path):
+    from depth2img.checkpoints import inspect_checkpoint_cached
+
+    path = tmp_path / "m.safetensors"
+    save_file(fake_state(), str(path))
+    first = inspect_checkpoint_cached(path)
+    assert inspect_checkpoint_cached(path) is first
+    save_file(fake_state(in_channels=4), str(path))
+    import os
+
+    os.utime(path, ns=(1, 1))  # a new mtime even on coarse file systems
+    assert not inspect_checkpoint_cached(path).is_depth_model
+
+
+def test_find_checkpoints_lists_model_files_only(tmp_path):
+    from depth2img.checkpoints import find_checkpoints
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.safetensors", "sub/b.ckpt", "c.yaml", "d.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    assert find_checkpoints(tmp_path) == [tmp_path / "a.safetensors", tmp_path / "sub" / "b.ckpt"]
+    assert find_checkpoints(tmp_path / "missing") == []
 
 
 def test_ordered_dict_and_unreadable_files(tmp_path):

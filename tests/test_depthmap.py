@@ -133,3 +133,81 @@ def test_png16_round_trip_and_colorize():
     assert decoded.dtype == np.uint16 and decoded.max() == 65535 and decoded.min() == 0
     assert depthmap.colorize(depth).shape == (24, 32, 3)
     assert depthmap.to_uint16(np.full((3, 3), 5.0, np.float32)).max() == 0
+
+
+def test_fit_aspect_tall_maps_and_images():
+    depth = np.arange(20 * 12, dtype=np.float32).reshape(20, 12)  # 12 wide, 20 high
+    cropped = depthmap.fit_aspect(depth, 64, 64, ResizeMode.CROP_AND_RESIZE)
+    np.testing.assert_array_equal(cropped, depth[4:16, :])
+    filled = depthmap.fit_aspect(depth, 64, 64, ResizeMode.RESIZE_AND_FILL)
+    assert filled.shape == (20, 20)
+    np.testing.assert_array_equal(filled[:, 4:16], depth)
+    np.testing.assert_array_equal(filled[:, 0], depth[:, 0])
+    np.testing.assert_array_equal(filled[:, -1], depth[:, -1])
+    rgb = np.random.default_rng(0).integers(0, 255, (20, 12, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(depthmap.fit_aspect(rgb, 64, 64, ResizeMode.CROP_AND_RESIZE), rgb[4:16])
+
+
+def test_fit_image_crops_exactly_as_the_depth_map():
+    rgb = np.random.default_rng(1).integers(0, 255, (40, 80, 3), dtype=np.uint8)
+    fitted = depthmap.fit_image(Image.fromarray(rgb), 20, 20, ResizeMode.CROP_AND_RESIZE, Image.NEAREST)
+    assert fitted.size == (20, 20)
+    # The reference: the centre 40x40 square, cut by hand and scaled by Pillow.
+    expected = Image.fromarray(rgb[:, 20:60]).resize((20, 20), Image.NEAREST)
+    np.testing.assert_array_equal(np.asarray(fitted), np.asarray(expected))
+
+
+def test_pil_modes_i_and_f():
+    values = (ramp() * 65535).round().astype(np.int32)
+    np.testing.assert_allclose(depthmap.load_depth(Image.fromarray(values, "I")), values / 65535.0, atol=1e-6)
+    metric = ramp() * 7.0 + 0.5
+    np.testing.assert_array_equal(depthmap.load_depth(Image.fromarray(metric, "F")), metric)
+
+
+def png_header_only(width, height):
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+def test_images_above_the_pixel_limit_are_refused_from_the_header(tmp_path):
+    # 9000 x 8000 = 72 MP: over the 64 MP default, under Pillow's own refusal; the data cannot even be decoded,
+    # so the message can only come from the header.
+    with pytest.raises(depthmap.ImageTooLargeError, match="9000x8000 .72.0 megapixels.*64 megapixels"):
+        depthmap.load_depth(png_header_only(9000, 8000))
+    with pytest.raises(depthmap.ImageTooLargeError, match="over .* megapixels"):
+        depthmap.load_depth(png_header_only(20000, 20000))  # beyond Pillow's hard limit: no size from it
+    with pytest.raises(depthmap.ImageTooLargeError, match="init image .*megapixels"):
+        depthmap.open_image(png_header_only(9000, 8000), "init image")
+    big = np.lib.format.open_memmap(tmp_path / "big.npy", mode="w+", dtype=np.float32, shape=(9000, 8000))
+    del big
+    with pytest.raises(depthmap.ImageTooLargeError, match="8000x9000"):
+        depthmap.load_depth(tmp_path / "big.npy")
+    with pytest.raises(depthmap.ImageTooLargeError):
+        depthmap.load_depth(np.zeros((100, 100), np.float32), max_pixels=9999)
+    # under a raised limit the same header passes the check and fails only as undecodable
+    with pytest.raises(DepthMapError, match="not a readable image"):
+        depthmap.load_depth(png_header_only(9000, 8000), max_pixels=100_000_000)
+    assert depthmap.load_depth(png_bytes((ramp() * 255).astype(np.uint8)), max_pixels=24 * 32).shape == (24, 32)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".npy"])
+def test_save_depth_writes_what_the_suffix_says(tmp_path, suffix):
+    depth = ramp() * 3.0 + 1.0
+    path = depthmap.save_depth(depth, tmp_path / f"d{suffix}")
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    if suffix == ".npy":
+        np.testing.assert_array_equal(np.load(path), depth)
+    elif suffix == ".tif":
+        np.testing.assert_array_equal(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), depth)
+    else:
+        decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_allclose(decoded / 65535.0, (depth - 1.0) / 3.0, atol=1 / 65535)
+    with pytest.raises(DepthMapError, match="use one of"):
+        depthmap.save_depth(depth, tmp_path / "d.jpg")

@@ -31,7 +31,9 @@ def ramp_depth(size=SIZE, vertical=False) -> np.ndarray:
 
 
 def request(**overrides) -> GenerationRequest:
-    values = dict(prompt="a room", image=scene(), steps=STEPS, seed=7, strength=0.9, output_type="np")
+    values = dict(
+        prompt="a room", image=scene(), steps=STEPS, seed=7, strength=0.9, output_type="np", width=SIZE, height=SIZE
+    )
     values.update(overrides)
     return GenerationRequest(**values)
 
@@ -62,6 +64,9 @@ def test_user_depth_map_matches_plain_diffusers_pipeline(pipe):
         output_type="np",
     ).images
     assert ours.shape == reference.shape == (1, SIZE, SIZE, 3)
+    # Two code paths (our conditioning vs diffusers' prepare_depth_map) of the same float32 arithmetic: a few
+    # ulps of difference in the depth channel, amplified by 3 UNet steps, stay orders of magnitude below 1e-4
+    # (images in [0, 1]); a wrong normalization or a swapped axis changes pixels by > 1e-2.
     assert np.abs(ours - reference).max() <= 1e-4
 
 
@@ -99,10 +104,19 @@ def test_batch_of_identical_images_estimates_once(pipe):
 
 
 def test_flat_depth_map_gives_a_finite_image(pipe):
-    out = generate(pipe, request(depth=np.full((SIZE, SIZE), 0.5, np.float32)), progress=False).images
+    from diffusers import StableDiffusionDepth2ImgPipeline
+
+    from depth2img.conditioning import FLAT_CONDITIONING
+
+    flat = np.full((SIZE, SIZE), 0.5, np.float32)
+    out = generate(pipe, request(depth=flat), progress=False).images
     assert np.isfinite(out).all()
-    native_would_nan = torch.tensor(0.0) / torch.tensor(0.0)
-    assert torch.isnan(native_would_nan)  # what 2*(d-min)/(max-min)-1 gives the hosts on a flat map
+    args = ([scene()], torch.from_numpy(flat)[None], 1, False, torch.float32, torch.device("cpu"))
+    ours = pipe.prepare_depth_map(*args)
+    assert torch.equal(ours, torch.full_like(ours, FLAT_CONDITIONING))
+    # The reference: diffusers' own pipeline divides by max - min = 0 on the same map.
+    native = StableDiffusionDepth2ImgPipeline.prepare_depth_map(pipe, *args)
+    assert torch.isnan(native).all()
 
 
 def test_txt2img_from_a_depth_map(pipe):
@@ -136,7 +150,7 @@ def test_user_depth_aspect_is_fitted(pipe):
 
 
 def test_bad_requests(pipe):
-    with pytest.raises(ValueError, match="txt2img needs a depth map"):
+    with pytest.raises(ValueError, match="give an init image .* or a depth map"):
         generate(pipe, request(image=None))
     with pytest.raises(ValueError, match="mask size"):
         generate(pipe, request(mask=Image.new("L", (32, 32))))
@@ -159,3 +173,81 @@ def test_pipeline_is_offline_and_reusable_from_a_saved_diffusers_folder(pipe, tm
     a = generate(pipe, request(depth=ramp_depth()), progress=False).images
     b = generate(again, request(depth=ramp_depth()), progress=False).images
     assert np.abs(a - b).max() <= 1e-5
+
+
+def test_default_size_is_the_sources_aspect_at_about_512_squared():
+    from depth2img.engine import default_size, output_size
+
+    assert default_size(1920, 1080) == (704, 384)  # 16:9 at ~512^2: 270k pixels, not 2 megapixels
+    assert default_size(64, 64) == (512, 512)
+    assert default_size(1080, 1920) == (384, 704)
+    width, height, note = output_size(GenerationRequest(prompt="x"), 1920, 1080)
+    assert (width, height) == (704, 384) and "512x512" in note
+    assert output_size(GenerationRequest(prompt="x", width=640), 1920, 1080)[:2] == (640, 360)
+    assert output_size(GenerationRequest(prompt="x", width=100, height=60), 1920, 1080) == (96, 56, "")
+
+
+def test_image_mask_and_depth_get_the_same_fit(pipe):
+    """crop-and-resize on a square image for a 2:1 output equals the user cropping all three by hand."""
+    image, depth = scene(9), ramp_depth(vertical=True)
+    mask = np.zeros((SIZE, SIZE), np.uint8)
+    mask[:, 20:44] = 255
+    fitted = generate(
+        pipe,
+        request(image=image, depth=depth, mask=Image.fromarray(mask), width=SIZE, height=SIZE // 2,
+                resize_mode=depthmap.ResizeMode.CROP_AND_RESIZE),
+        progress=False,
+    ).images
+    rows = slice(SIZE // 4, SIZE // 4 + SIZE // 2)  # the centre band a 2:1 crop keeps
+    by_hand = generate(
+        pipe,
+        request(image=Image.fromarray(np.asarray(image)[rows]), depth=depth[rows].copy(),
+                mask=Image.fromarray(mask[rows]), width=SIZE, height=SIZE // 2),
+        progress=False,
+    ).images
+    assert fitted.shape == by_hand.shape == (1, SIZE // 2, SIZE, 3)
+    # Same inputs through the same code path: only the crop's location could differ.
+    assert np.abs(fitted - by_hand).max() <= 1e-5
+    squashed = generate(pipe, request(image=image, depth=depth, width=SIZE, height=SIZE // 2), progress=False)
+    assert np.abs(squashed.images - by_hand).max() > 1e-2  # stretching is another picture
+
+
+def test_steps_and_strength_that_give_no_step_are_refused(pipe):
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        generate(pipe, request(steps=0))
+    with pytest.raises(ValueError, match="steps x strength"):
+        generate(pipe, request(steps=1, strength=0.8))
+    with pytest.raises(ValueError, match="strength"):
+        generate(pipe, request(strength=0.0))
+
+
+def test_one_depth_map_conditions_every_image_of_a_batch(pipe):
+    result = generate(pipe, request(depth=ramp_depth(), batch_size=2), progress=False)
+    assert result.images.shape == (2, SIZE, SIZE, 3)
+    single = generate(pipe, request(depth=ramp_depth()), progress=False).images
+    # diffusers draws one noise tensor for the batch, so image 0 of the batch is the single run's picture.
+    assert np.abs(result.images[:1] - single).max() <= 1e-5
+    assert np.abs(result.images[0] - result.images[1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["ddim", "euler"])
+def test_other_schedulers_generate(tiny_checkpoint, name):
+    from depth2img.engine import make_scheduler
+
+    other = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32, scheduler=name)
+    assert type(other.scheduler) is type(make_scheduler({"model": {"params": {}}}, name))
+    out = generate(other, request(depth=ramp_depth()), progress=False).images
+    assert np.isfinite(out).all() and out.std() > 0
+
+
+def test_txt2img_and_img2img_at_once_on_one_pipeline(pipe):
+    """The mode is per call: two threads in different modes each get what they get alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    txt = request(image=None, depth=ramp_depth(), steps=2)
+    img = request(depth=ramp_depth(vertical=True), steps=2)
+    alone = [generate(pipe, r, progress=False).images for r in (txt, img)]
+    with ThreadPoolExecutor(2) as pool:
+        together = list(pool.map(lambda r: generate(pipe, r, progress=False).images, [txt, img, txt, img]))
+    for i, images in enumerate(together):
+        assert np.abs(images - alone[i % 2]).max() <= 1e-5

@@ -1,0 +1,37 @@
+import os
+
+import pytest
+
+from depth2img.files import OutputError, check_output, write_bytes_atomic
+
+
+def test_outputs_never_overwrite_inputs(tmp_path):
+    source = tmp_path / "in.png"
+    source.write_bytes(b"original")
+    (tmp_path / "link.png").symlink_to(source)
+    for out in (source, tmp_path / "." / "in.png", tmp_path / "link.png"):
+        with pytest.raises(OutputError, match="is also an input"):
+            check_output(out, "--out", [source], (".png",))
+    with pytest.raises(OutputError, match="unsupported file type"):
+        check_output(tmp_path / "x.npy", "--out", [source], (".png",))
+    assert check_output(tmp_path / "new.PNG", "--out", [source, None], (".png",)) == tmp_path / "new.PNG"
+    assert source.read_bytes() == b"original"
+
+
+def test_atomic_write_is_whole_and_readable_by_others(tmp_path):
+    old = os.umask(0o077)  # a restrictive umask must not make outputs private
+    try:
+        path = write_bytes_atomic(tmp_path / "sub" / "f.bin", b"data")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"data" and path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["f.bin"]
+
+    def fail(_temporary):
+        raise RuntimeError("interrupted")
+
+    from depth2img.files import write_atomic
+
+    with pytest.raises(RuntimeError):
+        write_atomic(path, fail)
+    assert path.read_bytes() == b"data" and [p.name for p in path.parent.iterdir()] == ["f.bin"]
