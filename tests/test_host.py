@@ -416,7 +416,11 @@ def test_half_precision_midas_weights_run_or_fall_back(midas_module, dtype):
 
     half = copy.deepcopy(midas_module).to(dtype)
     estimator = ModuleMidasEstimator(half, "half")
-    images = torch.zeros(1, 3, 64, 64, dtype=dtype)  # half input: OpenCV must still get float32
+    # A picture with structure (a flat input gives a nearly flat map: rounding noise would be all it shows);
+    # half input: OpenCV must still get float32.
+    ramp = torch.linspace(-1, 1, 64)
+    images = torch.stack([ramp[None, :].expand(64, 64), ramp[:, None].expand(64, 64), -ramp[None, :].expand(64, 64)])
+    images = images[None].to(dtype)
     depth = estimator.estimate(images)
     assert depth.dtype == torch.float32 and depth.shape[0] == 1 and torch.isfinite(depth).all()
     # Reference: the same rounded weights in float32 (what the fallback runs, bit for bit).
@@ -426,9 +430,9 @@ def test_half_precision_midas_weights_run_or_fall_back(midas_module, dtype):
     if not probe_precision_caps("cpu").supports(dtype):
         assert torch.equal(depth, reference)
     else:  # native reduced precision through a random 123M-parameter network: the same map, not the same bits
-        # (measured here: float16 on torch 2.13 gives 0.92)
+        # (measured here on this picture: bfloat16 on torch 2.1.2 gives 0.98)
         correlation = torch.corrcoef(torch.stack([depth.flatten(), reference.flatten()]))[0, 1]
-        assert correlation > 0.8
+        assert correlation > 0.9
 
 
 def test_batch_depth_maps_are_found_by_input_file_name(tmp_path):
