@@ -7,7 +7,7 @@ naming the key.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 SOURCES = ("estimate", "upload")
@@ -99,9 +99,6 @@ class Depth2ImgArgs:
         # Other "Depth2Img ..." entries are facts about the run (e.g. estimator calls), not settings.
         values = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix) and k[len(prefix) :] in known}
         return cls.from_dict(values) if values else None
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 _CHECKS: dict[str, dict] = {

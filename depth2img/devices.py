@@ -22,18 +22,14 @@ from ._compat import torch_version
 class BackendCaps:
     """What a device can compute natively; anything else falls back to float32 on the CPU."""
 
-    bicubic: bool = True  # F.interpolate(mode="bicubic") for float32
-    half_bicubic: bool = True  # ... for float16/bfloat16
+    bicubic: bool = True  # F.interpolate(mode="bicubic") for float32 (conditioning computes in float32 only)
 
 
 def backend_caps(device: torch.device | str) -> BackendCaps:
     device = torch.device(device)
     if device.type == "mps":
         # aten::upsample_bicubic2d has an MPS kernel only from torch 2.1 on.
-        return BackendCaps(bicubic=torch_version() >= (2, 1), half_bicubic=False)
-    if device.type == "cpu":
-        # float16 bicubic on the CPU arrived late (not in torch 2.1, the WebUI's default).
-        return BackendCaps(bicubic=True, half_bicubic=torch_version() >= (2, 4))
+        return BackendCaps(bicubic=torch_version() >= (2, 1))
     return BackendCaps()
 
 

@@ -352,16 +352,17 @@ def predict_depth(model, pixel_values: torch.Tensor) -> torch.Tensor:
 
 
 def weights_fingerprint(model) -> str:
-    """A short hash of a few of the model's tensors: tells two checkpoints' MiDaS apart, cheaply."""
-    h = hashlib.sha1()
-    for tensor in (
-        model.dpt.embeddings.cls_token,
-        model.head.head[4].weight,
-        model.head.head[4].bias,
-        model.neck.convs[0].weight[0],
-    ):
-        h.update(tensor.detach().to("cpu", torch.float32).numpy().tobytes())
-    return h.hexdigest()[:16]
+    """A hash of every tensor of the model (names, dtypes, shapes, values): the depth cache's key for these weights.
+
+    All of them, since a fine-tune may change any layer; computed once per estimator (about a second for the
+    full-size MiDaS on a CPU), beside the seconds a forward takes.
+    """
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().to("cpu").contiguous()
+        h.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
+        h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return h.hexdigest()
 
 
 def randomize_for_fixture(model, seed: int = 0):

@@ -20,7 +20,6 @@ from .paths import cache_dir
 TINY_MODEL_CHANNELS = 32
 TINY_CHANNEL_MULT = (1, 2)
 TINY_NUM_RES_BLOCKS = 1
-TINY_ATTENTION_RESOLUTIONS = (2, 1)
 TINY_NUM_HEAD_CHANNELS = 8
 TINY_SAMPLE_SIZE = 8  # latent side; 64 px images by default
 # VAE: four levels like the real one, so the latent is H/8.

@@ -15,9 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
 
-pytest.importorskip("ldm")
-transformers = pytest.importorskip("transformers")
+from tests.references import reference  # noqa: E402
+
+reference("ldm")
 
 from depth2img import midas  # noqa: E402
 from depth2img.estimators import CheckpointMidasEstimator  # noqa: E402

@@ -9,8 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-pytest.importorskip("ldm")
-pytest.importorskip("open_clip")
+from tests.references import reference  # noqa: E402
+
+reference("ldm")
+reference("open_clip")
 
 from omegaconf import OmegaConf  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402

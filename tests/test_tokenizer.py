@@ -1,6 +1,7 @@
 import pytest
 
 from depth2img.tokenizer import find_bpe_vocab, load_clip_tokenizer
+from tests.references import reference
 
 PROMPTS = ["a photo of a cat", "Ünïcödé, punctuation!!! and   spaces", "a" * 300, ""]
 
@@ -17,7 +18,7 @@ def test_vocabulary_and_special_tokens():
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_matches_open_clip_tokenize(prompt):
     """open_clip's own tokenizer is the reference SD 2 uses; it needs torchvision, so env (b) only."""
-    open_clip = pytest.importorskip("open_clip", exc_type=ImportError)
+    open_clip = reference("open_clip")
     expected = open_clip.tokenize([prompt])[0].tolist()
     ours = load_clip_tokenizer()(prompt, padding="max_length", max_length=77, truncation=True).input_ids
     if len(prompt) > 200:  # open_clip keeps EOT as the last token when truncating; so does SD 2's pipeline
