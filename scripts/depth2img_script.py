@@ -2,6 +2,10 @@
 
 One AlwaysVisible script (title "Depth2Img", API key `depth2img`) in txt2img and img2img; API routes
 under /depth2img/v1/; settings; infotext; XYZ-grid axes.
+
+WebUI v1.8.x-v1.10.x. Everything used here exists from v1.8.0 (InputAccordion, settings categories,
+override_settings_restore_afterwards, call_queue.queue_lock, get_tab_index in the page) except `images.read`
+(v1.9), which the batch tab's depth folder needs: feature-detected, and said in the panel and the log.
 """
 
 from __future__ import annotations
@@ -45,7 +49,6 @@ from depth2img.host import (
 from depth2img.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
 
 USE_LOADED_MODEL = "Use the loaded model"
-SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
 CACHE = DepthCache()
 # API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
 # whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
