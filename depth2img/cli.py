@@ -43,6 +43,18 @@ def _save_image(image, path: Path) -> None:
     write_atomic(path, lambda temporary: image.save(temporary))
 
 
+def _load_depth(path: str, settings, max_pixels: int):
+    """The user's depth map as inverse depth; how it was read (EXR channel, approximate conversion) on stderr."""
+    from . import depthmap
+
+    decoded = depthmap.decode_depth(path, max_pixels=max_pixels, **settings.decode_kwargs())
+    if decoded.exr_channel:
+        print(f"depth map: EXR channel {decoded.exr_channel!r}, read as {decoded.kind}", file=sys.stderr)
+    if decoded.notice:
+        print(f"note: {decoded.notice}", file=sys.stderr)
+    return decoded.depth
+
+
 def cmd_generate(args) -> int:
     from . import depthmap
     from .args import Depth2ImgArgs
@@ -56,13 +68,22 @@ def cmd_generate(args) -> int:
     save_depth = None
     if args.save_depth:
         save_depth = check_output(args.save_depth, "--save-depth", inputs + [out], depthmap.DEPTH_OUTPUT_SUFFIXES)
-    image = _open_image(args.image, "init image", max_pixels) if args.image else None
-    mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
-    depth = depthmap.load_depth(args.depth, max_pixels) if args.depth else None  # before the model loads
     # The same schema as the WebUI's panel and API: bad values are refused naming the setting.
     settings = Depth2ImgArgs(
-        invert=args.invert, clip_near=args.clip_near, clip_far=args.clip_far, gamma=args.gamma, blur=args.blur
+        invert=args.invert,
+        clip_near=args.clip_near,
+        clip_far=args.clip_far,
+        gamma=args.gamma,
+        blur=args.blur,
+        depth_kind=args.depth_kind,
+        distance_range=tuple(args.distance_range) if args.distance_range else None,
+        exr_channel=args.exr_channel,
     )
+    if not args.depth and (args.depth_kind != "auto" or args.distance_range or args.exr_channel):
+        raise UserError("--depth-kind, --distance-range and --exr-channel describe a --depth map; give one")
+    image = _open_image(args.image, "init image", max_pixels) if args.image else None
+    mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
+    depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None  # before the model loads
     request = GenerationRequest(
         prompt=args.prompt,
         image=image,
@@ -145,7 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="img2img / inpaint / txt2img with depth")
     gen.add_argument("--image", help="init image (omit for txt2img from --depth)")
-    gen.add_argument("--depth", help="depth map (8/16-bit PNG, TIFF, .npy; white = near); default: estimated")
+    gen.add_argument(
+        "--depth", help="depth map (8/16-bit PNG, TIFF, .npy, EXR; white = near unless --depth-kind); default: estimate"
+    )
+    gen.add_argument(
+        "--depth-kind",
+        default="auto",
+        choices=["auto", "inverse", "distance"],
+        help="what --depth holds: inverse (white = near), distance (larger = farther: a renderer's Z, a Z-pass PNG "
+        "where black = near; converted to 1/distance); auto (default): EXR files and maps given --distance-range "
+        "are distance, other files inverse",
+    )
+    gen.add_argument(
+        "--distance-range",
+        nargs=2,
+        type=float,
+        metavar=("NEAR", "FAR"),
+        help="scene distances of a normalized distance map's 0 and 1 (8/16-bit PNG, EXR Mist); without it the "
+        "conversion is approximate (near 1, far 10)",
+    )
+    gen.add_argument(
+        "--exr-channel", default="", help="EXR channel holding depth (default: ViewLayer.Depth.Z, Z, *.V, Mist, R=G=B)"
+    )
     gen.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
     gen.add_argument("--prompt", required=True)
     gen.add_argument("--negative-prompt", default=None)
