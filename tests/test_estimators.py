@@ -115,6 +115,17 @@ def test_folder_estimator_equals_transformers_pipeline(root, name):
     assert torch.equal(est.estimate(image), ours)
 
 
+def test_a_batch_equals_its_images_one_by_one(root):
+    """The depth cache sends every image it has not seen in one batch."""
+    est = estimators.create_estimator(str(root / "glpn"))
+    first, second = photo(), photo().transpose(Image.FLIP_LEFT_RIGHT)
+    batch = est.estimate(torch.cat([midas.images_to_tensor(first), midas.images_to_tensor(second)]))
+    for depth, image in zip(batch, (first, second), strict=True):
+        alone = est.estimate(image)[0]
+        assert (depth - alone).abs().max() <= 1e-5 * alone.abs().max()  # batched kernels may round differently
+    assert (batch[0] - batch[1]).abs().max() > 0.01 * batch.abs().max()
+
+
 def test_pipelines_8_bit_picture_agrees(root):
     """The pipeline's own resized picture ('depth', 8-bit, normalized by its maximum) within one level."""
     folder = root / "dpt"
