@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from .depthmap import DEPTH_KINDS, DepthMapError, check_distance_range
+
 SOURCES = ("estimate", "upload")
 INFOTEXT_PREFIX = "Depth2Img"
 
@@ -36,6 +38,12 @@ class Depth2ImgArgs:
     return_depth: bool = False  # append the depth map to the outputs
     checkpoint: str = ""  # "" = use the loaded model; else a depth checkpoint's name
     depth_dir: str = ""  # img2img batch tab: folder of depth maps matched to the inputs by file name
+    # What an uploaded map holds (depth2img.depthmap): "auto" = EXR files (and maps given a distance_range) are
+    # distance, others inverse |
+    # "inverse" (white = near) | "distance" (larger = farther: a renderer's Z, a Z-pass PNG where black = near)
+    depth_kind: str = "auto"
+    distance_range: tuple[float, float] | None = None  # [near, far] in scene units of a normalized distance map
+    exr_channel: str = ""  # the EXR channel holding depth; "" = found by Blender's names
 
     def __post_init__(self) -> None:
         validate(self)
@@ -80,6 +88,10 @@ class Depth2ImgArgs:
             blur_radius=self.blur,
         )
 
+    def decode_kwargs(self) -> dict:
+        """Keyword arguments of depthmap.decode_depth / load_depth for the uploaded map."""
+        return dict(kind=self.depth_kind, distance_range=self.distance_range, exr_channel=self.exr_channel)
+
     def to_infotext(self) -> dict[str, str]:
         """Settings that differ from the defaults, for the PNG info (never the depth image bytes)."""
         defaults = Depth2ImgArgs()
@@ -113,6 +125,8 @@ def _coerce(key: str, value: Any) -> Any:
     """Accept the string forms infotext and forms produce; type errors name the key."""
     field = next(f for f in fields(Depth2ImgArgs) if f.name == key)
     default = field.default if field.default is not MISSING else None
+    if key == "distance_range":
+        return _coerce_range(value)
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -137,7 +151,29 @@ def _coerce(key: str, value: Any) -> Any:
         raise ArgsError(f"depth2img arg {key!r} must be a {kind}, got {value!r}") from error
 
 
+def _coerce_range(value: Any) -> tuple[float, float] | None:
+    """[near, far] from the API's list, or infotext's "(near, far)"; None, "" and "None" mean no range."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None
+    if isinstance(value, str):
+        value = value.strip().strip("()[]").split(",")
+    try:
+        near, far = (float(v) for v in value)
+    except (TypeError, ValueError) as error:
+        raise ArgsError(f"depth2img arg 'distance_range' must be two numbers [near, far], got {value!r}") from error
+    return near, far
+
+
 def validate(args: Depth2ImgArgs) -> None:
+    if args.depth_kind not in DEPTH_KINDS:
+        raise ArgsError(f"depth2img arg 'depth_kind' must be one of {', '.join(DEPTH_KINDS)}, got {args.depth_kind!r}")
+    if args.distance_range is not None:
+        try:
+            args.distance_range = check_distance_range(args.distance_range)
+        except DepthMapError as error:
+            raise ArgsError(f"depth2img arg 'distance_range': {error}") from error
+        if args.depth_kind == "inverse":
+            raise ArgsError("depth2img arg 'distance_range' applies to distance maps: set 'depth_kind' to 'distance'")
     if args.source not in SOURCES:
         raise ArgsError(f"depth2img arg 'source' must be one of {', '.join(SOURCES)}, got {args.source!r}")
     for key, check in _CHECKS.items():
@@ -149,3 +185,25 @@ def validate(args: Depth2ImgArgs) -> None:
         raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
     if args.enabled and args.source == "upload" and not args.depth_image:
         raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")
+
+
+def json_schema(names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema of the named settings (type, default, range, choices), read from this schema: API docs."""
+    properties: dict[str, Any] = {}
+    for f in fields(Depth2ImgArgs):
+        if f.name not in names:
+            continue
+        if isinstance(f.default, bool):
+            prop: dict[str, Any] = {"type": "boolean"}
+        elif isinstance(f.default, float):
+            prop = {"type": "number"}
+        else:
+            prop = {"type": "string"}
+        if f.default is not None:
+            prop["default"] = f.default
+        if f.name in _CHECKS:
+            prop["minimum"], prop["maximum"] = _CHECKS[f.name]["range"]
+        if f.name == "source":
+            prop["enum"] = list(SOURCES)
+        properties[f.name] = prop
+    return {"type": "object", "properties": properties, "additionalProperties": False}
