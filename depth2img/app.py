@@ -9,12 +9,14 @@ unique names, written atomically. The HTTP API is gradio's own: see the README f
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import sys
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,13 @@ class StopRequested(Exception):
     """Raised from the denoising loop's step callback when the user pressed Stop."""
 
 
+@dataclass
+class _RunningJob:
+    stop: threading.Event = field(default_factory=threading.Event)  # set by Stop, read between steps
+    done: threading.Event = field(default_factory=threading.Event)  # set when the job has ended, however
+    stopped_at: str = ""  # "after step k of n" when Stop ended it
+
+
 def painted_mask(editor_value) -> Image.Image | None:
     """White where anything was painted on the editor's layers; None when nothing was (no inpainting)."""
     if not editor_value:
@@ -65,12 +74,18 @@ def painted_mask(editor_value) -> Image.Image | None:
 
 
 def infotext(prompt: str, negative_prompt: str, params: dict) -> str:
-    """The WebUI's infotext layout: prompt, negative prompt, then "key: value" pairs."""
+    """The WebUI's infotext layout: prompt, negative prompt, then "key: value" pairs, values that hold a comma,
+    colon or newline JSON-quoted (the WebUI's own quoting rule, so its PNG Info reads them back)."""
     lines = [prompt]
     if negative_prompt:
         lines.append(f"Negative prompt: {negative_prompt}")
-    lines.append(", ".join(f"{key}: {value}" for key, value in params.items()))
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in params.items()))
     return "\n".join(lines)
+
+
+def _quote(value) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ",:\n") else text
 
 
 class DepthApp:
@@ -93,7 +108,7 @@ class DepthApp:
         self.schedulers = {name: make_scheduler(config, name) for name in SCHEDULERS}
         # The scheduler swap and the call must not interleave (the queue runs one job, the API may not).
         self.lock = threading.Lock()
-        self._stops: dict[str, threading.Event] = {}  # session -> its running job's stop flag
+        self._running: dict[str, _RunningJob] = {}  # session -> its running job (a page runs one at a time)
         # Judged once: what this environment and this checkpoint can run does not change while the app serves.
         self.estimators = {info.name: info for info in list_estimators(has_depth_checkpoint=True)}
 
@@ -141,13 +156,17 @@ class DepthApp:
         clip_far,
         gamma,
         blur,
+        depth_kind,
+        distance_range,
+        exr_channel,
         request=None,
         progress=None,
     ):
         """One job; returns (image paths, 16-bit depth PNG path, settings text, seed used)."""
         import gradio as gr
 
-        args = ui.settings_from_values([source, depth_image, estimator, invert, clip_near, clip_far, gamma, blur])
+        panel = [source, depth_image, estimator, invert, clip_near, clip_far, gamma, blur]
+        args = ui.settings_from_values([*panel, depth_kind, distance_range, exr_channel])
         if args.source == "estimate":
             self._check_estimator(args.estimator)
         if scheduler not in self.schedulers:
@@ -156,9 +175,14 @@ class DepthApp:
             raise ValueError(f"unknown resize mode {resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
         image = self.open_upload(init_image, "the init image") if init_image else None
         mask = painted_mask(inpaint_mask)
-        depth = ui.uploaded_depth(args, self.max_pixels) if args.source == "upload" else None
-        if depth is not None and float(depth.max()) <= float(depth.min()):
-            gr.Warning("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
+        depth = None
+        if args.source == "upload":
+            decoded = ui.uploaded_depth(args, self.max_pixels)
+            depth = decoded.depth
+            if decoded.notice:  # e.g. a distance map read without its range: approximate
+                gr.Warning(decoded.notice)
+            if float(depth.max()) <= float(depth.min()):
+                gr.Warning("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
         if image is None and depth is None:
             raise ValueError("nothing to start from: add an init image, or upload a depth map for txt2img")
         seed = int(seed) if seed is not None and int(seed) >= 0 else secrets.randbelow(2**32)
@@ -180,11 +204,10 @@ class DepthApp:
         )
 
         session = getattr(request, "session_hash", None) or "api"
-        stop = self._stops.setdefault(session, threading.Event())
-        stop.clear()
+        job_state = self._running[session] = _RunningJob()
 
         def on_step(done: int, total: int) -> None:
-            if stop.is_set():
+            if job_state.stop.is_set():
                 raise StopRequested(f"after step {done} of {total}")
             if progress is not None:
                 progress((done, total), desc="Denoising", unit="steps")
@@ -195,8 +218,12 @@ class DepthApp:
             with self.lock:
                 self.pipe.scheduler = self.schedulers[scheduler]
                 result = generate(self.pipe, job, progress=False, on_step=on_step)
+        except StopRequested as stopped:
+            job_state.stopped_at = str(stopped)
+            raise
         finally:
-            self._stops.pop(session, None)
+            self._running.pop(session, None)
+            job_state.done.set()
 
         settings = dataclasses.replace(args, enabled=True).to_infotext()
         text = infotext(
@@ -217,17 +244,23 @@ class DepthApp:
         paths, depth_path = self.save(result, seed, text)
         return [str(p) for p in paths], str(depth_path), text, seed
 
-    def stop(self, request=None) -> bool:
-        """Stop this page's running job at the next denoising step; False when it has none running.
+    def stop(self, request=None, wait_s: float = 60.0) -> str:
+        """Stop this page's running job at the next denoising step, wait for it to end, and say how it ended.
 
-        (The Stop button also cancels the page's event: gradio drops a job still waiting in the queue, but a
-        running one is a thread that only this flag ends.)"""
+        The Stop button also cancels the page's generate event: gradio drops a job still waiting in line, and
+        stops listening to a running one (a thread, which only this flag ends), so this is where the page
+        learns the step it stopped at.
+        """
         session = getattr(request, "session_hash", None) or "api"
-        event = self._stops.get(session)
-        if event is None:
-            return False
-        event.set()
-        return True
+        job = self._running.get(session)
+        if job is None:
+            return "Nothing of this page was running (a job still waiting in line is dropped)."
+        job.stop.set()
+        if not job.done.wait(wait_s):
+            return "Stopping: the job ends at its next denoising step."
+        if job.stopped_at:
+            return f"Stopped {job.stopped_at}; no image was made."
+        return "The job had already finished."
 
     def save(self, result, seed: int, text: str) -> tuple[list[Path], Path]:
         """PNG files under --out with fresh names (never over an existing file), the settings in their info."""
@@ -349,17 +382,20 @@ class DepthApp:
             init_image=None, inpaint_mask=None, prompt=None, negative_prompt=None, steps=None, guidance=None,
             strength=None, seed=None, scheduler=None, width=None, height=None, resize_mode=None, batch_size=None,
             source=None, depth_image=None, estimator=None, invert=None, clip_near=None, clip_far=None, gamma=None,
-            blur=None, request: gr.Request = None, progress=gr.Progress(),  # noqa: B008 (gradio's injection idiom)
+            blur=None, depth_kind=None, distance_range=None, exr_channel=None,
+            request: gr.Request = None, progress=gr.Progress(),  # noqa: B008 (gradio's injection idiom)
         ):  # fmt: skip
             try:
                 return self.generate(
                     init_image, inpaint_mask, prompt, negative_prompt, steps, guidance, strength, seed, scheduler,
                     width, height, resize_mode, batch_size, source, depth_image, estimator, invert, clip_near,
-                    clip_far, gamma, blur, request=request, progress=progress,
+                    clip_far, gamma, blur, depth_kind, distance_range, exr_channel, request=request, progress=progress,
                 )  # fmt: skip
             # Expected outcomes, not faults: a message in the page, no traceback in the log.
-            except StopRequested as stopped:
-                raise gr.Error(f"Stopped {stopped}; no image was made.", print_exception=False) from stopped
+            except StopRequested:
+                # The Stop button's own event tells the page where it stopped (this event may be cancelled
+                # already): leave the outputs as they are.
+                return gr.skip(), gr.skip(), gr.skip(), gr.skip()
             except ValueError as error:  # the core's input errors name the problem and what to do
                 raise gr.Error(str(error), print_exception=False) from error
             except Exception as error:
@@ -376,10 +412,7 @@ class DepthApp:
         import gradio as gr
 
         def stop(request: gr.Request):
-            if self.stop(request):
-                gr.Info("Stopping at the next denoising step.")
-            else:
-                gr.Info("Nothing of this page was running (a job still waiting in line is dropped).")
+            gr.Info(self.stop(request))
 
         stop.__annotations__["request"] = gr.Request  # see _generate_event
         return stop

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -21,15 +21,25 @@ import numpy as np
 from . import depthmap
 from .args import INFOTEXT_PREFIX, SOURCES, Depth2ImgArgs
 
-# The panel's settings, in the order its components are passed to callbacks (a subset of Depth2ImgArgs'
-# fields, in the schema's order, so the WebUI's positional API list keeps its order).
-PANEL_SETTINGS = ("source", "depth_image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur")
+# The panel's settings, in the order its components are passed to callbacks: a subset of Depth2ImgArgs'
+# fields, in the schema's order (DepthPanel.in_schema_order adds the host's own in between).
+PANEL_SETTINGS = (
+    "source", "depth_image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur",
+    "depth_kind", "distance_range", "exr_channel",
+)  # fmt: skip
+# Settings that say how to read an uploaded map: shown only for "upload".
+UPLOAD_SETTINGS = ("depth_kind", "distance_range", "exr_channel")
 # Settings written to and read from the infotext (never the depth image bytes).
 INFOTEXT_SETTINGS = tuple(name for name in PANEL_SETTINGS if name != "depth_image")
 
 SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
-DEPTH_FILE_TYPES = [".png", ".tif", ".tiff", ".npy"]
-DEPTH_FILE_LABEL = "Depth map (8/16-bit PNG, TIFF, .npy; white = near; 16 bits are kept)"
+DEPTH_KIND_LABELS = {
+    "auto": "auto (EXR: distance; others: white = near)",
+    "inverse": "inverse depth (white = near)",
+    "distance": "distance (larger = farther: Z pass)",
+}
+DEPTH_FILE_TYPES = [".png", ".tif", ".tiff", ".exr", ".npy"]
+DEPTH_FILE_LABEL = "Depth map (8/16-bit PNG, TIFF, EXR, .npy; 16 bits are kept)"
 # Slider ranges: inside the schema's checks, narrowed to what is useful to drag (the API takes the full range).
 SLIDERS = {
     "clip_near": dict(minimum=0, maximum=100, step=0.5, label="Near clip (percentile)"),
@@ -89,28 +99,29 @@ def js_kwargs(js: str | None) -> dict:
 
 @dataclass
 class DepthPanel:
-    source: Any
-    depth_file: Any
+    components: dict[str, Any]  # setting name -> component, in PANEL_SETTINGS order
     depth_thumbnail: Any
-    estimator: Any
-    invert: Any
-    clip_near: Any
-    clip_far: Any
-    gamma: Any
-    blur: Any
     preview_button: Any
     preview_gray: Any
     preview_color: Any
-    extra: dict = field(default_factory=dict)
+
+    def __getitem__(self, name: str):
+        return self.components[name]
 
     @property
     def settings(self) -> list:
-        """Components in PANEL_SETTINGS order (depth_file stands for depth_image)."""
-        return [self.depth_file if name == "depth_image" else getattr(self, name) for name in PANEL_SETTINGS]
+        """The setting components in PANEL_SETTINGS order (callbacks receive their values in this order)."""
+        return list(self.components.values())
+
+    def in_schema_order(self, host_components: dict[str, Any]) -> list:
+        """The panel's and the host's own setting components (e.g. the WebUI's enabled, return_depth), in
+        Depth2ImgArgs' field order: the order of the WebUI's positional API list."""
+        named = {**self.components, **host_components}
+        return [named[f.name] for f in fields(Depth2ImgArgs) if f.name in named]
 
     @property
     def infotext_fields(self) -> list[tuple[Any, str]]:
-        return [(getattr(self, name), infotext_key(name)) for name in INFOTEXT_SETTINGS]
+        return [(self.components[name], infotext_key(name)) for name in INFOTEXT_SETTINGS]
 
     def wire_preview(
         self,
@@ -146,16 +157,12 @@ class DepthPanel:
         )
 
 
-def visibility(source: str, has_init_image: bool = True) -> tuple[dict, dict, dict]:
-    """Updates for (depth file, its thumbnail, estimator): the upload box only for "upload", the estimator only
-    where an init image can be estimated."""
+def visibility(source: str, has_init_image: bool = True) -> list[dict]:
+    """Updates for (depth file, its thumbnail, *UPLOAD_SETTINGS, estimator): what reads an uploaded map only for
+    "upload", the estimator only where an init image can be estimated."""
     gr = _gradio()
     upload = source == "upload"
-    return (
-        gr.update(visible=upload),
-        gr.update(visible=upload),
-        gr.update(visible=has_init_image and not upload),
-    )
+    return [gr.update(visible=upload)] * (2 + len(UPLOAD_SETTINGS)) + [gr.update(visible=has_init_image and not upload)]
 
 
 def build_depth_panel(
@@ -178,67 +185,94 @@ def build_depth_panel(
     unavailable = "; ".join(f"{e.name}: {e.reason}" for e in estimators if not e.available)
     source_value = _DEFAULTS["source"] if has_init_image else "upload"
     upload = source_value == "upload"
+    c = {}  # setting name -> component
+
+    def elem(name: str) -> str:
+        return f"{elem_prefix}_{name}"
 
     with gr.Row(elem_classes=["depth2img-row"]):
-        source = gr.Radio(
+        c["source"] = gr.Radio(
             choices=[(SOURCE_LABELS[s], s) for s in SOURCES],
             value=source_value,
             label="Depth source",
             visible=has_init_image,
-            elem_id=f"{elem_prefix}_source",
+            elem_id=elem("source"),
         )
-        estimator = gr.Dropdown(
+        c["estimator"] = gr.Dropdown(
             choices=[e.name for e in estimators],
             value=_DEFAULTS["estimator"],
             label="Estimator",
             info=f"Unavailable here: {unavailable}" if unavailable else None,
             visible=has_init_image and not upload,
-            elem_id=f"{elem_prefix}_estimator",
+            elem_id=elem("estimator"),
         )
     with gr.Row(elem_classes=["depth2img-row"]):
-        depth_file = gr.File(
+        c["depth_image"] = gr.File(
             label=DEPTH_FILE_LABEL,
             type="binary",
             file_types=DEPTH_FILE_TYPES,
             visible=upload,
-            elem_id=f"{elem_prefix}_depth_file",
+            elem_id=elem("depth_file"),
         )
         depth_thumbnail = output_image(
-            "Uploaded depth map", height=160, visible=upload, elem_id=f"{elem_prefix}_depth_thumbnail"
+            "Uploaded depth map", height=160, visible=upload, elem_id=elem("depth_thumbnail")
         )
     with gr.Row(elem_classes=["depth2img-row"]):
-        invert = gr.Checkbox(_DEFAULTS["invert"], label="Invert (swap near and far)", elem_id=f"{elem_prefix}_invert")
+        c["depth_kind"] = gr.Radio(
+            choices=[(DEPTH_KIND_LABELS[k], k) for k in depthmap.DEPTH_KINDS],
+            value=_DEFAULTS["depth_kind"],
+            label="The map holds",
+            visible=upload,
+            elem_id=elem("depth_kind"),
+        )
+        c["distance_range"] = gr.Textbox(
+            value="",
+            label="Distance range: near, far",
+            info="scene units of a normalized distance map (8/16-bit, EXR Mist); empty: approximate",
+            visible=upload,
+            elem_id=elem("distance_range"),
+        )
+        c["exr_channel"] = gr.Textbox(
+            value=_DEFAULTS["exr_channel"],
+            label="EXR channel",
+            info="empty: found by Blender's names",
+            visible=upload,
+            elem_id=elem("exr_channel"),
+        )
     with gr.Row(elem_classes=["depth2img-row"]):
-        sliders = {
-            name: gr.Slider(value=_DEFAULTS[name], elem_id=f"{elem_prefix}_{name}", **options)
-            for name, options in SLIDERS.items()
-        }
+        c["invert"] = gr.Checkbox(_DEFAULTS["invert"], label="Invert (swap near and far)", elem_id=elem("invert"))
     with gr.Row(elem_classes=["depth2img-row"]):
-        preview_button = gr.Button("Preview depth", elem_id=f"{elem_prefix}_preview")
+        for name, options in SLIDERS.items():
+            c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **options)
     with gr.Row(elem_classes=["depth2img-row"]):
-        preview_gray = output_image("Depth (gray)", elem_id=f"{elem_prefix}_preview_gray")
-        preview_color = output_image("Depth (colour)", elem_id=f"{elem_prefix}_preview_color")
+        preview_button = gr.Button("Preview depth", elem_id=elem("preview"))
+    with gr.Row(elem_classes=["depth2img-row"]):
+        preview_gray = output_image("Depth (gray)", elem_id=elem("preview_gray"))
+        preview_color = output_image("Depth (colour)", elem_id=elem("preview_color"))
 
-    source.change(
+    upload_options = [c[name] for name in UPLOAD_SETTINGS]
+    c["source"].change(
         fn=lambda value: visibility(value, has_init_image),
-        inputs=[source],
-        outputs=[depth_file, depth_thumbnail, estimator],
+        inputs=[c["source"]],
+        outputs=[c["depth_image"], depth_thumbnail, *upload_options, c["estimator"]],
         queue=False,
         **hidden_api(),
     )
     # The thumbnail decodes the upload at once: a file that is not a depth map is reported before any job (on
     # the queue: gradio shows the message of a queued event's error).
-    depth_file.change(fn=_as_gradio_errors(thumbnail), inputs=[depth_file], outputs=[depth_thumbnail], **hidden_api())
+    for trigger in (c["depth_image"], c["depth_kind"]):
+        trigger.change(
+            fn=_as_gradio_errors(thumbnail),
+            inputs=[c["depth_image"], *upload_options],
+            outputs=[depth_thumbnail],
+            **hidden_api(),
+        )
     return DepthPanel(
-        source=source,
-        depth_file=depth_file,
+        components={name: c[name] for name in PANEL_SETTINGS},
         depth_thumbnail=depth_thumbnail,
-        estimator=estimator,
-        invert=invert,
         preview_button=preview_button,
         preview_gray=preview_gray,
         preview_color=preview_color,
-        **sliders,
     )
 
 
@@ -252,10 +286,11 @@ def settings_from_values(values: Sequence) -> Depth2ImgArgs:
     return Depth2ImgArgs.from_dict({k: v for k, v in named.items() if v is not None})
 
 
-def uploaded_depth(args: Depth2ImgArgs, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> np.ndarray:
+def uploaded_depth(args: Depth2ImgArgs, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> depthmap.DecodedDepth:
+    """The uploaded map read as the settings say (depth kind, distance range, EXR channel)."""
     if not args.depth_image:
-        raise depthmap.DepthMapError("no depth map uploaded: upload one (PNG, TIFF or .npy), or choose 'estimate'")
-    return depthmap.load_depth(args.depth_image, max_pixels)
+        raise depthmap.DepthMapError("no depth map uploaded: upload one (PNG, TIFF, EXR or .npy), or choose 'estimate'")
+    return depthmap.decode_depth(args.depth_image, **args.decode_kwargs(), max_pixels=max_pixels)
 
 
 def panel_depth(
@@ -267,7 +302,7 @@ def panel_depth(
     """The processed depth map the panel's settings give: the upload, or `estimate(image, estimator name)`,
     post-processed. The host's estimate refuses an unknown or unavailable estimator (ValueError)."""
     if args.source == "upload":
-        depth = uploaded_depth(args, max_pixels)
+        depth = uploaded_depth(args, max_pixels).depth
     else:
         if image is None:
             raise depthmap.DepthMapError("no init image to estimate depth from: add one, or upload a depth map")
@@ -289,11 +324,12 @@ def preview_images(args: Depth2ImgArgs, image, estimate: Callable[[Any, str], np
     return gray_image(depth), Image.fromarray(depthmap.colorize(depth))
 
 
-def thumbnail(depth_file):
-    """A small gray view of an uploaded depth map (None clears it)."""
+def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel=""):
+    """A small gray view of an uploaded depth map as it will be read (None clears it)."""
     if depth_file is None:
         return None
-    depth = depthmap.load_depth(depth_file)
+    values = dict(depth_image=depth_file, depth_kind=depth_kind, distance_range=distance_range, exr_channel=exr_channel)
+    depth = uploaded_depth(Depth2ImgArgs.from_dict({k: v for k, v in values.items() if v is not None})).depth
     preview = gray_image(depth)
     preview.thumbnail((256, 256))
     return preview

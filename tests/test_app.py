@@ -136,12 +136,13 @@ def test_gradio_client_errors_are_messages_and_the_app_keeps_serving(server, fil
     url, _, _ = server
     api = client(url)
     handle = gradio_client.handle_file
-    scene = handle(str(files / "scene.png"))
+    scene, depth16 = handle(str(files / "scene.png")), handle(str(files / "depth16.png"))
     cases = [
         (dict(source="upload", depth_image=handle(str(files / "notes.png"))), "not a readable image"),
         (dict(source="upload", depth_image=handle(str(files / "nan.npy"))), "NaN"),
         (dict(init_image=scene, estimator="no-such-estimator"), "no-such-estimator"),
         (dict(init_image=scene, source="upload"), "no depth map uploaded"),
+        (dict(source="upload", depth_image=depth16, depth_kind="inverse", distance_range="1, 10"), "distance maps"),
         (dict(init_image=handle(str(files / "truncated.png"))), "init image is not a readable image"),
         (dict(), "nothing to start from"),
     ]

@@ -29,13 +29,39 @@ def no_estimate(image, name):
 # ---- the panel's callbacks -------------------------------------------------------------------------------
 
 
+def panel_values(**changes) -> list:
+    """The panel's values as gradio hands them over (an empty file box is None, empty text boxes "")."""
+    values = dict(
+        source="estimate", depth_image=None, estimator="checkpoint-midas", invert=False, clip_near=100.0,
+        clip_far=0.0, gamma=1.0, blur=0.0, depth_kind="auto", distance_range="", exr_channel="",
+    )  # fmt: skip
+    values.update(changes)
+    return [values[name] for name in ui.PANEL_SETTINGS]
+
+
 def test_panel_values_follow_the_schema_and_name_bad_keys():
-    args = ui.settings_from_values(["upload", b"png", "checkpoint-midas", True, 90.0, 10.0, 2.0, 1.5])
+    args = ui.settings_from_values(
+        panel_values(source="upload", depth_image=b"png", invert=True, gamma=2.0, blur=1.5, distance_range="2, 8")
+    )
     assert (args.source, args.depth_image, args.invert, args.gamma, args.blur) == ("upload", b"png", True, 2.0, 1.5)
+    assert args.distance_range == (2.0, 8.0) and args.depth_kind == "auto"
+    assert ui.settings_from_values(panel_values()).distance_range is None
     with pytest.raises(ArgsError, match="'gamma'"):
-        ui.settings_from_values(["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 0.0, 0.0])
+        ui.settings_from_values(panel_values(gamma=0.0))
     with pytest.raises(ArgsError, match="'source'"):
-        ui.settings_from_values(["guess", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0])
+        ui.settings_from_values(panel_values(source="guess"))
+    with pytest.raises(ArgsError, match="'distance_range'"):
+        ui.settings_from_values(panel_values(distance_range="near"))
+
+
+def test_panel_settings_and_host_settings_in_the_schema_order():
+    from dataclasses import fields
+
+    names = [f.name for f in fields(Depth2ImgArgs)]
+    assert list(ui.PANEL_SETTINGS) == [n for n in names if n in ui.PANEL_SETTINGS]
+    panel = ui.DepthPanel({name: f"<{name}>" for name in ui.PANEL_SETTINGS}, None, None, None, None)
+    host = {name: f"<{name}>" for name in ("enabled", "return_depth", "checkpoint", "depth_dir")}
+    assert panel.in_schema_order(host) == [f"<{name}>" for name in names]  # every field, the schema's order
 
 
 def test_panel_defaults_are_the_schema_defaults():
@@ -51,6 +77,22 @@ def test_panel_depth_uploaded_16_bit_kept_and_post_processed():
     depth = ui.panel_depth(args, None, no_estimate)
     assert depth.shape == (32, 48) and len(np.unique(depth)) == 48
     assert depth[0, 0] > depth[0, -1]  # inverted: the left edge is now near
+
+
+def test_panel_depth_reads_a_distance_map_as_the_settings_say():
+    distance = np.tile(np.linspace(1, 0, 48, dtype=np.float32), (32, 1))  # 16-bit Z pass: black = near
+    png = depthmap.encode_png16(distance)
+    as_inverse = ui.panel_depth(Depth2ImgArgs(source="upload", depth_image=png), None, no_estimate)
+    as_distance = ui.panel_depth(
+        Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance", distance_range=(1.0, 4.0)),
+        None,
+        no_estimate,
+    )
+    assert as_inverse[0, 0] > as_inverse[0, -1]  # read as stored: white (left) = near
+    assert as_distance[0, 0] < as_distance[0, -1]  # read as distance: the black right end is near
+    decoded = ui.uploaded_depth(Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance"))
+    assert decoded.approximate and decoded.notice  # no range given: the app shows this notice
+    assert ui.thumbnail(png, "distance", "1, 4", "").size == (48, 32)
 
 
 def test_panel_depth_errors_say_what_to_do():
@@ -95,14 +137,29 @@ def test_painted_mask_is_the_union_of_the_layers():
 def test_settings_text_reads_back_into_the_schema():
     from depth2img.app import infotext
 
-    args = Depth2ImgArgs(enabled=True, invert=True, gamma=2.0, blur=1.5)
+    args = Depth2ImgArgs(enabled=True, invert=True, gamma=2.0, blur=1.5, depth_kind="distance", distance_range=(1, 9))
     text = infotext("a room", "blurry", {"Steps": 2, "Seed": 7, **args.to_infotext()})
     prompt, negative, params = text.split("\n")
     assert (prompt, negative) == ("a room", "Negative prompt: blurry")
-    pairs = dict(item.split(": ", 1) for item in params.split(", "))
+    pairs = parse_webui_params(params)
     assert pairs["Seed"] == "7"
     restored = Depth2ImgArgs.from_infotext(pairs)
     assert (restored.enabled, restored.invert, restored.gamma, restored.blur) == (True, True, 2.0, 1.5)
+    assert (restored.depth_kind, restored.distance_range) == ("distance", (1.0, 9.0))
+
+
+def parse_webui_params(line: str) -> dict:
+    """The WebUI's infotext parameter parser (modules/infotext_utils.py re_param and unquote, v1.10)."""
+    import json
+    import re
+
+    re_param = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+    out = {}
+    for key, value in re_param.findall(line):
+        if value.startswith('"') and value.endswith('"'):
+            value = json.loads(value)
+        out[key] = value
+    return out
 
 
 # ---- the engine's step hook: progress and Stop ----------------------------------------------------------
@@ -148,3 +205,39 @@ def test_on_step_runs_beside_the_inpaint_blend(pipe):
     assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 3
     outside = np.asarray(mask) == 0
     assert np.allclose(result.images[0][outside], np.asarray(image, np.float32)[outside] / 255.0)
+
+
+def test_stop_ends_the_running_job_of_that_page_only_and_says_where(pipe, tmp_path):
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from depth2img.app import DepthApp, StopRequested
+
+    app = DepthApp(pipe, tmp_path / "out")
+    image = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
+    job = dict(zip(ui.PANEL_SETTINGS, panel_values(), strict=True))
+    job.update(
+        init_image=str(image), inpaint_mask=None, prompt="x", negative_prompt="", steps=150, guidance=7.5,
+        strength=1.0, seed=3, scheduler="ddim", width=64, height=64, resize_mode="just resize", batch_size=1,
+    )  # fmt: skip
+    page, other = SimpleNamespace(session_hash="page"), SimpleNamespace(session_hash="other")
+    assert app.stop(page).startswith("Nothing of this page was running")
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(app.generate(**job, request=page))
+        except StopRequested as stopped:
+            outcome.append(stopped)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while "page" not in app._running:  # the job has started
+        time.sleep(0.01)
+    assert app.stop(other).startswith("Nothing of this page was running")  # another page's Stop
+    message = app.stop(page)
+    worker.join(60)
+    assert message.startswith("Stopped after step ") and message.endswith("of 150; no image was made.")
+    assert isinstance(outcome[0], StopRequested) and not list((tmp_path / "out").glob("*.png"))
