@@ -14,7 +14,7 @@ import numpy as np
 from . import depthmap
 from .args import ArgsError, Depth2ImgArgs, json_schema
 from .checkpoints import inspect_checkpoint_cached
-from .estimators import ESTIMATORS, get_estimator_info
+from .estimators import get_estimator_info, list_estimators
 from .host import Depth2ImgError, decode_base64, png16_base64
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def estimate_request_schema() -> dict[str, Any]:
         "image": {"type": "string", "description": "base64 image (data URL accepted)"},
         **schema["properties"],
     }
-    schema["properties"]["estimator"]["enum"] = list(ESTIMATORS)
+    schema["properties"]["estimator"]["enum"] = [entry.name for entry in list_estimators()]
     schema["required"] = ["image"]
     return schema
 
