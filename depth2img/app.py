@@ -317,7 +317,9 @@ class DepthApp:
                         )
                         resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
                     with gr.Accordion("Depth", open=True):
-                        panel = ui.build_depth_panel("depth2img", estimators=list(self.estimators.values()))
+                        panel = ui.build_depth_panel(
+                            "depth2img", estimators=list(self.estimators.values()), max_pixels=lambda: self.max_pixels
+                        )
                     with gr.Accordion("Inpaint: paint the area to repaint", open=False):
                         inpaint_mask = gr.ImageEditor(
                             label="Mask (paint over the init image; white = repaint)",
@@ -333,8 +335,7 @@ class DepthApp:
                     gallery = gr.Gallery(label="Images", format="png", columns=2, elem_id="depth2img_gallery")
                     depth_download = gr.File(label="Depth map (16-bit PNG, white = near)", elem_id="depth2img_depth")
                     used_seed = gr.Number(
-                        None,
-                        label="Seed used", precision=0, interactive=False, elem_id="depth2img_used_seed"
+                        None, label="Seed used", precision=0, interactive=False, elem_id="depth2img_used_seed"
                     )
                     settings_text = gr.Textbox(
                         label="Settings (the WebUI's infotext keys)", lines=4, elem_id="depth2img_settings"

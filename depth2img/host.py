@@ -145,9 +145,10 @@ class JobGeometry:
     crop_region: tuple[int, int, int, int] | None = None  # inpaint "only masked": (x1, y1, x2, y2) in the init
 
 
-def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs) -> np.ndarray:
     """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> depth map.
 
+    decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
     Every failure is a Depth2ImgError naming the field 'depth_image' (status 422).
     """
     field = "depth2img arg 'depth_image'"
@@ -160,7 +161,7 @@ def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) 
     if isinstance(value, bytearray):
         value = bytes(value)
     try:
-        return depthmap.load_depth(value, max_pixels=max_pixels)
+        return depthmap.load_depth(value, max_pixels=max_pixels, **decode_kwargs)
     except depthmap.DepthMapError as error:
         raise Depth2ImgError(f"{field}: {error}") from error
 
@@ -199,7 +200,9 @@ class DepthConditioner:
         if depth is not None:
             self.uploaded = depth
         else:
-            self.uploaded = decode_depth_argument(args.depth_image, max_pixels) if args.source == "upload" else None
+            self.uploaded = None
+            if args.source == "upload":
+                self.uploaded = decode_depth_argument(args.depth_image, max_pixels, **args.decode_kwargs())
         self.estimator_calls = 0  # this job's calls (the cache's total counts every caller's)
         self.last_depth: np.ndarray | None = None  # the processed map of the first sample, for outputs
         self.last_size: tuple[int, int] | None = None  # (width, height) of the image it conditioned

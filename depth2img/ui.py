@@ -104,6 +104,7 @@ class DepthPanel:
     preview_button: Any
     preview_gray: Any
     preview_color: Any
+    max_pixels: Callable[[], int] = lambda: depthmap.DEFAULT_MAX_PIXELS  # read per call: a host setting
 
     def __getitem__(self, name: str):
         return self.components[name]
@@ -139,7 +140,7 @@ class DepthPanel:
         def preview(*values):
             images = values[count:]
             image = pick_image(*images) if pick_image else next((i for i in images if i is not None), None)
-            return preview_images(settings_from_values(values[:count]), image, estimate)
+            return preview_images(settings_from_values(values[:count]), image, estimate, self.max_pixels())
 
         fn = _as_gradio_errors(preview)
         # Named parameters (all optional) so the HTTP API documents and accepts them by name.
@@ -170,15 +171,17 @@ def build_depth_panel(
     *,
     has_init_image: bool = True,
     estimators: list | None = None,
+    max_pixels: Callable[[], int] | None = None,
 ) -> DepthPanel:
     """Create the panel's components in the current gradio layout context and wire its own events
     (visibility, upload thumbnail). The host then calls `panel.wire_preview(...)`.
 
     has_init_image False (the WebUI's txt2img): only an uploaded map can apply, so the source is fixed to
     "upload" and the estimator is hidden. estimators: depth2img.estimators.EstimatorInfo list (default: the
-    registry, availability not judged).
+    registry, availability not judged). max_pixels: the host's size limit for depth maps, read per call.
     """
     gr = _gradio()
+    max_pixels = max_pixels or (lambda: depthmap.DEFAULT_MAX_PIXELS)
     from .estimators import list_estimators
 
     estimators = list_estimators() if estimators is None else estimators
@@ -262,7 +265,7 @@ def build_depth_panel(
     # the queue: gradio shows the message of a queued event's error).
     for trigger in (c["depth_image"], c["depth_kind"]):
         trigger.change(
-            fn=_as_gradio_errors(thumbnail),
+            fn=_as_gradio_errors(lambda *values: thumbnail(*values, max_pixels=max_pixels())),
             inputs=[c["depth_image"], *upload_options],
             outputs=[depth_thumbnail],
             **hidden_api(),
@@ -273,6 +276,7 @@ def build_depth_panel(
         preview_button=preview_button,
         preview_gray=preview_gray,
         preview_color=preview_color,
+        max_pixels=max_pixels,
     )
 
 
@@ -316,20 +320,26 @@ def gray_image(depth: np.ndarray):
     return Image.fromarray((depthmap.to_uint16(depth) >> 8).astype(np.uint8))
 
 
-def preview_images(args: Depth2ImgArgs, image, estimate: Callable[[Any, str], np.ndarray]):
+def preview_images(
+    args: Depth2ImgArgs,
+    image,
+    estimate: Callable[[Any, str], np.ndarray],
+    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+):
     """(gray, colour) PIL previews of the processed depth map."""
     from PIL import Image
 
-    depth = panel_depth(args, image, estimate)
+    depth = panel_depth(args, image, estimate, max_pixels)
     return gray_image(depth), Image.fromarray(depthmap.colorize(depth))
 
 
-def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel=""):
+def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel="", max_pixels=depthmap.DEFAULT_MAX_PIXELS):
     """A small gray view of an uploaded depth map as it will be read (None clears it)."""
     if depth_file is None:
         return None
     values = dict(depth_image=depth_file, depth_kind=depth_kind, distance_range=distance_range, exr_channel=exr_channel)
-    depth = uploaded_depth(Depth2ImgArgs.from_dict({k: v for k, v in values.items() if v is not None})).depth
+    args = Depth2ImgArgs.from_dict({k: v for k, v in values.items() if v is not None})
+    depth = uploaded_depth(args, max_pixels).depth
     preview = gray_image(depth)
     preview.thumbnail((256, 256))
     return preview

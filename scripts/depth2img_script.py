@@ -30,7 +30,7 @@ from depth2img.api import (
     estimators_response,
     parse_estimate_request,
 )
-from depth2img.args import SOURCES, Depth2ImgArgs
+from depth2img.args import Depth2ImgArgs
 from depth2img.checkpoints import find_checkpoints, inspect_checkpoint_cached
 from depth2img.depth_cache import DepthCache
 from depth2img.estimators import get_estimator_info, list_estimators
@@ -39,7 +39,6 @@ from depth2img.host import (
     DepthConditioner,
     JobGeometry,
     ModuleMidasEstimator,
-    decode_depth_argument,
     depth_output_image,
     estimate_image,
     job_error,
@@ -47,6 +46,7 @@ from depth2img.host import (
     png16_base64,
 )
 from depth2img.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
+from depth2img.ui import build_depth_panel, infotext_key, js_kwargs
 
 USE_LOADED_MODEL = "Use the loaded model"
 CACHE = DepthCache()
@@ -188,6 +188,13 @@ def _raising(message: str, status_code: int):
     return fail
 
 
+def estimate_for_preview(image, estimator: str):
+    """The panel's estimate callback: the loaded model's MiDaS, never beside a generation or a model reload."""
+    check_estimator(estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+    with call_queue.queue_lock:
+        return estimate_with_loaded_model(image)
+
+
 def pick_init_image(tab_index, images_by_id: dict):
     """The init image of the img2img sub-tab the user is in (the WebUI's mode index), as PIL or None."""
     index = int(tab_index or 0)
@@ -215,48 +222,19 @@ class Depth2ImgScript(scripts.Script):
 
     def ui(self, is_img2img):
         tab = "img2img" if is_img2img else "txt2img"
-        estimator_infos = list_estimators()
-        notes = "; ".join(f"{e.name}: {e.reason}" for e in estimator_infos if not e.available)
         with InputAccordion(False, label="Depth2Img", elem_id=f"depth2img_{tab}") as enabled:
+            # The panel both hosts show (depth2img.ui); below it what only the WebUI has.
+            panel = build_depth_panel(f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels)
             with gr.Row(elem_classes=["depth2img-row"]):
-                source = gr.Radio(
-                    choices=list(SOURCES),
-                    value="estimate" if is_img2img else "upload",
-                    label="Depth source (estimate from the init image, or upload a depth map; white = near)",
-                    elem_id=f"depth2img_{tab}_source",
-                )
-                estimator = gr.Dropdown(
-                    choices=[e.name for e in estimator_infos],
-                    value="checkpoint-midas",
-                    label="Estimator" + (f" (unavailable: {notes})" if notes else ""),
-                    elem_id=f"depth2img_{tab}_estimator",
-                )
-            depth_file = gr.File(
-                label="Depth map (8/16-bit PNG, TIFF, .npy: 16 bits are kept)",
-                type="binary",
-                file_types=[".png", ".tif", ".tiff", ".npy"],
-                elem_id=f"depth2img_{tab}_depth_file",
-            )
-            with gr.Row(elem_classes=["depth2img-row"]):
-                invert = gr.Checkbox(False, label="Invert (swap near and far)", elem_id=f"depth2img_{tab}_invert")
                 return_depth = gr.Checkbox(
                     False, label="Add the depth map to the outputs", elem_id=f"depth2img_{tab}_return"
                 )
-            with gr.Row(elem_classes=["depth2img-row"]):
-                clip_near = gr.Slider(
-                    0, 100, value=100, step=0.5, label="Near clip (percentile)", elem_id=f"depth2img_{tab}_clip_near"
+                checkpoint = gr.Dropdown(
+                    choices=[USE_LOADED_MODEL] + depth_checkpoint_titles(),
+                    value=USE_LOADED_MODEL,
+                    label="Depth checkpoint (used for this job when the loaded model is not a depth model)",
+                    elem_id=f"depth2img_{tab}_checkpoint",
                 )
-                clip_far = gr.Slider(
-                    0, 100, value=0, step=0.5, label="Far clip (percentile)", elem_id=f"depth2img_{tab}_clip_far"
-                )
-                gamma = gr.Slider(0.1, 5, value=1.0, step=0.05, label="Gamma", elem_id=f"depth2img_{tab}_gamma")
-                blur = gr.Slider(0, 32, value=0, step=0.5, label="Blur (sigma, px)", elem_id=f"depth2img_{tab}_blur")
-            checkpoint = gr.Dropdown(
-                choices=[USE_LOADED_MODEL] + depth_checkpoint_titles(),
-                value=USE_LOADED_MODEL,
-                label="Depth checkpoint (used for this job when the loaded model is not a depth model)",
-                elem_id=f"depth2img_{tab}_checkpoint",
-            )
             depth_dir = gr.Textbox(
                 label="Batch tab: folder of depth maps, matched to the inputs by file name",
                 visible=is_img2img and BATCH_DEPTH_DIR_SUPPORTED,
@@ -264,91 +242,25 @@ class Depth2ImgScript(scripts.Script):
             )
             if is_img2img and not BATCH_DEPTH_DIR_SUPPORTED:
                 gr.Markdown(f"Batch tab: {BATCH_DEPTH_DIR_NOTE}.", elem_id=f"depth2img_{tab}_depth_dir_note")
-            with gr.Row(elem_classes=["depth2img-row"]):
-                preview_button = gr.Button("Preview depth", elem_id=f"depth2img_{tab}_preview")
-                # Filled in the browser with the img2img sub-tab in use (javascript/depth2img.js).
-                preview_tab = gr.Number(value=0, visible=False, elem_id=f"depth2img_{tab}_preview_tab")
-            with gr.Row(elem_classes=["depth2img-row"]):
-                preview_gray = gr.Image(
-                    label="Depth (gray)", interactive=False, elem_id=f"depth2img_{tab}_preview_gray"
-                )
-                preview_color = gr.Image(
-                    label="Depth (colour)", interactive=False, elem_id=f"depth2img_{tab}_preview_color"
-                )
+            # Filled in the browser with the img2img sub-tab in use (javascript/depth2img.js).
+            preview_tab = gr.Number(value=0, visible=False, elem_id=f"depth2img_{tab}_preview_tab")
 
-        settings = [source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur]
-        image_ids = [i for i in INIT_IMAGE_ELEM_IDS if i in self.init_image_components] if is_img2img else []
-
-        def preview(tab_index, *values):
-            images_by_id = dict(zip(image_ids, values[len(settings) :], strict=True))
-            try:
-                init_image = pick_init_image(tab_index, images_by_id) if is_img2img else None
-            except Depth2ImgError as error:
-                raise gr.Error(str(error)) from error
-            return self.preview(*values[: len(settings)], init_image=init_image)
-
-        preview_button.click(
-            fn=preview,
-            _js="depth2img_preview_args" if is_img2img else None,
-            inputs=[preview_tab, *settings, *(self.init_image_components[i] for i in image_ids)],
-            outputs=[preview_gray, preview_color],
-        )
-
-        self.infotext_fields = [
-            (enabled, "Depth2Img enabled"),
-            (source, "Depth2Img source"),
-            (estimator, "Depth2Img estimator"),
-            (invert, "Depth2Img invert"),
-            (clip_near, "Depth2Img clip_near"),
-            (clip_far, "Depth2Img clip_far"),
-            (gamma, "Depth2Img gamma"),
-            (blur, "Depth2Img blur"),
-        ]
-        self.paste_field_names = [name for _, name in self.infotext_fields]
-        # Order = Depth2ImgArgs' fields: the positional API list and the UI agree.
-        return [
-            enabled,
-            source,
-            depth_file,
-            estimator,
-            invert,
-            clip_near,
-            clip_far,
-            gamma,
-            blur,
-            return_depth,
-            checkpoint,
-            depth_dir,
-        ]
-
-    # -- preview --
-    def preview(self, source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur, init_image=None):
-        try:
-            args = Depth2ImgArgs(
-                source=source,
-                estimator=estimator,
-                invert=invert,
-                clip_near=clip_near,
-                clip_far=clip_far,
-                gamma=gamma,
-                blur=blur,
+        if is_img2img:
+            image_ids = [i for i in INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
+            image_inputs = {**{i: self.init_image_components[i] for i in image_ids}, "tab_index": preview_tab}
+            panel.wire_preview(
+                estimate_for_preview,
+                image_inputs=image_inputs,
+                pick_image=lambda *values: pick_init_image(values[-1], dict(zip(image_ids, values[:-1], strict=True))),
+                **js_kwargs("depth2img_preview_args"),
             )
-            if source == "upload":
-                if depth_file is None:
-                    raise Depth2ImgError("upload a depth map first")
-                depth = decode_depth_argument(depth_file, max_pixels())
-            else:
-                if init_image is None:
-                    raise Depth2ImgError("add an init image in this tab first (or upload a depth map)")
-                with call_queue.queue_lock:  # the loaded model: never beside a generation or a model reload
-                    depth = estimate_with_loaded_model(init_image)
-            depth = depthmap.postprocess(depth, **args.postprocess_kwargs())
-        except ValueError as error:  # the core's errors (args, depth maps, Depth2ImgError) say what to do
-            raise gr.Error(str(error)) from error
-        from PIL import Image
-
-        gray = Image.fromarray((depthmap.to_uint16(depth) >> 8).astype("uint8"))
-        return gray, Image.fromarray(depthmap.colorize(depth))
+        else:
+            panel.wire_preview(estimate_for_preview)
+        self.infotext_fields = [(enabled, infotext_key("enabled")), *panel.infotext_fields]
+        self.paste_field_names = [name for _, name in self.infotext_fields]
+        # Depth2ImgArgs' field order: the positional API list and the UI agree.
+        host = {"enabled": enabled, "return_depth": return_depth, "checkpoint": checkpoint, "depth_dir": depth_dir}
+        return panel.in_schema_order(host)
 
     # -- generation --
     def _args(self, p, args) -> Depth2ImgArgs:

@@ -25,7 +25,7 @@ from .webui_standins import VERSIONS, webui
 
 FIELDS = [
     "enabled", "source", "depth_image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur",
-    "return_depth", "checkpoint", "depth_dir",
+    "return_depth", "checkpoint", "depth_dir", "depth_kind", "distance_range", "exr_channel",
 ]
 
 
@@ -325,51 +325,60 @@ def recorded(env):
     env.gradio.Block.__init__ = original_init
 
 
-PREVIEW_SETTINGS = ["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0]
+# The panel's values (depth2img.ui.PANEL_SETTINGS order) as the UI sends them.
+PREVIEW_SETTINGS = ["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""]
+
+
+def preview_of(env, image, settings=PREVIEW_SETTINGS):
+    """The preview the panel shows for one init image, with the script's estimate callback."""
+    from depth2img import ui
+
+    return ui.preview_images(ui.settings_from_values(settings), image, env.script.estimate_for_preview)
 
 
 def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
     env = recorded
-    script = panel(env)
+    panel(env)
     event = preview_event(env)
     assert event["_js"] == "depth2img_preview_args"  # javascript/depth2img.js fills in the tab index
-    assert event["inputs"][0].visible is False
-    assert [c.elem_id for c in event["inputs"][-5:]] == list(env.script.INIT_IMAGE_ELEM_IDS)
+    assert event["inputs"][-1].visible is False
+    assert [c.elem_id for c in event["inputs"][-6:-1]] == list(env.script.INIT_IMAGE_ELEM_IDS)
     # A different picture in each tab; the inpaint tab's editor hands a dict.
     pictures = [picture(seed=10 + k) for k in range(5)]
     values = [pictures[0], pictures[1], {"image": pictures[2], "mask": None}, pictures[3], pictures[4]]
     grays = []
     for tab in range(5):
-        gray, _ = event["fn"](tab, *PREVIEW_SETTINGS, *values)
-        alone, _ = script.preview(*PREVIEW_SETTINGS, init_image=pictures[tab])
+        gray, _ = event["fn"](*PREVIEW_SETTINGS, *values, tab)
+        alone, _ = preview_of(env, pictures[tab])
         assert np.array_equal(np.asarray(gray), np.asarray(alone)), f"tab {tab} previewed another tab's image"
         grays.append(np.asarray(gray))
     assert all(not np.array_equal(grays[0], other) for other in grays[1:])  # the pictures are told apart
     assert all(env.midas.lock_held)  # the WebUI's queue_lock around the loaded model
     with pytest.raises(env.gradio.Error, match="batch tab"):
-        event["fn"](5, *PREVIEW_SETTINGS, *values)
+        event["fn"](*PREVIEW_SETTINGS, *values, 5)
 
 
 def test_preview_flattens_transparency_on_the_webui_background_colour(recorded):
     env = recorded
     env.shared.opts.data["img2img_background_color"] = "#ff0000"
-    script = panel(env)
     rgba = picture(3, mode="RGBA")
-    gray, _ = script.preview(*PREVIEW_SETTINGS, init_image=rgba)
+    gray, _ = preview_of(env, rgba)
     # Reference: the WebUI's own flatten (copied into the stand-in from modules/images.py).
     flattened = env.images.flatten(rgba, "#ff0000")
-    reference, _ = script.preview(*PREVIEW_SETTINGS, init_image=flattened)
+    reference, _ = preview_of(env, flattened)
     assert np.array_equal(np.asarray(gray), np.asarray(reference))
-    on_black, _ = script.preview(*PREVIEW_SETTINGS, init_image=env.images.flatten(rgba, "#000000"))
+    on_black, _ = preview_of(env, env.images.flatten(rgba, "#000000"))
     assert not np.array_equal(np.asarray(gray), np.asarray(on_black))
 
 
-def test_preview_errors_are_shown_in_the_ui(env):
-    script = env.script.Depth2ImgScript()
-    with pytest.raises(env.gradio.Error, match="depth_image"):
-        script.preview("upload", b"junk", *PREVIEW_SETTINGS[2:])
-    with pytest.raises(env.gradio.Error, match="init image"):
-        script.preview(*PREVIEW_SETTINGS, init_image=None)
+def test_preview_errors_are_shown_in_the_ui(recorded):
+    env = recorded
+    panel(env, is_img2img=False)
+    preview = preview_event(env)["fn"]
+    with pytest.raises(env.gradio.Error, match="not a readable image"):
+        preview("upload", b"junk", *PREVIEW_SETTINGS[2:])
+    with pytest.raises(env.gradio.Error, match="no init image"):
+        preview(*PREVIEW_SETTINGS)
 
 
 # ---- per-job estimator calls (issue 7 #8) -------------------------------------------------------------------
@@ -380,7 +389,7 @@ def test_a_jobs_estimator_call_count_ignores_other_requests(recorded):
     p = img2img_p(env, batch_size=2)
     run_job(env, p, ui_args(enabled=True))
     # Another request (a preview) estimates a different image while the job is running.
-    panel(env).preview(*PREVIEW_SETTINGS, init_image=picture(7))
+    preview_of(env, picture(7))
     conditioning_of(p, batch=2)
     assert p.extra_generation_params["Depth2Img estimator calls"] == 1
     again = img2img_p(env, batch_size=2)
@@ -538,3 +547,36 @@ def test_demo_checkpoint_is_not_registered_but_the_extension_folder_is(tmp_path,
         module.register_extension_checkpoints()
         assert [info.name for info in env.sd_models.checkpoints_list.values()] == ["mine.safetensors"]
         assert (user / "mine.yaml").is_file()
+
+
+def test_panel_shows_only_what_applies(recorded):
+    """The upload box only for "upload"; in txt2img (no init image) neither the source nor the estimator."""
+    env = recorded
+    panel(env, is_img2img=True)
+    panel(env, is_img2img=False)
+    by_id = {c.elem_id: c for c in env.created if c.elem_id}
+    img2img = {name: by_id[f"depth2img_img2img_{name}"] for name in ("source", "estimator", "depth_file")}
+    assert img2img["source"].visible and img2img["estimator"].visible and not img2img["depth_file"].visible
+    assert not by_id["depth2img_txt2img_source"].visible and not by_id["depth2img_txt2img_estimator"].visible
+    assert by_id["depth2img_txt2img_depth_file"].visible
+    change = img2img["source"].events[0]
+    shown = [update["visible"] for update in change["fn"]("upload")]
+    assert dict(zip([c.elem_id for c in change["outputs"]], shown, strict=True)) == {
+        "depth2img_img2img_depth_file": True,
+        "depth2img_img2img_depth_thumbnail": True,
+        "depth2img_img2img_depth_kind": True,
+        "depth2img_img2img_distance_range": True,
+        "depth2img_img2img_exr_channel": True,
+        "depth2img_img2img_estimator": False,
+    }
+
+
+def test_an_uploaded_distance_map_is_read_as_the_panel_says(env):
+    distance = ramp16()  # a Z pass: larger = farther, so the left edge is near
+    p = env.processing.StableDiffusionProcessingTxt2Img()
+    args = ui_args(enabled=True, source="upload", depth_image=png_bytes(distance), depth_kind="distance",
+                   distance_range="1, 4")  # fmt: skip
+    _, runner = run_job(env, p, args)
+    assert runner.errors == []
+    cond = p.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))
+    assert cond[0, 0, :, 0].mean() > cond[0, 0, :, -1].mean()  # near (left) is high in the conditioning

@@ -1,5 +1,11 @@
 """Stand-in for gradio 3.41 (the WebUI's): components record their arguments; events record their wiring."""
 
+__version__ = "3.41.2"
+
+
+def update(**kwargs):
+    return {"__type__": "generic_update", **kwargs}
+
 
 class Error(Exception):
     pass
