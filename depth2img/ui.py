@@ -131,28 +131,32 @@ class DepthPanel:
         pick_image: Callable[..., Any] | None = None,
         **event_kwargs,
     ):
-        """Wire "Preview depth": the panel's settings plus `image_inputs` ({parameter name: component});
+        """Wire "Preview depth": `image_inputs` ({parameter name: component}) then the panel's settings;
         `pick_image(*image_values)` chooses the init image among them (default: the first one given).
-        event_kwargs go to gradio's click (api_name, queue settings, js). Returns the event."""
+        event_kwargs go to gradio's click (api_name, queue settings, js). Returns the event.
+
+        The image inputs come first: a client-side function (js) sees inputs then outputs, so only the
+        first positions are at fixed places (the WebUI puts its sub-tab index at 0)."""
         image_inputs = image_inputs or {}
-        count = len(self.settings)
+        count = len(image_inputs)
 
         def preview(*values):
-            images = values[count:]
+            images = values[:count]
             image = pick_image(*images) if pick_image else next((i for i in images if i is not None), None)
-            return preview_images(settings_from_values(values[:count]), image, estimate, self.max_pixels())
+            args = settings_from_values(values[count:])
+            return preview_images(args, image, estimate, self.max_pixels())
 
         fn = _as_gradio_errors(preview)
         # Named parameters (all optional) so the HTTP API documents and accepts them by name.
         fn.__signature__ = inspect.Signature(
             [
                 inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
-                for name in (*PANEL_SETTINGS, *image_inputs)
+                for name in (*image_inputs, *PANEL_SETTINGS)
             ]
         )
         return self.preview_button.click(
             fn=fn,
-            inputs=[*self.settings, *image_inputs.values()],
+            inputs=[*image_inputs.values(), *self.settings],
             outputs=[self.preview_gray, self.preview_color],
             **event_kwargs,
         )

@@ -247,12 +247,13 @@ class Depth2ImgScript(scripts.Script):
 
         if is_img2img:
             image_ids = [i for i in INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
-            image_inputs = {**{i: self.init_image_components[i] for i in image_ids}, "tab_index": preview_tab}
+            image_inputs = {"tab_index": preview_tab, **{i: self.init_image_components[i] for i in image_ids}}
+
+            def pick(tab_index, *images):
+                return pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
+
             panel.wire_preview(
-                estimate_for_preview,
-                image_inputs=image_inputs,
-                pick_image=lambda *values: pick_init_image(values[-1], dict(zip(image_ids, values[:-1], strict=True))),
-                **js_kwargs("depth2img_preview_args"),
+                estimate_for_preview, image_inputs=image_inputs, pick_image=pick, **js_kwargs("depth2img_preview_args")
             )
         else:
             panel.wire_preview(estimate_for_preview)

@@ -341,21 +341,21 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
     panel(env)
     event = preview_event(env)
     assert event["_js"] == "depth2img_preview_args"  # javascript/depth2img.js fills in the tab index
-    assert event["inputs"][-1].visible is False
-    assert [c.elem_id for c in event["inputs"][-6:-1]] == list(env.script.INIT_IMAGE_ELEM_IDS)
+    assert event["inputs"][0].visible is False  # the sub-tab index, first: the js sees inputs, then outputs
+    assert [c.elem_id for c in event["inputs"][1:6]] == list(env.script.INIT_IMAGE_ELEM_IDS)
     # A different picture in each tab; the inpaint tab's editor hands a dict.
     pictures = [picture(seed=10 + k) for k in range(5)]
     values = [pictures[0], pictures[1], {"image": pictures[2], "mask": None}, pictures[3], pictures[4]]
     grays = []
     for tab in range(5):
-        gray, _ = event["fn"](*PREVIEW_SETTINGS, *values, tab)
+        gray, _ = event["fn"](tab, *values, *PREVIEW_SETTINGS)
         alone, _ = preview_of(env, pictures[tab])
         assert np.array_equal(np.asarray(gray), np.asarray(alone)), f"tab {tab} previewed another tab's image"
         grays.append(np.asarray(gray))
     assert all(not np.array_equal(grays[0], other) for other in grays[1:])  # the pictures are told apart
     assert all(env.midas.lock_held)  # the WebUI's queue_lock around the loaded model
     with pytest.raises(env.gradio.Error, match="batch tab"):
-        event["fn"](*PREVIEW_SETTINGS, *values, 5)
+        event["fn"](5, *values, *PREVIEW_SETTINGS)
 
 
 def test_preview_flattens_transparency_on_the_webui_background_colour(recorded):
