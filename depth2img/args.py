@@ -7,6 +7,8 @@ naming the key.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
@@ -36,6 +38,8 @@ class Depth2ImgArgs:
     return_depth: bool = False  # append the depth map to the outputs
     checkpoint: str = ""  # "" = use the loaded model; else a depth checkpoint's name
     depth_dir: str = ""  # img2img batch tab: folder of depth maps matched to the inputs by file name
+    # (lo, hi) in the processed map's units: lo -> -1, hi -> +1 (clamped) instead of the map's own min-max.
+    depth_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         validate(self)
@@ -89,7 +93,7 @@ class Depth2ImgArgs:
                 continue
             value = getattr(self, f.name)
             if f.name == "enabled" or value != getattr(defaults, f.name):
-                out[f"{INFOTEXT_PREFIX} {f.name}"] = str(value)
+                out[f"{INFOTEXT_PREFIX} {f.name}"] = _infotext_value(value)
         return out
 
     @classmethod
@@ -109,8 +113,30 @@ _CHECKS: dict[str, dict] = {
 }
 
 
+def _infotext_value(value: Any) -> str:
+    if isinstance(value, tuple):  # "lo hi": no comma, so infotext needs no quoting; repr keeps every digit
+        return " ".join(repr(float(v)) for v in value)
+    return str(value)
+
+
+def _coerce_range(key: str, value: Any) -> tuple[float, float] | None:
+    """Two numbers from a list/tuple or a string ("0.1 0.9", "0.1,0.9", "(0.1, 0.9)"); None or "" = no range."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    parts = re.split(r"[\s,]+", value.strip(" ()[]")) if isinstance(value, str) else value
+    try:
+        if isinstance(parts, (str, bytes, dict)) or len(parts) != 2 or any(isinstance(v, bool) for v in parts):
+            raise ValueError(value)
+        low, high = float(parts[0]), float(parts[1])
+    except (TypeError, ValueError) as error:
+        raise ArgsError(f"depth2img arg {key!r} must be two numbers [lo, hi], got {value!r}") from error
+    return low, high
+
+
 def _coerce(key: str, value: Any) -> Any:
     """Accept the string forms infotext and forms produce; type errors name the key."""
+    if key == "depth_range":
+        return _coerce_range(key, value)
     field = next(f for f in fields(Depth2ImgArgs) if f.name == key)
     default = field.default if field.default is not MISSING else None
     try:
@@ -147,5 +173,12 @@ def validate(args: Depth2ImgArgs) -> None:
             raise ArgsError(f"depth2img arg {key!r} must be between {low} and {high}, got {value!r}")
     if args.clip_far >= args.clip_near:
         raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
+    if args.depth_range is not None:
+        low, high = _coerce_range("depth_range", args.depth_range)
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise ArgsError(
+                f"depth2img arg 'depth_range' needs finite lo < hi (in the processed map's units), got [{low}, {high}]"
+            )
+        args.depth_range = (low, high)
     if args.enabled and args.source == "upload" and not args.depth_image:
         raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")

@@ -61,7 +61,12 @@ def cmd_generate(args) -> int:
     depth = depthmap.load_depth(args.depth, max_pixels) if args.depth else None  # before the model loads
     # The same schema as the WebUI's panel and API: bad values are refused naming the setting.
     settings = Depth2ImgArgs(
-        invert=args.invert, clip_near=args.clip_near, clip_far=args.clip_far, gamma=args.gamma, blur=args.blur
+        invert=args.invert,
+        clip_near=args.clip_near,
+        clip_far=args.clip_far,
+        gamma=args.gamma,
+        blur=args.blur,
+        depth_range=args.depth_range,
     )
     request = GenerationRequest(
         prompt=args.prompt,
@@ -77,6 +82,7 @@ def cmd_generate(args) -> int:
         height=args.height,
         resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
         postprocess=settings.postprocess_kwargs(),
+        depth_range=settings.depth_range,
     )
     check_request(request)
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
@@ -168,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--clip-far", type=float, default=0.0, help="clamp depth below this percentile")
     gen.add_argument("--gamma", type=float, default=1.0)
     gen.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in pixels")
+    gen.add_argument(
+        "--depth-range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="condition on this fixed range of the processed map (LO -> far, HI -> near, clamped) instead of "
+        "the map's own min-max",
+    )
     _add_max_megapixels(gen)
     gen.set_defaults(func=cmd_generate)
 

@@ -26,6 +26,13 @@ def test_positional_list_as_the_ui_sends():
         ({"gamma": "steep"}, "gamma"),
         ({"enabled": True, "source": "upload"}, "depth_image"),
         ({"clip_near": 10, "clip_far": 20}, "clip_far"),
+        ({"depth_range": [1, 1]}, "depth_range"),
+        ({"depth_range": [2, 1]}, "depth_range"),
+        ({"depth_range": [0, 1, 2]}, "depth_range"),
+        ({"depth_range": "near far"}, "depth_range"),
+        ({"depth_range": [0, float("inf")]}, "depth_range"),
+        ({"depth_range": [True, 2]}, "depth_range"),
+        ({"depth_range": 5}, "depth_range"),
     ],
 )
 def test_bad_values_name_the_key(data, key):
@@ -56,3 +63,17 @@ def test_postprocess_kwargs_feed_depthmap():
     depth = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
     out = postprocess(depth, **Depth2ImgArgs(invert=True, gamma=2.0).postprocess_kwargs())
     assert out.shape == depth.shape and out[0, 0] > out[-1, -1]
+
+
+@pytest.mark.parametrize("value", [[0.25, 4], (0.25, 4.0), "0.25 4", "0.25,4", "(0.25, 4.0)", "[0.25, 4]"])
+def test_depth_range_forms(value):
+    assert Depth2ImgArgs.from_dict({"depth_range": value}).depth_range == (0.25, 4.0)
+
+
+def test_depth_range_default_is_none_and_round_trips_through_infotext():
+    assert Depth2ImgArgs().depth_range is None and Depth2ImgArgs.from_dict({"depth_range": ""}).depth_range is None
+    assert "Depth2Img depth_range" not in Depth2ImgArgs(enabled=True).to_infotext()
+    args = Depth2ImgArgs(enabled=True, depth_range=(0.1, 1 / 3))
+    text = args.to_infotext()
+    assert "," not in text["Depth2Img depth_range"]  # the WebUI's infotext separates entries with commas
+    assert Depth2ImgArgs.from_infotext(text).depth_range == (0.1, 1 / 3)  # every digit kept

@@ -184,6 +184,8 @@ def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
         (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--save-depth", "d.jpg"],
          "unsupported file type"),
         (["info", "{f}/truncated.ckpt"], "not a readable checkpoint"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--depth-range", "1", "0"],
+         "'depth_range'.*lo < hi"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message, capsys, monkeypatch):
@@ -242,3 +244,24 @@ def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
     images_a = generate(from_folder, request, progress=False).images
     images_b = generate(from_file, request, progress=False).images
     assert np.abs(images_a - images_b).max() <= 1e-5
+
+
+def test_depth_range_flag_conditions_on_that_range(files, tiny_checkpoint, tmp_path):
+    """In-process: --depth-range LO HI gives the engine's picture for depth_range=(LO, HI)."""
+    from depth2img.cli import main
+    from depth2img.depthmap import load_depth
+    from depth2img.engine import GenerationRequest, generate, load_pipeline
+
+    common = ["generate", "--image", files / "in.png", "--depth", files / "depth.png", "--prompt", "x",
+              "--steps", "2", "--width", "64", "--height", "64", "--checkpoint", tiny_checkpoint]
+    assert main([str(a) for a in [*common, "--out", tmp_path / "r.png", "--depth-range", "-1", "3"]]) == 0
+    assert main([str(a) for a in [*common, "--out", tmp_path / "n.png"]]) == 0
+    pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    expected = generate(pipe, GenerationRequest(
+        prompt="x", image=Image.open(files / "in.png"), depth=load_depth(files / "depth.png"), steps=2, width=64,
+        height=64, depth_range=(-1.0, 3.0)), progress=False).images[0]
+    ranged, plain = (np.asarray(Image.open(tmp_path / name)).astype(int) for name in ("r.png", "n.png"))
+    # Same process, same code path: equal up to one 8-bit level (rounding of the same floats); the default
+    # min-max conditioning is another picture.
+    assert np.abs(ranged - np.asarray(expected).astype(int)).max() <= 1
+    assert np.abs(ranged - plain).max() > 10

@@ -251,3 +251,49 @@ def test_txt2img_and_img2img_at_once_on_one_pipeline(pipe):
         together = list(pool.map(lambda r: generate(pipe, r, progress=False).images, [txt, img, txt, img]))
     for i, images in enumerate(together):
         assert np.abs(images - alone[i % 2]).max() <= 1e-5
+
+
+# ---- a fixed depth range (issue 9 §1) ----
+
+
+def captured_depth_channel(pipe, req):
+    """The fifth UNet input channel of the first step, as the UNet receives it."""
+    seen = []
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 4:].clone()))
+    try:
+        generate(pipe, req, progress=False)
+    finally:
+        handle.remove()
+    return seen[0][:1]
+
+
+def test_depth_range_reaches_the_unet(pipe):
+    depth = ramp_depth() * 0.5 + 0.25  # values 0.25..0.75, on a scale 0..1
+    channel = captured_depth_channel(pipe, request(depth=depth, depth_range=(0.0, 1.0)))
+    # Independent reference: the documented arithmetic, written out (bicubic to the latent size, then linear).
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(depth)[None, None], size=(SIZE // 8, SIZE // 8), mode="bicubic", align_corners=False
+    )
+    expected = (2.0 * resized - 1.0).clamp(-1, 1)
+    # One float32 subtraction/division order vs another: a few ulps.
+    torch.testing.assert_close(channel, expected, rtol=0, atol=1e-6)
+    assert channel.min() > -0.6 and channel.max() < 0.6  # not stretched to [-1, 1]
+    # The range belongs to that call only: the next call without one is per-sample min-max again.
+    again = captured_depth_channel(pipe, request(depth=depth))
+    assert again.min() == -1.0 and again.max() == 1.0
+
+
+def test_depth_range_holds_the_scale_across_frames(pipe):
+    near = ramp_depth() * 0.5 + 0.5
+    far = near * 0.5  # the same scene, farther away
+    per_frame = [generate(pipe, request(depth=d), progress=False).images for d in (near, far)]
+    shared = [generate(pipe, request(depth=d, depth_range=(0.0, 1.0)), progress=False).images for d in (near, far)]
+    # Per-frame min-max stretches both maps to the same conditioning, so the same picture (same code path, same
+    # seed; ~1e-7 differences of the normalized maps stay far below 1e-4); one scale tells them apart.
+    assert np.abs(per_frame[0] - per_frame[1]).max() <= 1e-4
+    assert np.abs(shared[0] - shared[1]).max() > 1e-3
+
+
+def test_bad_depth_range_is_refused_before_work(pipe):
+    with pytest.raises(ValueError, match="depth range"):
+        generate(pipe, request(depth=ramp_depth(), depth_range=(1.0, 0.0)))
