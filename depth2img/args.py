@@ -13,6 +13,9 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 SOURCES = ("estimate", "upload")
+# The same choices as depth2img.masks (not imported: this schema stays free of OpenCV).
+MASK_BAND_MODES = ("range", "percentile")
+MASK_COMBINE_MODES = ("replace", "intersect", "union")
 INFOTEXT_PREFIX = "Depth2Img"
 
 
@@ -40,6 +43,16 @@ class Depth2ImgArgs:
     depth_dir: str = ""  # img2img batch tab: folder of depth maps matched to the inputs by file name
     # (lo, hi) in the processed map's units: lo -> -1, hi -> +1 (clamped) instead of the map's own min-max.
     depth_range: tuple[float, float] | None = None
+    # An inpainting mask from a depth band (depth2img.masks); off by default, so the rest changes nothing.
+    mask_from_depth: bool = False
+    mask_low: float = 0.0  # band, percent: 0 = farthest, 100 = nearest
+    mask_high: float = 100.0
+    mask_band_mode: str = "range"  # "range": percent of the map's range | "percentile": percent of its pixels
+    mask_feather: float = 0.0  # px of Gaussian edge
+    mask_grow: int = 0  # px; negative shrinks
+    mask_invert: bool = False
+    mask_combine: str = "replace"  # with a painted mask: "replace" | "intersect" | "union"
+    mask_auto: bool = False  # band from the painted strokes' depth, or Otsu when nothing is painted
 
     def __post_init__(self) -> None:
         validate(self)
@@ -84,6 +97,23 @@ class Depth2ImgArgs:
             blur_radius=self.blur,
         )
 
+    def mask_settings(self):
+        """depth2img.masks.MaskSettings, or None when the mask from a depth band is off."""
+        if not self.mask_from_depth:
+            return None
+        from .masks import MaskSettings
+
+        return MaskSettings(
+            low=self.mask_low,
+            high=self.mask_high,
+            mode=self.mask_band_mode,
+            feather=self.mask_feather,
+            grow=self.mask_grow,
+            invert=self.mask_invert,
+            combine=self.mask_combine,
+            auto=self.mask_auto,
+        )
+
     def to_infotext(self) -> dict[str, str]:
         """Settings that differ from the defaults, for the PNG info (never the depth image bytes)."""
         defaults = Depth2ImgArgs()
@@ -110,6 +140,15 @@ _CHECKS: dict[str, dict] = {
     "clip_far": _range(0.0, 100.0),
     "gamma": _range(0.05, 20.0),
     "blur": _range(0.0, 128.0),
+    "mask_low": _range(0.0, 100.0),
+    "mask_high": _range(0.0, 100.0),
+    "mask_feather": _range(0.0, 256.0),
+    "mask_grow": _range(-256, 256),
+}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "source": SOURCES,
+    "mask_band_mode": MASK_BAND_MODES,
+    "mask_combine": MASK_COMBINE_MODES,
 }
 
 
@@ -153,19 +192,24 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
+        if isinstance(default, int):  # whole pixels; "3" and 3.0 are fine, 2.5 is not
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
         if value is None:
             return None if key == "depth_image" else default
         if key == "depth_image" and isinstance(value, (bytes, bytearray)):
             return bytes(value)  # the UI's file upload
         return str(value)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         kind = type(default).__name__ if default is not None else "string"
         raise ArgsError(f"depth2img arg {key!r} must be a {kind}, got {value!r}") from error
 
 
 def validate(args: Depth2ImgArgs) -> None:
-    if args.source not in SOURCES:
-        raise ArgsError(f"depth2img arg 'source' must be one of {', '.join(SOURCES)}, got {args.source!r}")
+    for key, choices in _CHOICES.items():
+        if getattr(args, key) not in choices:
+            raise ArgsError(f"depth2img arg {key!r} must be one of {', '.join(choices)}, got {getattr(args, key)!r}")
     for key, check in _CHECKS.items():
         value = getattr(args, key)
         low, high = check["range"]
@@ -173,6 +217,11 @@ def validate(args: Depth2ImgArgs) -> None:
             raise ArgsError(f"depth2img arg {key!r} must be between {low} and {high}, got {value!r}")
     if args.clip_far >= args.clip_near:
         raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
+    if args.mask_low >= args.mask_high:
+        raise ArgsError(
+            f"depth2img args 'mask_low' ({args.mask_low}) must be below 'mask_high' ({args.mask_high}): the band is "
+            "in percent, 0 = farthest, 100 = nearest"
+        )
     if args.depth_range is not None:
         low, high = _coerce_range("depth_range", args.depth_range)
         if not (math.isfinite(low) and math.isfinite(high)) or low >= high:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import depthmap
+from . import depthmap, masks
 from .checkpoints import (
     TEXT_PREFIX,
     CheckpointError,
@@ -357,6 +357,7 @@ class GenerationRequest:
     resize_mode: depthmap.ResizeMode = depthmap.ResizeMode.JUST_RESIZE
     postprocess: dict = field(default_factory=dict)  # keyword arguments of depthmap.postprocess
     depth_range: tuple[float, float] | None = None  # (lo, hi) of the processed map -> [-1, 1]; None = its min-max
+    depth_mask: masks.MaskSettings | None = None  # a mask from a depth band: img2img becomes inpainting
     output_type: str = "pil"  # "pil" | "np" (float32 [B, H, W, 3] in [0, 1], as diffusers returns it)
 
 
@@ -366,6 +367,8 @@ class GenerationResult:
     depth: np.ndarray  # the processed depth map that conditioned the images (larger = nearer)
     mode: str
     size_note: str = ""  # how the output size was chosen when the request gave none
+    mask: Image.Image | None = None  # inpainting: the mask used (L, output size, white = repainted)
+    mask_note: str = ""  # a mask from a depth band: the band it used
 
 
 # SD 2's depth model was trained at 512x512: without a requested size, outputs keep the source's aspect at
@@ -411,6 +414,8 @@ def check_request(request: GenerationRequest) -> None:
         )
     if request.mask is not None and request.image is None:
         raise ValueError("inpainting needs an init image as well as the mask")
+    if request.depth_mask is not None and request.image is None:
+        raise ValueError("a mask from a depth band needs an init image (it makes img2img an inpainting job)")
     if request.mask is not None and request.mask.size != request.image.size:
         raise ValueError(
             f"mask size {request.mask.width}x{request.mask.height} differs from the image's "
@@ -456,6 +461,10 @@ def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = T
     depth = depthmap.postprocess(depth, **request.postprocess)
     depth = depthmap.fit_aspect(depth, width, height, request.resize_mode)
     depth_tensor = torch.from_numpy(np.ascontiguousarray(depth))[None]
+    mask_note = ""
+    if request.depth_mask is not None:
+        mask, mask_note = depth_band_mask(depth, request.depth_mask, mask, width, height, request.depth_range)
+        mode = "inpaint"
 
     generator = torch.Generator("cpu").manual_seed(int(request.seed))
     pipe.set_progress_bar_config(disable=not progress)
@@ -480,7 +489,29 @@ def generate(pipe: DepthPipeline, request: GenerationRequest, progress: bool = T
             images = pipe.image_processor.numpy_to_pil(images)
     else:
         images = pipe(image=image, **call).images
-    return GenerationResult(images=images, depth=depth, mode=mode, size_note=size_note)
+    return GenerationResult(
+        images=images, depth=depth, mode=mode, size_note=size_note, mask=mask, mask_note=mask_note
+    )
+
+
+def depth_band_mask(
+    depth: np.ndarray,
+    settings: masks.MaskSettings,
+    painted: Image.Image | None,
+    width: int,
+    height: int,
+    depth_range: tuple[float, float] | None = None,
+) -> tuple[Image.Image, str]:
+    """The inpainting mask (L, width x height) from a band of the processed, fitted depth map, and a note
+    naming the band. Percent of range is of the map's own min-max, or of depth_range when given (a
+    sequence's shared scale), so the band means the same depths in every frame."""
+    full = depthmap.resize(depth, width, height)
+    # The range of the map itself, not of its bicubic resize (which overshoots a little at edges).
+    value_range = depth_range if depth_range is not None else (float(depth.min()), float(depth.max()))
+    painted_array = np.asarray(painted.convert("L")) if painted is not None else None
+    array, (low, high), mode = masks.depth_band_mask(full, settings, painted_array, value_range)
+    note = f"mask from the depth band {masks.describe_band(low, high, mode)}" + (" (auto)" if settings.auto else "")
+    return Image.fromarray(array), note
 
 
 def _inpaint(pipe: DepthPipeline, image: Image.Image, mask: Image.Image, call: dict) -> np.ndarray:

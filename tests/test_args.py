@@ -33,6 +33,17 @@ def test_positional_list_as_the_ui_sends():
         ({"depth_range": [0, float("inf")]}, "depth_range"),
         ({"depth_range": [True, 2]}, "depth_range"),
         ({"depth_range": 5}, "depth_range"),
+        ({"mask_low": -1}, "mask_low"),
+        ({"mask_high": 100.5}, "mask_high"),
+        ({"mask_low": 60, "mask_high": 40}, "mask_low"),
+        ({"mask_low": 50, "mask_high": 50}, "mask_low"),
+        ({"mask_band_mode": "percent"}, "mask_band_mode"),
+        ({"mask_combine": "add"}, "mask_combine"),
+        ({"mask_feather": -2}, "mask_feather"),
+        ({"mask_grow": 2.5}, "mask_grow"),
+        ({"mask_grow": "inf"}, "mask_grow"),
+        ({"mask_grow": 1000}, "mask_grow"),
+        ({"mask_auto": "sometimes"}, "mask_auto"),
     ],
 )
 def test_bad_values_name_the_key(data, key):
@@ -77,3 +88,22 @@ def test_depth_range_default_is_none_and_round_trips_through_infotext():
     text = args.to_infotext()
     assert "," not in text["Depth2Img depth_range"]  # the WebUI's infotext separates entries with commas
     assert Depth2ImgArgs.from_infotext(text).depth_range == (0.1, 1 / 3)  # every digit kept
+
+
+def test_mask_defaults_change_nothing():
+    args = Depth2ImgArgs()
+    assert args.mask_settings() is None
+    assert not any(k.startswith("Depth2Img mask") for k in Depth2ImgArgs(enabled=True).to_infotext())
+
+
+def test_mask_settings_from_named_args_and_infotext():
+    from depth2img.masks import MaskSettings
+
+    args = Depth2ImgArgs.from_request([{
+        "mask_from_depth": True, "mask_low": "40", "mask_high": 90, "mask_band_mode": "percentile",
+        "mask_feather": 4, "mask_grow": "-3", "mask_invert": True, "mask_combine": "intersect", "mask_auto": False,
+    }])
+    expected = MaskSettings(low=40, high=90, mode="percentile", feather=4, grow=-3, invert=True, combine="intersect")
+    assert args.mask_settings() == expected
+    back = Depth2ImgArgs.from_infotext(args.to_infotext())
+    assert back.mask_settings() == expected and isinstance(back.mask_grow, int)
