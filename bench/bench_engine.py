@@ -1,9 +1,22 @@
-"""Engine overhead vs the plain diffusers pipeline, and estimator calls with the depth cache.
+"""Engine vs the plain diffusers pipeline, per whole call; estimator calls with the depth cache.
 
-Run: .venv/bin/python bench/bench_engine.py [--checkpoint C] [--steps K] [--repeats N] [--size S]
-Both pipelines share the same weights; runs are interleaved so drift hits both alike. Ratios, not seconds,
-are the result (goal: time per denoising step <= 1.02 x plain diffusers; estimator calls 1 for a batch of 4
-copies of one image, 0 for a repeated run).
+Run: .venv/bin/python bench/bench_engine.py [--checkpoint C] [--steps K] [--repeats N] [--size S] [--threads T]
+                                           [--device D] [--dtype float32|float16|bfloat16] [--depth user|estimated|both]
+
+What is timed is one whole call — `engine.generate(request)` against `StableDiffusionDepth2ImgPipeline(...)` with
+the same weights (one set of modules), the same depth, the same seed and steps. A per-step figure
+(T(N) - T(2)) / (N - 2) would cancel exactly the per-call work the engine changes (depth preparation, cache,
+request handling) and be ~1 by construction, so it is not reported.
+
+Each repeat runs both back to back, the order alternating, after one warm-up call of each; the figure is the
+median of the per-repeat speed ratios (diffusers time / engine time: >= 1 means the engine is as fast or faster),
+with their min-max; on the CPU also the same from this process's CPU time, which other processes on a shared
+machine disturb less than the wall time (not nothing: torch's waiting threads spin; --threads 1 steadies it
+further). Depth sources:
+- user: one depth map, handed to both (the engine as an array, diffusers as the same values in a tensor);
+- estimated: both estimate from the image every call (the engine's depth cache is cleared before each call;
+  diffusers gets a DPT image processor at MiDaS's 384x384 input, the engine's own input size for a square image).
+Goals: speed ratio >= 1.00; estimator calls 1 for a batch of 4 copies of one image, 0 for a repeated run.
 """
 
 from __future__ import annotations
@@ -13,6 +26,8 @@ import os
 import statistics
 import sys
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,57 +41,151 @@ from depth2img.engine import GenerationRequest, generate, load_pipeline  # noqa:
 from depth2img.paths import cache_dir  # noqa: E402
 from depth2img.tiny import build_tiny_depth_checkpoint  # noqa: E402
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def timed(fn, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, this process's CPU seconds) of fn(). On CUDA the queued kernels are waited for on both
+    sides, or the wall time would be launch time only. The CPU time counts what this process used, so on a
+    shared CPU it moves less than the wall time when other processes take the cores."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _ratio_line(name: str, engine: list[float], plain: list[float], steps: int) -> str:
+    ratios = [p / e for e, p in zip(engine, plain, strict=True)]
+    engine_s, plain_s = statistics.median(engine), statistics.median(plain)
+    return (
+        f"{name}: engine {engine_s:.3f} s/call ({steps / engine_s:.2f} it/s over the whole call), diffusers "
+        f"{plain_s:.3f} s/call ({steps / plain_s:.2f} it/s); speed ratio {statistics.median(ratios):.3f} "
+        f"[min-max {min(ratios):.3f}-{max(ratios):.3f}, {len(ratios)} repeats]"
+    )
+
+
+@dataclass
+class Comparison:
+    """Seconds per call, one entry per repeat; the ratios are per repeat: diffusers time / engine time."""
+
+    engine: list[float]
+    diffusers: list[float]
+    engine_cpu: list[float]
+    diffusers_cpu: list[float]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [p / e for e, p in zip(self.engine, self.diffusers, strict=True)]
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    def describe(self, steps: int, cpu_time: bool = False) -> str:
+        text = _ratio_line("wall time", self.engine, self.diffusers, steps)
+        if cpu_time:
+            text += "\n    " + _ratio_line("CPU time", self.engine_cpu, self.diffusers_cpu, steps)
+        return text
+
+
+def compare(engine_call, diffusers_call, repeats: int, device: torch.device) -> Comparison:
+    """Warm up each once, then `repeats` back-to-back pairs, alternating which runs first."""
+    engine_call()
+    diffusers_call()
+    times: dict[str, list[tuple[float, float]]] = {"engine": [], "diffusers": []}
+    for i in range(repeats):
+        pair = [("engine", engine_call), ("diffusers", diffusers_call)]
+        for name, fn in pair if i % 2 == 0 else pair[::-1]:
+            times[name].append(timed(fn, device))
+    engine, plain = times["engine"], times["diffusers"]
+    return Comparison([t[0] for t in engine], [t[0] for t in plain], [t[1] for t in engine], [t[1] for t in plain])
+
+
+def dpt_image_processor():
+    """MiDaS preprocessing for diffusers' own estimate: 384x384, mean = std = 0.5 (as SD 2 depth's release)."""
+    import importlib.util
+
+    import transformers
+
+    processor_class = transformers.DPTImageProcessor
+    if importlib.util.find_spec("torchvision") is None and hasattr(transformers, "DPTImageProcessorPil"):
+        # What transformers 5 falls back to without torchvision, minus the warning it prints when doing so.
+        processor_class = transformers.DPTImageProcessorPil
+    return processor_class(
+        do_resize=True, size={"height": 384, "width": 384}, keep_aspect_ratio=False,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+
+
+def engine_vs_diffusers(pipe, image: Image.Image, depth: np.ndarray | None, steps: int, repeats: int) -> Comparison:
+    """Time generate() against plain diffusers on pipe's modules; depth None: both estimate it every call."""
+    from diffusers import StableDiffusionDepth2ImgPipeline
+
+    components = dict(pipe.components)
+    if depth is None:
+        components["feature_extractor"] = dpt_image_processor()
+    plain = StableDiffusionDepth2ImgPipeline(**components)
+    plain.set_progress_bar_config(disable=True)
+    device = pipe._execution_device
+
+    def engine_call():
+        if depth is None:
+            pipe.depth_cache.clear()  # else every call after the first would skip the estimate
+        request = GenerationRequest(prompt="a room", image=image, depth=depth, steps=steps, strength=1.0, seed=1)
+        return generate(pipe, request, progress=False)
+
+    def diffusers_call():
+        depth_map = None if depth is None else torch.from_numpy(depth)[None]
+        with warnings.catch_warnings():
+            # diffusers estimates under autocast(device, dtype); on the CPU in float32 torch warns and disables it.
+            warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
+            return plain(
+                prompt="a room", image=image, depth_map=depth_map, strength=1.0, num_inference_steps=steps,
+                generator=torch.Generator("cpu").manual_seed(1),
+            )
+
+    return compare(engine_call, diffusers_call, repeats, device)
+
+
+def bench_inputs(size: int) -> tuple[Image.Image, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    depth = np.tile(np.linspace(0, 1, size, dtype=np.float32), (size, 1))
+    return image, depth
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=None, help="default: the tiny test checkpoint")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--depth", choices=("user", "estimated", "both"), default="both")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     checkpoint = args.checkpoint or build_tiny_depth_checkpoint(cache_dir() / "fixtures")
-    pipe = load_pipeline(checkpoint, device="cpu", dtype=torch.float32)
+    pipe = load_pipeline(checkpoint, device=args.device, dtype=DTYPES[args.dtype], announce=lambda _: None)
     pipe.set_progress_bar_config(disable=True)
-    from diffusers import StableDiffusionDepth2ImgPipeline
+    image, depth = bench_inputs(args.size)
 
-    plain = StableDiffusionDepth2ImgPipeline(**pipe.components)
-    plain.set_progress_bar_config(disable=True)
-
-    size = args.size
-    rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
-    depth = np.tile(np.linspace(0, 1, size, dtype=np.float32), (size, 1))
-
-    def ours(steps):
-        request = GenerationRequest(prompt="a room", image=image, depth=depth, steps=steps, strength=1.0, seed=1)
-        return generate(pipe, request, progress=False)
-
-    def reference(steps):
-        return plain(
-            prompt="a room", image=image, depth_map=torch.from_numpy(depth)[None], strength=1.0,
-            num_inference_steps=steps, generator=torch.Generator("cpu").manual_seed(1),
-        )
-
-    ours(2), reference(2)  # warm-up
-    # Per-step time = (T(steps) - T(2)) / (steps - 2): the fixed per-call work (text, VAE, depth) cancels out.
-    times = {(name, steps): [] for name in ("engine", "diffusers") for steps in (2, args.steps)}
-    for _ in range(args.repeats):
-        for steps in (2, args.steps):
-            for name, fn in (("engine", ours), ("diffusers", reference)):
-                start = time.perf_counter()
-                fn(steps)
-                times[name, steps].append(time.perf_counter() - start)
-    median = {key: statistics.median(value) for key, value in times.items()}
-    per_step = {
-        name: (median[name, args.steps] - median[name, 2]) / (args.steps - 2) for name in ("engine", "diffusers")
-    }
-    print(f"time per call at {args.steps} steps: engine {median['engine', args.steps]:.3f} s, "
-          f"diffusers {median['diffusers', args.steps]:.3f} s")
-    print(f"checkpoint: {checkpoint}  size {size}x{size}  steps {args.steps}  repeats {args.repeats}")
-    print(f"time per denoising step: engine {per_step['engine'] * 1000:.1f} ms, "
-          f"diffusers {per_step['diffusers'] * 1000:.1f} ms, ratio {per_step['engine'] / per_step['diffusers']:.3f}"
-          " (goal <= 1.02)")
+    print(
+        f"checkpoint: {checkpoint}\n{args.device} {args.dtype}, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, {args.size}x{args.size}, {args.steps} steps, strength 1.0, "
+        f"{args.repeats} repeats (+1 warm-up), order alternating"
+    )
+    sources = ("user", "estimated") if args.depth == "both" else (args.depth,)
+    for source in sources:
+        result = engine_vs_diffusers(pipe, image, depth if source == "user" else None, args.steps, args.repeats)
+        print(f"per call, {source} depth (goal: speed ratio >= 1.00)\n    "
+              f"{result.describe(args.steps, cpu_time=pipe.device.type == 'cpu')}")
 
     pipe.depth_cache.clear()
     before = pipe.depth_cache.estimator_calls
