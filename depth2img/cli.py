@@ -1,7 +1,8 @@
-"""`python -m depth2img`: generate, depth, mask, info, convert.
+"""`python -m depth2img`: generate, depth, mask, sequence, info, convert.
 
 Bad input (missing file, not an image, mask size mismatch, non-depth checkpoint, NaN depth) ends with one
-line on stderr and exit code 2, never a traceback.
+line on stderr and exit code 2, never a traceback. A sequence whose frames partly fail goes on with the others,
+names them at the end and exits with code 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_FRAMES_FAILED = 1  # a sequence ran, but some frames could not be rendered (listed on stderr)
 
 
 class UserError(Exception):
@@ -205,6 +207,72 @@ def cmd_mask(args) -> int:
     return 0
 
 
+def _parse_scale(values: list[str]) -> tuple[str, int]:
+    kind = values[0]
+    if kind == "window":
+        if len(values) != 2 or not values[1].isdigit():
+            raise UserError(f"--scale window needs a number of frames, e.g. --scale window 9; got {' '.join(values)}")
+        return kind, int(values[1])
+    if len(values) != 1 or kind not in ("global", "per-frame"):
+        raise UserError(f"--scale must be global, per-frame or window N; got {' '.join(values)}")
+    return kind, 0
+
+
+def cmd_sequence(args) -> int:
+    from tqdm import tqdm
+
+    from . import depthmap
+    from .engine import GenerationRequest, load_pipeline
+    from .sequence import ScaleSettings, run_sequence
+
+    max_pixels = _max_pixels(args)
+    if args.depth_range is not None:
+        raise UserError("sequence computes the depth ranges itself (--scale); --depth-range is for single images")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    kind, window = _parse_scale(args.scale)
+    scale = ScaleSettings(kind, window, *args.range_percentiles)
+    settings = _settings(args)
+    if kind != "per-frame" and (settings.invert or settings.gamma != 1.0 or settings.clip_near < 100.0
+                                or settings.clip_far > 0.0):
+        print("note: --invert, --gamma and --clip-* work on each frame's own range, before the shared range is "
+              "taken: frames can still shift against each other", file=sys.stderr)
+    template = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        strength=args.strength,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
+        postprocess=settings.postprocess_kwargs(),
+        depth_mask=settings.mask_settings(),
+    )
+    checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
+    report = run_sequence(
+        args.frames,
+        args.out,
+        template,
+        lambda: load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr)),
+        depth_dir=args.depth_dir,
+        scale=scale,
+        batch_size=args.batch_size,
+        refuse_other_sizes=args.size_mismatch == "refuse",
+        settings_extra={"checkpoint": checkpoint},
+        max_pixels=max_pixels,
+        progress=tqdm,
+    )
+    print(f"rendered {len(report.rendered)}, skipped {len(report.skipped)} (done before), "
+          f"failed {len(report.failed)}: {args.out}")
+    if report.failed:
+        for name, reason in report.failed.items():
+            print(f"failed: {name}: {reason}", file=sys.stderr)
+        return EXIT_FRAMES_FAILED
+    return 0
+
+
 def cmd_info(args) -> int:
     from .engine import describe
 
@@ -334,6 +402,40 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mask_options(msk)
     _add_max_megapixels(msk)
     msk.set_defaults(func=cmd_mask)
+
+    seq = sub.add_parser("sequence", help="render a folder of frames on one depth scale (resumable)")
+    seq.add_argument("--frames", required=True, help="folder of frames (image files, natural order)")
+    seq.add_argument(
+        "--out", required=True, help="folder for the outputs (the frames' names), depth/, sequence.json"
+    )
+    _add_render_options(seq)
+    seq.add_argument("--depth-dir", help="depth maps matched to the frames by file name; missing ones are estimated")
+    seq.add_argument(
+        "--scale",
+        nargs="+",
+        default=["global"],
+        metavar="global|window N|per-frame",
+        help="one depth range for all frames (default), a centred window of N frames, or each frame's own",
+    )
+    seq.add_argument(
+        "--range-percentiles",
+        nargs=2,
+        type=float,
+        default=[0.5, 99.5],
+        metavar=("FAR", "NEAR"),
+        help="the shared range spans these percentiles of the frames' depth (default 0.5 99.5)",
+    )
+    seq.add_argument("--batch-size", type=int, default=8, help="frames per depth-estimator forward (default 8)")
+    seq.add_argument(
+        "--size-mismatch",
+        choices=["resize", "refuse"],
+        default="resize",
+        help="frames of another size than the first: fitted by --resize-mode (default) or refused",
+    )
+    _add_depth_options(seq)
+    _add_mask_options(seq)
+    _add_max_megapixels(seq)
+    seq.set_defaults(func=cmd_sequence)
 
     inf = sub.add_parser("info", help="what a checkpoint file is")
     inf.add_argument("checkpoint")

@@ -211,6 +211,15 @@ def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
           "0:100", "--mask-invert"], "covers every pixel"),
         (["mask", "--image", "{f}/in.png", "--depth", "{f}/two-levels.png", "--out", "o.png", "--mask-auto",
           "--mask", "{f}/small-mask.png"], "mask size 32x32"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--scale", "window"],
+         "--scale window needs a number"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--scale", "local"], "--scale must be"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--depth-range", "0", "1"],
+         "computes the depth ranges"),
+        (["sequence", "--frames", "{f}/none", "--out", "{f}/seq", "--prompt", "x"], "frames folder not found"),
+        (["sequence", "--frames", "{f}", "--out", "{f}", "--prompt", "x"], "is the frames folder"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--range-percentiles", "90", "10"],
+         "far < near"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message, capsys, monkeypatch):
@@ -329,3 +338,27 @@ def test_mask_command_writes_the_mask_alone(files, tmp_path):
     assert auto.any(axis=0).sum() == len(columns)  # whole columns: a band of the ramp
     assert columns[0] <= 20 and columns[-1] >= 43 and columns[0] >= 8 and columns[-1] <= 55
     assert (tmp_path / "auto.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_sequence_command_goes_on_past_a_bad_frame_and_exits_1(tiny_checkpoint, tmp_path, capsys):
+    """In-process: two good frames render (tqdm shows progress), the unreadable one is named, exit code 1."""
+    from depth2img.cli import main
+
+    frames, depths = tmp_path / "frames", tmp_path / "depths"
+    frames.mkdir()
+    depths.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a01", "a02"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(frames / f"{name}.png")
+        np.save(depths / f"{name}.npy", rng.random((64, 64)).astype(np.float32))
+    (frames / "a03.png").write_text("broken")
+    code = main([str(a) for a in [
+        "sequence", "--frames", frames, "--out", tmp_path / "out", "--depth-dir", depths, "--prompt", "x",
+        "--steps", "1", "--strength", "1", "--width", "64", "--height", "64", "--checkpoint", tiny_checkpoint,
+    ]])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "rendered 2, skipped 0 (done before), failed 1" in captured.out
+    assert "failed: a03.png: frame a03.png is not a readable image" in captured.err
+    assert "render: 100%" in captured.err  # tqdm, with its rate and ETA
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a01.png", "a02.png"]
