@@ -372,6 +372,12 @@ def run_sequence(
 
     frames_dir, out_dir = Path(frames_dir), Path(out_dir)
     frames = list_frames(frames_dir)
+    seen: dict[str, str] = {}
+    for frame in frames:
+        if frame.stem in seen:
+            raise SequenceError(f"frames {seen[frame.stem]} and {frame.name} share the name {frame.stem!r}; depth maps "
+                                "are matched to frames by name: rename one")
+        seen[frame.stem] = frame.name
     if out_dir.resolve() == frames_dir.resolve():
         raise SequenceError(f"--out {out_dir} is the frames folder: outputs keep the frames' names, so they would "
                             "overwrite them; choose another folder")

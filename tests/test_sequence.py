@@ -278,6 +278,13 @@ def test_outputs_never_overwrite_the_frames(pipe, clip):
         run_sequence(frames, frames, template(), lambda: pipe, depth_dir=depths, say=quiet)
 
 
+def test_frames_sharing_a_name_are_refused(pipe, clip, tmp_path):
+    frames, depths = clip
+    frame_image(0).save(frames / "f1.jpg")
+    with pytest.raises(SequenceError, match="frames f1.jpg and f1.png share the name .f1."):
+        run_sequence(frames, tmp_path / "out", template(), lambda: pipe, depth_dir=depths, say=quiet)
+
+
 def test_depth_band_mask_per_frame_on_the_shared_scale(pipe, clip, tmp_path):
     from depth2img.masks import MaskSettings
 
