@@ -153,11 +153,24 @@ def run_depth_pass(
     postprocess = postprocess or {}
     wrap = progress or (lambda iterable, **kwargs: iterable)
     result = DepthPass({}, {}, {}, [], [], [])
-    to_estimate: dict[tuple[int, int], list[tuple[Path, object]]] = {}
+    # Frames waiting for the estimator, by size: a batch tensor needs one size, and a batch is estimated as
+    # soon as it is full, so only batch_size images per size are ever held in memory.
+    waiting: dict[tuple[int, int], list[tuple[Path, object]]] = {}
 
     def store(frame: Path, depth: np.ndarray) -> None:
         processed = depthmap.postprocess(depth, **postprocess)
         result.depth_files[frame.name] = depthmap.save_depth(processed, depth_file_for(out_dir, frame))
+
+    def estimate_batch(size: tuple[int, int]) -> None:
+        batch = waiting.pop(size)
+        depths = estimate([image for _, image in batch])  # one forward for the batch
+        result.estimator_forwards += 1
+        for (frame, _), depth in zip(batch, depths, strict=True):
+            try:
+                store(frame, np.asarray(depth, dtype=np.float32))
+                result.estimated.append(frame.name)
+            except depthmap.DepthMapError as error:
+                result.failed[frame.name] = str(error)
 
     for frame in wrap(frames, desc="depth maps", unit="frame"):
         target = depth_file_for(out_dir, frame)
@@ -178,23 +191,11 @@ def run_depth_pass(
         if estimate is None:
             result.failed[frame.name] = "no depth map for it and no estimator"
             continue
-        to_estimate.setdefault(image.size, []).append((frame, image))
-
-    # One forward per batch of same-size frames (a batch tensor needs one size).
-    batches = [
-        group[start : start + batch_size]
-        for group in to_estimate.values()
-        for start in range(0, len(group), batch_size)
-    ]
-    for batch in wrap(batches, desc="depth estimate", unit="batch"):
-        depths = estimate([image for _, image in batch])
-        result.estimator_forwards += 1
-        for (frame, _), depth in zip(batch, depths, strict=True):
-            try:
-                store(frame, np.asarray(depth, dtype=np.float32))
-                result.estimated.append(frame.name)
-            except depthmap.DepthMapError as error:
-                result.failed[frame.name] = str(error)
+        waiting.setdefault(image.size, []).append((frame, image))
+        if len(waiting[image.size]) >= batch_size:
+            estimate_batch(image.size)
+    for size in list(waiting):
+        estimate_batch(size)
 
     names = [f.name for f in frames if f.name in result.depth_files]
     samples = [range_sample(np.load(result.depth_files[name])) for name in names]

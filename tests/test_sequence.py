@@ -298,3 +298,25 @@ def test_depth_band_mask_per_frame_on_the_shared_scale(pipe, clip, tmp_path):
         result, original = np.asarray(Image.open(out / f"f{i + 1}.png")), np.asarray(frame_image(i))
         outside = frame_depth(i) < 0.5
         assert np.array_equal(result[outside], original[outside])
+
+
+def test_depth_pass_batches_frames_of_one_size_as_they_come(tmp_path):
+    """Grouping only (the estimator here is the frame's luminance, a stand-in that shows what each forward got)."""
+    from depth2img.sequence import run_depth_pass
+
+    frames = []
+    for i, size in enumerate([64, 64, 80, 64, 80]):
+        frames.append(tmp_path / f"f{i + 1}.png")
+        frame_image(i, size=size).save(frames[-1])
+    forwards = []
+
+    def luminance(images):
+        forwards.append([image.size for image in images])
+        return [np.asarray(image.convert("L"), np.float32) for image in images]
+
+    result = run_depth_pass(frames, tmp_path / "out", luminance, batch_size=2, postprocess={"invert_depth": True})
+    assert forwards == [[(64, 64), (64, 64)], [(80, 80), (80, 80)], [(64, 64)]]  # full batches go at once
+    assert result.estimator_forwards == 3 and sorted(result.estimated) == [f"f{i}.png" for i in range(1, 6)]
+    saved = np.load(tmp_path / "out" / "depth" / "f3.npy")
+    gray = np.asarray(frame_image(2, size=80).convert("L"), np.float32)
+    assert np.array_equal(saved, gray.max() + gray.min() - gray)  # post-processed (inverted) as asked
