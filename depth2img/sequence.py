@@ -405,7 +405,7 @@ def run_sequence(
     settings = sequence_settings(template, scale, depth_dir, settings_extra)
     previous = read_sequence_file(out_dir)
     check_same_settings(previous, settings, out_dir)
-    # Checked on the first frame before any work: steps x strength, mask without image, bad depth range ...
+    # What every frame would fail on, refused before any work (steps x strength, ...), on a stand-in image.
     check_request(dataclasses.replace(template, image=_blank(width, height), depth=None))
     if previous is None:  # settings first, so maps reused after an interrupted pass 1 are known to match
         out_dir.mkdir(parents=True, exist_ok=True)
