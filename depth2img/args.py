@@ -12,6 +12,8 @@ import re
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
+from .depthmap import DEPTH_KINDS, DepthMapError, check_distance_range
+
 SOURCES = ("estimate", "upload")
 # The same choices as depth2img.masks (not imported: this schema stays free of OpenCV).
 MASK_BAND_MODES = ("range", "percentile")
@@ -41,6 +43,12 @@ class Depth2ImgArgs:
     return_depth: bool = False  # append the depth map to the outputs
     checkpoint: str = ""  # "" = use the loaded model; else a depth checkpoint's name
     depth_dir: str = ""  # img2img batch tab: folder of depth maps matched to the inputs by file name
+    # What an uploaded map holds (depth2img.depthmap): "auto" = EXR files (and maps given a distance_range) are
+    # distance, others inverse |
+    # "inverse" (white = near) | "distance" (larger = farther: a renderer's Z, a Z-pass PNG where black = near)
+    depth_kind: str = "auto"
+    distance_range: tuple[float, float] | None = None  # [near, far] in scene units of a normalized distance map
+    exr_channel: str = ""  # the EXR channel holding depth; "" = found by Blender's names
     # (lo, hi) in the processed map's units: lo -> -1, hi -> +1 (clamped) instead of the map's own min-max.
     depth_range: tuple[float, float] | None = None
     # An inpainting mask from a depth band (depth2img.masks); off by default, so the rest changes nothing.
@@ -97,6 +105,10 @@ class Depth2ImgArgs:
             blur_radius=self.blur,
         )
 
+    def decode_kwargs(self) -> dict:
+        """Keyword arguments of depthmap.decode_depth / load_depth for the uploaded map."""
+        return dict(kind=self.depth_kind, distance_range=self.distance_range, exr_channel=self.exr_channel)
+
     def mask_settings(self):
         """depth2img.masks.MaskSettings, or None when the mask from a depth band is off."""
         if not self.mask_from_depth:
@@ -147,6 +159,7 @@ _CHECKS: dict[str, dict] = {
 }
 _CHOICES: dict[str, tuple[str, ...]] = {
     "source": SOURCES,
+    "depth_kind": DEPTH_KINDS,
     "mask_band_mode": MASK_BAND_MODES,
     "mask_combine": MASK_COMBINE_MODES,
 }
@@ -158,23 +171,28 @@ def _infotext_value(value: Any) -> str:
     return str(value)
 
 
+# Settings that hold two numbers, with what the numbers are (for messages).
+_PAIR_NAMES = {"depth_range": "[lo, hi]", "distance_range": "[near, far]"}
+
+
 def _coerce_range(key: str, value: Any) -> tuple[float, float] | None:
-    """Two numbers from a list/tuple or a string ("0.1 0.9", "0.1,0.9", "(0.1, 0.9)"); None or "" = no range."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    """Two numbers from the API's list or infotext's string ("0.1 0.9", "0.1,0.9", "(0.1, 0.9)");
+    None, "" and "None" mean no range."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
         return None
-    parts = re.split(r"[\s,]+", value.strip(" ()[]")) if isinstance(value, str) else value
+    parts = re.split(r"[\s,]+", value.strip().strip("()[]").strip()) if isinstance(value, str) else value
     try:
         if isinstance(parts, (str, bytes, dict)) or len(parts) != 2 or any(isinstance(v, bool) for v in parts):
             raise ValueError(value)
         low, high = float(parts[0]), float(parts[1])
     except (TypeError, ValueError) as error:
-        raise ArgsError(f"depth2img arg {key!r} must be two numbers [lo, hi], got {value!r}") from error
+        raise ArgsError(f"depth2img arg {key!r} must be two numbers {_PAIR_NAMES[key]}, got {value!r}") from error
     return low, high
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Accept the string forms infotext and forms produce; type errors name the key."""
-    if key == "depth_range":
+    if key in _PAIR_NAMES:
         return _coerce_range(key, value)
     field = next(f for f in fields(Depth2ImgArgs) if f.name == key)
     default = field.default if field.default is not MISSING else None
@@ -210,6 +228,13 @@ def validate(args: Depth2ImgArgs) -> None:
     for key, choices in _CHOICES.items():
         if getattr(args, key) not in choices:
             raise ArgsError(f"depth2img arg {key!r} must be one of {', '.join(choices)}, got {getattr(args, key)!r}")
+    if args.distance_range is not None:
+        try:
+            args.distance_range = check_distance_range(args.distance_range)
+        except DepthMapError as error:
+            raise ArgsError(f"depth2img arg 'distance_range': {error}") from error
+        if args.depth_kind == "inverse":
+            raise ArgsError("depth2img arg 'distance_range' applies to distance maps: set 'depth_kind' to 'distance'")
     for key, check in _CHECKS.items():
         value = getattr(args, key)
         low, high = check["range"]
@@ -231,3 +256,29 @@ def validate(args: Depth2ImgArgs) -> None:
         args.depth_range = (low, high)
     if args.enabled and args.source == "upload" and not args.depth_image:
         raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")
+
+
+def json_schema(names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema of the named settings (type, default, range, choices), read from this schema: API docs."""
+    properties: dict[str, Any] = {}
+    for f in fields(Depth2ImgArgs):
+        if f.name not in names:
+            continue
+        if isinstance(f.default, bool):
+            prop: dict[str, Any] = {"type": "boolean"}
+        elif isinstance(f.default, float):
+            prop = {"type": "number"}
+        elif isinstance(f.default, int):
+            prop = {"type": "integer"}
+        elif f.name in _PAIR_NAMES:
+            prop = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
+        else:
+            prop = {"type": "string"}
+        if f.default is not None:
+            prop["default"] = f.default
+        if f.name in _CHECKS:
+            prop["minimum"], prop["maximum"] = _CHECKS[f.name]["range"]
+        if f.name in _CHOICES:
+            prop["enum"] = list(_CHOICES[f.name])
+        properties[f.name] = prop
+    return {"type": "object", "properties": properties, "additionalProperties": False}

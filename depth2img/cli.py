@@ -75,6 +75,9 @@ def _settings(args):
         clip_far=args.clip_far,
         gamma=args.gamma,
         blur=args.blur,
+        depth_kind=getattr(args, "depth_kind", "auto"),
+        distance_range=tuple(args.distance_range) if getattr(args, "distance_range", None) else None,
+        exr_channel=getattr(args, "exr_channel", ""),
         depth_range=args.depth_range,
         mask_from_depth=bool(args.mask_depth or args.mask_auto),
         mask_low=mask_low,
@@ -94,6 +97,39 @@ def _mask_coverage(mask) -> str:
     return f"{(np.asarray(mask) > 127).mean() * 100:.1f}% of the pixels"
 
 
+def _load_depth(path: str, settings, max_pixels: int):
+    """The user's depth map as inverse depth; how it was read (EXR channel, approximate conversion) on stderr."""
+    from . import depthmap
+
+    decoded = depthmap.decode_depth(path, max_pixels=max_pixels, **settings.decode_kwargs())
+    if decoded.exr_channel:
+        print(f"depth map: EXR channel {decoded.exr_channel!r}, read as {decoded.kind}", file=sys.stderr)
+    if decoded.notice:
+        print(f"note: {decoded.notice}", file=sys.stderr)
+    return decoded.depth
+
+
+def _folder_estimator(name: str):
+    """The estimator --estimator names, unless it is the checkpoint's MiDaS (None: the pipeline estimates)."""
+    from .estimators import CheckpointMidasEstimator, create_estimator
+
+    if name == CheckpointMidasEstimator.name:
+        return None
+    try:
+        return create_estimator(name)
+    except ValueError as error:
+        raise UserError(f"--estimator: {error}") from error
+
+
+def _estimate(estimator, image):
+    """Depth (larger = nearer) of a PIL image with a folder estimator, at the image's size."""
+    from . import depthmap
+    from .midas import images_to_tensor
+
+    depth = estimator.estimate(images_to_tensor(image.convert("RGB")))[0].numpy()
+    return depthmap.resize(depth, image.width, image.height)
+
+
 def cmd_generate(args) -> int:
     from . import depthmap
     from .engine import GenerationRequest, check_request, generate, load_pipeline
@@ -107,6 +143,10 @@ def cmd_generate(args) -> int:
     if args.save_depth:
         save_depth = check_output(args.save_depth, "--save-depth", inputs + [out], depthmap.DEPTH_OUTPUT_SUFFIXES)
     settings = _settings(args)
+    if not args.depth and (args.depth_kind != "auto" or args.distance_range or args.exr_channel):
+        raise UserError("--depth-kind, --distance-range and --exr-channel describe a --depth map; give one")
+    if args.depth and args.estimator != "checkpoint-midas":
+        raise UserError("--estimator estimates depth from --image: leave it out when giving a --depth map")
     if args.save_mask:
         if not (args.mask or settings.mask_from_depth):
             raise UserError("--save-mask needs a mask: give --mask M, --mask-depth LOW:HIGH or --mask-auto")
@@ -116,7 +156,10 @@ def cmd_generate(args) -> int:
               "give --mask-combine intersect or union to combine them", file=sys.stderr)
     image = _open_image(args.image, "init image", max_pixels) if args.image else None
     mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
-    depth = depthmap.load_depth(args.depth, max_pixels) if args.depth else None  # before the model loads
+    depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None  # before the model loads
+    estimator = _folder_estimator(args.estimator)
+    if estimator is not None and depth is None and image is not None:
+        depth = _estimate(estimator, image)  # the engine takes it as the depth map, as it takes its own estimate
     request = GenerationRequest(
         prompt=args.prompt,
         image=image,
@@ -161,8 +204,12 @@ def cmd_depth(args) -> int:
     max_pixels = _max_pixels(args)
     out = check_output(args.out, "--out", [args.image, args.checkpoint], depthmap.DEPTH_OUTPUT_SUFFIXES)
     image = _open_image(args.image, "image", max_pixels).convert("RGB")
-    pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
-    depth = pipe.estimate_depth(image)[0].numpy()
+    estimator = _folder_estimator(args.estimator)
+    if estimator is not None:  # no Stable Diffusion checkpoint needed
+        depth = _estimate(estimator, image)
+    else:
+        pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
+        depth = pipe.estimate_depth(image)[0].numpy()
     depth = depthmap.resize(depthmap.postprocess(depth, invert_depth=args.invert), image.width, image.height)
     depthmap.save_depth(depth, out)
     print(f"wrote {out} (white = near, {depth.shape[1]}x{depth.shape[0]})")
@@ -190,8 +237,11 @@ def cmd_mask(args) -> int:
             f"mask size {painted.width}x{painted.height} differs from the image's {image.width}x{image.height}; "
             "give a mask of the same size"
         )
+    estimator = None if args.depth else _folder_estimator(args.estimator)
     if args.depth:
-        depth = depthmap.load_depth(args.depth, max_pixels)
+        depth = _load_depth(args.depth, settings, max_pixels)
+    elif estimator is not None:
+        depth = _estimate(estimator, image)
     else:
         pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
         depth = pipe.estimate_depth(image)[0].numpy()
@@ -365,13 +415,44 @@ def _add_mask_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_estimator(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--estimator",
+        default="checkpoint-midas",
+        help="checkpoint-midas (the depth checkpoint's own MiDaS, default), the name of a model folder in "
+        "models/depth/, or the path of a transformers depth model folder (config.json, safetensors, "
+        "preprocessor_config.json: DPT, GLPN, Depth Anything, ZoeDepth, ... as the installed transformers has)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m depth2img", description="Stable Diffusion 2 depth-to-image")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="img2img / inpaint / txt2img with depth")
     gen.add_argument("--image", help="init image (omit for txt2img from --depth)")
-    gen.add_argument("--depth", help="depth map (8/16-bit PNG, TIFF, .npy; white = near); default: estimated")
+    gen.add_argument(
+        "--depth", help="depth map (8/16-bit PNG, TIFF, .npy, EXR; white = near unless --depth-kind); default: estimate"
+    )
+    gen.add_argument(
+        "--depth-kind",
+        default="auto",
+        choices=["auto", "inverse", "distance"],
+        help="what --depth holds: inverse (white = near), distance (larger = farther: a renderer's Z, a Z-pass PNG "
+        "where black = near; converted to 1/distance); auto (default): EXR files and maps given --distance-range "
+        "are distance, other files inverse",
+    )
+    gen.add_argument(
+        "--distance-range",
+        nargs=2,
+        type=float,
+        metavar=("NEAR", "FAR"),
+        help="scene distances of a normalized distance map's 0 and 1 (8/16-bit PNG, EXR Mist); without it the "
+        "conversion is approximate (near 1, far 10)",
+    )
+    gen.add_argument(
+        "--exr-channel", default="", help="EXR channel holding depth (default: ViewLayer.Depth.Z, Z, *.V, Mist, R=G=B)"
+    )
     gen.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
     _add_render_options(gen)
     gen.add_argument("--out", required=True)
@@ -381,14 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_depth_options(gen)
     _add_mask_options(gen)
     gen.add_argument("--save-mask", help="also write the inpainting mask used (white = repainted)")
+    _add_estimator(gen)
     _add_max_megapixels(gen)
     gen.set_defaults(func=cmd_generate)
 
-    dep = sub.add_parser("depth", help="estimate a depth map (the checkpoint's MiDaS), at the image's size")
+    dep = sub.add_parser("depth", help="estimate a depth map (white = near) at the image's size")
     dep.add_argument("--image", required=True)
     dep.add_argument("--out", required=True, help=".png (16-bit, white = near), .tif or .npy (float32)")
     dep.add_argument("--checkpoint")
     dep.add_argument("--invert", action="store_true")
+    _add_estimator(dep)
     _add_max_megapixels(dep)
     dep.set_defaults(func=cmd_depth)
 
@@ -400,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     msk.add_argument("--out", required=True, help="the mask, .png (white = repaint)")
     _add_depth_options(msk)
     _add_mask_options(msk)
+    _add_estimator(msk)
     _add_max_megapixels(msk)
     msk.set_defaults(func=cmd_mask)
 

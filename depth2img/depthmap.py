@@ -1,14 +1,27 @@
-"""User depth maps: decode, post-process, fit to a target size, encode.
+"""User depth maps: decode, convert distance to inverse depth, post-process, fit to a target size, encode.
 
 A depth map here is a float32 numpy array HxW, finite, larger = nearer (white = near, as MiDaS
 outputs). Integer images are scaled to [0, 1] by their bit depth so an 8-bit and a 16-bit export
 of the same map agree; float data keeps its values (conditioning normalizes per sample anyway).
+
+What a file holds (`kind`, the args' `depth_kind`):
+- "inverse": larger = nearer (MiDaS, Depth Anything, the DepthMap extension): used as is.
+- "distance": larger = farther (a renderer's Z pass, a metric depth map, a normalized Z-pass PNG where black
+  = near). It becomes inverse depth 1/d (distance_to_inverse), which is what SD 2's depth model was trained
+  on (MiDaS' relative inverse depth), not a flipped copy (1 - d bends every slope).
+- "auto" (the default): EXR files are "distance" (they carry a renderer's Z), and so is any map given a
+  distance_range; every other map is "inverse".
+A normalized distance map (8/16-bit images, EXR Mist, any map given a distance_range) holds 0 = near .. 1 = far:
+its distances are near + v * (far - near), exact only with the scene's [near, far]; without one
+DEFAULT_DISTANCE_RANGE is used and the result says it is approximate. Float maps (EXR Z, float TIFF, .npy)
+hold distances in scene units: exact as they are.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -24,6 +37,23 @@ _NPY_MAGIC = b"\x93NUMPY"
 # SD 2 can use, far below what takes a machine down (OpenCV decodes up to 2^30 pixels: 4 GB as float32).
 # The WebUI has a setting for it, the CLI --max-megapixels.
 DEFAULT_MAX_PIXELS = 64_000_000
+
+
+DEPTH_KINDS = ("auto", "inverse", "distance")
+
+# A normalized distance map without a given range is read as if its near end were at 1 and its far end at 10
+# (scene units do not matter: inverse depth is normalized per sample later). A far/near ratio of 10 is a room,
+# a street or a landscape's foreground; exact for no particular scene, so such results are marked approximate.
+DEFAULT_DISTANCE_RANGE = (1.0, 10.0)
+
+# Distances at or above this (Blender writes 1e10 where no geometry is; half-float files hold inf) are background:
+# they become the far plane (the farthest real distance) and are left out of the range, which they would
+# otherwise stretch so far that the whole scene became one gray.
+BACKGROUND_DISTANCE = 1e9
+
+# The floor of 1/d for distances in scene units: a distance below farthest / MAX_DISTANCE_RATIO counts as that
+# (zero or negative values from a broken pass included), so one stray pixel cannot squash the rest of the map.
+MAX_DISTANCE_RATIO = 1000.0
 
 
 class DepthMapError(ValueError):
@@ -141,7 +171,7 @@ def _from_array(array: np.ndarray, channel_order: str = "RGB") -> np.ndarray:
         depth = gray.astype(np.float32)
     else:
         raise DepthMapError(f"depth map has unsupported data type {scale_dtype}")
-    return check_finite(depth)
+    return depth
 
 
 def _from_pil(image: Image.Image) -> np.ndarray:
@@ -151,7 +181,7 @@ def _from_pil(image: Image.Image) -> np.ndarray:
         # 32-bit integer mode; PIL opens 16-bit PNGs this way, so scale by 16 bits when values fit.
         data = np.array(image, dtype=np.int64)
         bits = 16 if data.max(initial=0) <= 65535 and data.min(initial=0) >= 0 else 32
-        return check_finite((data / float(2**bits - 1)).astype(np.float32))
+        return (data / float(2**bits - 1)).astype(np.float32)
     if image.mode == "F":
         return _from_array(np.array(image, dtype=np.float32))
     if image.mode in ("L", "LA"):
@@ -159,44 +189,192 @@ def _from_pil(image: Image.Image) -> np.ndarray:
     return _from_array(np.array(image.convert("RGB")))
 
 
-def _from_encoded(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+@dataclass
+class _Decoded:
+    """Values as stored (float32 HxW, not yet checked), and what they are."""
+
+    values: np.ndarray
+    name: str  # for messages: "depth map /path/to/file.exr"
+    normalized: bool  # integer image (scaled by its bit depth) or EXR Mist: 0..1, not scene units
+    exr_channel: str = ""  # the channel read, for EXR files
+
+
+def _decode_encoded(data: bytes, name: str, max_pixels: int, exr_channel: str) -> _Decoded:
+    from . import exr
+
+    if exr.is_exr(data):
+        found = exr.read_exr_depth(data, name, max_pixels, exr_channel)
+        return _Decoded(found.values, name, normalized=found.normalized, exr_channel=found.channel)
     check_encoded_size(data, name, max_pixels)
     if data[: len(_NPY_MAGIC)] == _NPY_MAGIC:
-        return _from_array(np.load(io.BytesIO(data), allow_pickle=False))
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        return _Decoded(_from_array(array), name, normalized=np.issubdtype(array.dtype, np.integer))
     # OpenCV keeps 16-bit PNG/TIFF and float32 TIFF data that PIL would reduce.
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise DepthMapError(
-            f"{name} is not a readable image: use a PNG (8/16-bit), TIFF (16-bit or float) or .npy file"
+            f"{name} is not a readable image: use a PNG (8/16-bit), TIFF (16-bit or float), EXR or .npy file"
         )
-    return _from_array(decoded, channel_order="BGR")
+    normalized = np.issubdtype(decoded.dtype, np.integer)
+    return _Decoded(_from_array(decoded, channel_order="BGR"), name, normalized=normalized)
 
 
-def load_depth(source: DepthSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode a user depth map into float32 HxW (larger = nearer).
-
-    Encoded data (bytes, files) larger than max_pixels is refused from its header, before decoding.
-    """
+def _decode(source: DepthSource, max_pixels: int, exr_channel: str) -> _Decoded:
     if isinstance(source, Image.Image):
         check_pixels("the depth map", source.width, source.height, max_pixels)
-        return _from_pil(source)
+        return _Decoded(_from_pil(source), "the depth map", normalized=source.mode != "F")
     if isinstance(source, np.ndarray):
         if source.ndim >= 2:
             check_pixels("the depth map", source.shape[1], source.shape[0], max_pixels)
-        return _from_array(source)
+        normalized = np.issubdtype(source.dtype, np.integer)
+        return _Decoded(_from_array(source), "the depth map", normalized=normalized)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _from_encoded(bytes(source), "the depth map", max_pixels)
+        return _decode_encoded(bytes(source), "the depth map", max_pixels, exr_channel)
     path = Path(source)
     if not path.is_file():
         raise DepthMapError(f"depth map file not found: {path}")
-    return _from_encoded(path.read_bytes(), f"depth map {path}", max_pixels)
+    return _decode_encoded(path.read_bytes(), f"depth map {path}", max_pixels, exr_channel)
 
 
-def check_finite(depth: np.ndarray) -> np.ndarray:
+@dataclass
+class DecodedDepth:
+    """A user depth map as the pipeline uses it, and how it was read."""
+
+    depth: np.ndarray  # float32 HxW, finite, larger = nearer
+    kind: str  # "inverse" or "distance": how the file was read ("auto" resolved)
+    approximate: bool = False  # a normalized distance map converted without its distance range
+    notice: str = ""  # what the user should know about the conversion ("" when nothing); the CLI prints it
+    exr_channel: str = ""  # the EXR channel read ("" for other formats)
+
+
+def decode_depth(
+    source: DepthSource,
+    *,
+    kind: str = "auto",
+    distance_range: tuple[float, float] | None = None,
+    exr_channel: str = "",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedDepth:
+    """Decode a user depth map and bring it to inverse depth (larger = nearer); see the module docstring.
+
+    Encoded data (bytes, files) larger than max_pixels is refused from its header, before decoding.
+    """
+    if kind not in DEPTH_KINDS:
+        raise DepthMapError(f"depth kind must be one of {', '.join(DEPTH_KINDS)}, got {kind!r}")
+    if distance_range is not None:
+        distance_range = check_distance_range(distance_range)
+    decoded = _decode(source, max_pixels, exr_channel)
+    if kind == "auto":
+        kind = "distance" if decoded.exr_channel or distance_range is not None else "inverse"
+    if kind == "inverse":
+        if distance_range is not None:
+            raise DepthMapError(
+                "a distance range applies to distance maps only: set the depth kind to 'distance' "
+                "(larger = farther) or leave the range out"
+            )
+        return DecodedDepth(check_finite(decoded.values, decoded.name), "inverse", exr_channel=decoded.exr_channel)
+    result = distance_to_inverse(
+        decoded.values, normalized=decoded.normalized, distance_range=distance_range, name=decoded.name
+    )
+    result.exr_channel = decoded.exr_channel
+    return result
+
+
+def load_depth(
+    source: DepthSource,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    kind: str = "auto",
+    distance_range: tuple[float, float] | None = None,
+    exr_channel: str = "",
+) -> np.ndarray:
+    """decode_depth(...).depth: a user depth map as float32 HxW inverse depth (larger = nearer)."""
+    return decode_depth(
+        source, kind=kind, distance_range=distance_range, exr_channel=exr_channel, max_pixels=max_pixels
+    ).depth
+
+
+def check_distance_range(distance_range) -> tuple[float, float]:
+    try:
+        near, far = (float(v) for v in distance_range)
+    except (TypeError, ValueError) as error:
+        raise DepthMapError(f"a distance range is two numbers [near, far], got {distance_range!r}") from error
+    if not (np.isfinite(near) and np.isfinite(far) and 0.0 < near < far):
+        raise DepthMapError(
+            f"a distance range needs 0 < near < far (in scene units; near is the camera's clip start or the "
+            f"nearest surface, never 0: inverse depth 1/d is infinite there), got [{near:g}, {far:g}]"
+        )
+    return near, far
+
+
+def distance_to_inverse(
+    distance: np.ndarray,
+    *,
+    normalized: bool,
+    distance_range: tuple[float, float] | None = None,
+    name: str = "the depth map",
+) -> DecodedDepth:
+    """Distance (larger = farther) -> inverse depth 1/d (larger = nearer).
+
+    - Background (>= BACKGROUND_DISTANCE or +inf) takes the far plane's inverse depth and stays out of the range.
+    - normalized maps, or any map given distance_range: values 0..1 are near + v * (far - near); without a
+      range DEFAULT_DISTANCE_RANGE, and the result is marked approximate.
+    - otherwise distances in scene units: 1 / max(d, farthest / MAX_DISTANCE_RATIO).
+    """
+    distance = np.asarray(distance, dtype=np.float32)
+    if np.isnan(distance).any() or np.isneginf(distance).any():
+        bad = int((np.isnan(distance) | np.isneginf(distance)).sum())
+        raise DepthMapError(f"{name} has {bad} NaN or -inf distances; fill or remove them before using the map")
+    background = np.isposinf(distance) | (distance >= BACKGROUND_DISTANCE)
+    scene = distance[~background]
+    if scene.size == 0:
+        raise DepthMapError(
+            f"{name} is all background (distances >= {BACKGROUND_DISTANCE:g} or inf): nothing was rendered; "
+            "check that the depth pass is the one you meant"
+        )
+    notes, approximate = [], False
+    if normalized or distance_range is not None:
+        low, high = float(scene.min()), float(scene.max())
+        if low < -1e-6 or high > 1.0 + 1e-6:
+            raise DepthMapError(
+                f"{name} holds values from {low:g} to {high:g}, not normalized distances 0..1: a map in scene "
+                "units needs no distance range (leave it out); a normalized one must stay within 0..1"
+            )
+        if distance_range is None:
+            approximate = True
+            distance_range = DEFAULT_DISTANCE_RANGE
+            notes.append(
+                f"{name} holds normalized distances (0 = near, 1 = far) and no distance range was given: "
+                f"converted as if near = {DEFAULT_DISTANCE_RANGE[0]:g} and far = {DEFAULT_DISTANCE_RANGE[1]:g}, "
+                "so the result is approximate; give the scene's range (CLI --distance-range NEAR FAR, "
+                "API distance_range) for exact inverse depth"
+            )
+        near, far = distance_range
+        inverse = 1.0 / (near + np.clip(distance, 0.0, 1.0) * (far - near))
+        far_plane = 1.0 / far
+    else:
+        farthest = float(scene.max())
+        if farthest <= 0.0:
+            raise DepthMapError(f"{name} has no positive distances (the farthest is {farthest:g}); is it inverted?")
+        floor = farthest / MAX_DISTANCE_RATIO
+        clamped = int((scene < floor).sum())
+        if clamped:
+            notes.append(
+                f"{name}: {clamped} pixels are nearer than 1/{MAX_DISTANCE_RATIO:g} of the farthest distance "
+                f"(e.g. 0) and were set to {floor:g}; if the map is normalized 0..1, give a distance range"
+            )
+        inverse = 1.0 / np.maximum(distance, floor)
+        far_plane = 1.0 / farthest
+    inverse = np.where(background, far_plane, inverse).astype(np.float32)
+    return DecodedDepth(inverse, "distance", approximate=approximate, notice=" ".join(notes))
+
+
+def check_finite(depth: np.ndarray, name: str = "depth map") -> np.ndarray:
     if not np.isfinite(depth).all():
         bad = int((~np.isfinite(depth)).sum())
         raise DepthMapError(
-            f"depth map contains {bad} NaN or infinite values; fill or remove them before using the map"
+            f"{name} contains {bad} NaN or infinite values; fill or remove them before using the map "
+            "(a renderer's distance pass with an infinite background: depth kind 'distance')"
         )
     return depth
 
@@ -246,15 +424,35 @@ def postprocess(
     blur_radius: float = 0.0,
 ) -> np.ndarray:
     """Apply the optional steps in a fixed order: clip, gamma, blur, invert. Defaults change nothing."""
-    if clip_near < 100.0 or clip_far > 0.0:
-        depth = clip_percentiles(depth, clip_near, clip_far)
-    if gamma != 1.0:
-        depth = apply_gamma(depth, gamma)
-    if blur_radius > 0:
-        depth = blur(depth, blur_radius)
-    if invert_depth:
-        depth = invert(depth)
+    for step in _postprocess_steps(invert_depth, clip_near, clip_far, gamma, blur_radius):
+        depth = step(depth)
     return depth
+
+
+def is_identity(
+    *,
+    invert_depth: bool = False,
+    clip_near: float = 100.0,
+    clip_far: float = 0.0,
+    gamma: float = 1.0,
+    blur_radius: float = 0.0,
+) -> bool:
+    """True when postprocess() with these settings returns the map untouched (the very same array)."""
+    return not _postprocess_steps(invert_depth, clip_near, clip_far, gamma, blur_radius)
+
+
+def _postprocess_steps(invert_depth, clip_near, clip_far, gamma, blur_radius) -> list:
+    # The one place that decides which steps run: postprocess() and is_identity() both read it.
+    steps = []
+    if clip_near < 100.0 or clip_far > 0.0:
+        steps.append(lambda d: clip_percentiles(d, clip_near, clip_far))
+    if gamma != 1.0:
+        steps.append(lambda d: apply_gamma(d, gamma))
+    if blur_radius > 0:
+        steps.append(lambda d: blur(d, blur_radius))
+    if invert_depth:
+        steps.append(invert)
+    return steps
 
 
 # ---- fitting a map to the target's aspect ratio ----------------------------------------------

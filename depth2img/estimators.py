@@ -1,22 +1,31 @@
-"""Depth estimators: one interface, a registry, and the first member — the depth checkpoint's own MiDaS.
+"""Depth estimators: one interface, one runtime policy, a registry.
+
+Members: the depth checkpoint's own MiDaS (CheckpointMidasEstimator), and transformers model folders
+(depth2img.folder_estimators: DPT, GLPN, Depth Anything, ZoeDepth, ... whatever the installed transformers has).
 
 Contract of `DepthEstimator.estimate(images)`:
 - images: [B, 3, H, W] in [-1, 1] (the WebUI's convention), any dtype, any device; or PIL image(s);
-- returns [B, h, w] float32, larger = nearer (MiDaS inverse depth), at the network's resolution (the caller
-  resizes), on the caller's device (the images' device; the CPU for PIL input).
-- the network runs where its weights are, in their dtype: inputs are moved there (the real-user error
-  "Input type (MPSFloatType) and weight type (torch.FloatTensor) should be the same" came from the opposite).
-  Where a backend lacks an op for that dtype (torch 2.1 has no float16 bilinear upsampling on the CPU), the
-  estimator runs a float32 copy of the network instead. Which dtypes a backend can run is plain data
-  (PrecisionCaps), probed once per device, injectable so each branch is testable on a CPU.
+- returns [B, h, w] float32, larger = nearer (inverse depth: estimators whose network outputs metric depth
+  convert it), at a resolution of the estimator's choosing (the caller resizes), on the caller's device (the
+  images' device; the CPU for PIL input).
+
+The runtime policy every estimator runs its network under (NetworkRuntime):
+- the network runs where its weights are (or on an execution device: the WebUI's --lowvram moves weights to
+  the GPU on call), in their dtype: inputs are moved there (the real-user error "Input type (MPSFloatType) and
+  weight type (torch.FloatTensor) should be the same" came from the opposite);
+- where a backend lacks an op for that dtype (torch 2.1 has no float16 bilinear upsampling on the CPU), a
+  float32 copy of the network runs instead. Which dtypes a backend can run is plain data (PrecisionCaps),
+  probed once per device, injectable so each branch is testable on a CPU;
+- autocast is off inside (the WebUI may call us under autocast), and no gradients are kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +41,8 @@ from .devices import module_placement
 
 @dataclass(frozen=True)
 class PrecisionCaps:
-    """Reduced-precision dtypes in which every op of the DPT-Hybrid exists on one backend (float32 always does)."""
+    """Reduced-precision dtypes in which the ops of the estimators' networks (DPT-Hybrid, ViT/DINOv2 backbones)
+    exist on one backend (float32 always does)."""
 
     float16: bool = True
     bfloat16: bool = True
@@ -46,7 +56,7 @@ class PrecisionCaps:
 
 
 def _ops_run_in(device: torch.device, dtype: torch.dtype) -> bool:
-    """Run, tiny, each kind of op DPT-Hybrid uses, in `dtype` on `device`: does every kernel exist?"""
+    """Run, tiny, each kind of op the estimators use, in `dtype` on `device`: does every kernel exist?"""
     try:
         g = torch.Generator().manual_seed(0)
         x = torch.randn(1, 8, 9, 9, generator=g).to(device=device, dtype=dtype)
@@ -65,6 +75,7 @@ def _ops_run_in(device: torch.device, dtype: torch.dtype) -> bool:
         # Position-embedding resize runs on a channels-last view; fusion/head upsample with align_corners.
         grid = torch.randn(1, 3, 3, 8, generator=g).to(device=device, dtype=dtype).permute(0, 3, 1, 2)
         F.interpolate(grid, size=(4, 5), mode="bilinear")
+        F.interpolate(grid, size=(4, 5), mode="bicubic", align_corners=False)  # DINOv2/ViT position embeddings
         z = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
         F.conv2d(z, w, padding=1, stride=2)
         return True
@@ -94,6 +105,62 @@ def caller_device(images) -> torch.device:
     return images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
 
 
+class NetworkRuntime:
+    """The runtime policy (module docstring) for one network; every estimator runs its network through one.
+
+    module: the network, left as the caller made it (never cast or moved here).
+    caps: what the backend runs; None probes the execution device on first use.
+    execution_device: where the network computes when that differs from where its weights rest (the WebUI's
+        --lowvram/--medvram hooks move the module to the GPU when it is called).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        caps: PrecisionCaps | None = None,
+        execution_device: torch.device | str | None = None,
+    ):
+        self.module = module
+        self.caps = caps
+        self.execution_device = torch.device(execution_device) if execution_device is not None else None
+        self._float32_copy: tuple[torch.device, torch.nn.Module] | None = None
+
+    def resolve(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
+        """The network that will run, with its device and dtype (read now: the caller may have moved it)."""
+        weights_device, dtype = module_placement(self.module)
+        device = self.execution_device or weights_device
+        caps = self.caps if self.caps is not None else probe_precision_caps(device)
+        if caps.supports(dtype):
+            return self.module, device, dtype
+        return self._float32(device), device, torch.float32
+
+    @contextlib.contextmanager
+    def session(self):
+        """(network, device, dtype) to call now, with autocast off and no gradients."""
+        module, device, dtype = self.resolve()
+        with torch.no_grad(), autocast_off(device):
+            yield module, device, dtype
+
+    def release(self) -> None:
+        """Drop the float32 copy, if one was made."""
+        self._float32_copy = None
+
+    def _float32(self, device: torch.device) -> torch.nn.Module:
+        # The backend lacks a kernel for the weights' dtype (e.g. float16 on the CPU in torch 2.1): a float32
+        # copy, made once per device; the caller's module stays as it was.
+        if self._float32_copy is None or self._float32_copy[0] != device:
+            network = copy.deepcopy(self.module).to(device=device, dtype=torch.float32)
+            self._float32_copy = (device, network.eval().requires_grad_(False))
+        return self._float32_copy[1]
+
+
+def to_network(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """An input moved to the network: floating tensors also take its dtype, others (ids, masks) keep theirs."""
+    if tensor.is_floating_point():
+        return tensor.to(device=device, dtype=dtype)
+    return tensor.to(device=device)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Interface
 # ---------------------------------------------------------------------------------------------------------
@@ -104,6 +171,8 @@ class DepthEstimator(ABC):
 
     name: str = ""
     label: str = ""
+    kind: str = "inverse"  # what the network outputs: "inverse" (relative) or "metric" (meters); estimate() is inverse
+    source: str = "checkpoint"  # "checkpoint" (the depth model's own MiDaS) | "folder" (a transformers model folder)
 
     @property
     def cache_key(self) -> str:
@@ -114,6 +183,11 @@ class DepthEstimator(ABC):
     def estimate(self, images) -> torch.Tensor:
         """[B, 3, H, W] in [-1, 1] (or PIL image(s)) -> [B, h, w] float32, larger = nearer."""
 
+    def release(self) -> None:
+        """Free the weights this estimator loaded itself (they load again on the next estimate). The checkpoint's
+        MiDaS belongs to the checkpoint: only its float32 copy, if any, is freed."""
+        return None
+
 
 class CheckpointMidasEstimator(DepthEstimator):
     """The MiDaS DPT-Hybrid embedded in an SD 2 depth checkpoint (depth2img.midas), as the WebUI runs it."""
@@ -121,15 +195,14 @@ class CheckpointMidasEstimator(DepthEstimator):
     name = "checkpoint-midas"
     label = "MiDaS DPT-Hybrid (from the depth checkpoint)"
 
-    def __init__(self, model, caps: PrecisionCaps | None = None):
+    def __init__(self, model, caps: PrecisionCaps | None = None, execution_device: torch.device | str | None = None):
         """model: DPTForDepthEstimation with dpt_hybrid_config() (see midas.load_midas_from_state_dict).
 
         caps: what the model's backend runs; None probes it on first use.
         """
         self.model = model
-        self.caps = caps
+        self._runtime = NetworkRuntime(model, caps=caps, execution_device=execution_device)
         self._cache_key = f"{self.name}:{midas.weights_fingerprint(model)}"
-        self._float32_copy = None  # (device, model): built only where the backend lacks an op for the dtype
 
     @classmethod
     def from_checkpoint_state_dict(
@@ -146,31 +219,18 @@ class CheckpointMidasEstimator(DepthEstimator):
         return self._cache_key
 
     def runtime(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-        """The network that will run, with its device and dtype (read now: the caller may have moved it)."""
-        device, dtype = module_placement(self.model)
-        caps = self.caps if self.caps is not None else probe_precision_caps(device)
-        if caps.supports(dtype):
-            return self.model, device, dtype
-        return self._float32_model(device), device, torch.float32
+        """The network that will run, with its device and dtype (NetworkRuntime.resolve)."""
+        return self._runtime.resolve()
 
-    def _float32_model(self, device: torch.device):
-        if self._float32_copy is None or self._float32_copy[0] != device:
-            # Same class and config, built without init, taking float32 copies of the weights.
-            with torch.device("meta"):
-                copy = type(self.model)(self.model.config)
-            state = {k: v.to(torch.float32) for k, v in self.model.state_dict().items()}
-            copy.load_state_dict(state, strict=True, assign=True)
-            self._float32_copy = (device, copy.eval().requires_grad_(False))
-        return self._float32_copy[1]
-
-    @torch.no_grad()
     def estimate(self, images) -> torch.Tensor:
         caller = caller_device(images)
         pixel_values = midas.preprocess(images)  # OpenCV on the CPU, float32, as the reference does
-        model, device, dtype = self.runtime()
-        with autocast_off(device):
-            depth = midas.predict_depth(model, pixel_values.to(device=device, dtype=dtype))
+        with self._runtime.session() as (model, device, dtype):
+            depth = midas.predict_depth(model, to_network(pixel_values, device, dtype))
         return depth.to(torch.float32).to(caller)
+
+    def release(self) -> None:
+        self._runtime.release()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,6 +244,8 @@ class EstimatorInfo:
     label: str
     available: bool
     reason: str = ""  # why it is unavailable ("" when available)
+    kind: str = "inverse"  # what the network outputs: "inverse" (relative inverse depth) or "metric" (meters)
+    source: str = "checkpoint"  # "checkpoint" (the depth model's MiDaS) | "folder" (a transformers model folder)
 
 
 def _checkpoint_midas_missing() -> str:
@@ -197,43 +259,76 @@ def _checkpoint_midas_missing() -> str:
     return ""
 
 
-@dataclass(frozen=True)
-class _Entry:
-    label: str
-    missing: Callable[[], str]  # "" when the environment can run it, else the reason
-    needs_depth_checkpoint: bool
-
-
-ESTIMATORS: dict[str, _Entry] = {
-    CheckpointMidasEstimator.name: _Entry(
-        label=CheckpointMidasEstimator.label,
-        missing=_checkpoint_midas_missing,
-        needs_depth_checkpoint=True,
-    ),
-}
-
 NO_DEPTH_CHECKPOINT = (
     "needs a Stable Diffusion 2 depth checkpoint (512-depth-ema): the loaded model has no "
     f"'{midas.MIDAS_PREFIX}*' MiDaS weights"
 )
 
 
-def _info(name: str, entry: _Entry, has_depth_checkpoint: bool | None) -> EstimatorInfo:
-    reason = entry.missing()
-    if not reason and entry.needs_depth_checkpoint and has_depth_checkpoint is False:
+def _checkpoint_midas_info(has_depth_checkpoint: bool | None) -> EstimatorInfo:
+    reason = _checkpoint_midas_missing()
+    if not reason and has_depth_checkpoint is False:
         reason = NO_DEPTH_CHECKPOINT
-    return EstimatorInfo(name=name, label=entry.label, available=not reason, reason=reason)
+    name, label = CheckpointMidasEstimator.name, CheckpointMidasEstimator.label
+    return EstimatorInfo(name=name, label=label, available=not reason, reason=reason)
+
+
+def _folder_entry(folder) -> EstimatorInfo:
+    return EstimatorInfo(
+        name=folder.name,
+        label=folder.label,
+        available=folder.available,
+        reason=folder.reason,
+        kind="metric" if folder.metric else "inverse",
+        source="folder",
+    )
+
+
+def _folders() -> list:
+    from .folder_estimators import list_folders
+
+    return [f for f in list_folders() if f.name != CheckpointMidasEstimator.name]  # the built-in name wins
 
 
 def list_estimators(has_depth_checkpoint: bool | None = None) -> list[EstimatorInfo]:
-    """Every estimator, with whether it can run here. has_depth_checkpoint None: not known, not judged."""
-    return [_info(name, entry, has_depth_checkpoint) for name, entry in ESTIMATORS.items()]
+    """Every estimator, with whether it can run here. has_depth_checkpoint None: not known, not judged.
+
+    The checkpoint's MiDaS first, then the model folders (folder_estimators.ESTIMATOR_DIRS), read again on
+    every call so a folder dropped in appears without a restart.
+    """
+    return [_checkpoint_midas_info(has_depth_checkpoint)] + [_folder_entry(f) for f in _folders()]
+
+
+def _find_folder(name: str):
+    """The folder estimator called `name`, or the folder at path `name` (the CLI's --estimator PATH)."""
+    from pathlib import Path
+
+    from .folder_estimators import inspect_folder
+
+    for folder in _folders():
+        if folder.name == name:
+            return folder
+    if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or Path(name).is_dir():
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise ValueError(f"estimator folder not found: {path}")
+        return inspect_folder(path.resolve())
+    return None
 
 
 def get_estimator_info(name: str, has_depth_checkpoint: bool | None = None) -> EstimatorInfo:
-    if name not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {name!r}; choices: {', '.join(ESTIMATORS)}")
-    return _info(name, ESTIMATORS[name], has_depth_checkpoint)
+    """The registry entry of `name`, or of the model folder at path `name`; ValueError naming the choices."""
+    if name == CheckpointMidasEstimator.name:
+        return _checkpoint_midas_info(has_depth_checkpoint)
+    folder = _find_folder(name)
+    if folder is None:
+        choices = ", ".join(info.name for info in list_estimators())
+        raise ValueError(f"unknown estimator {name!r}; choices: {choices} (or the path of a model folder)")
+    return _folder_entry(folder)
+
+
+# Folder estimators built so far, by (path, device, dtype): weights load once and are shared by every caller.
+_LOADED: dict[tuple, DepthEstimator] = {}
 
 
 def create_estimator(
@@ -242,9 +337,32 @@ def create_estimator(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
 ) -> DepthEstimator:
-    """Build an estimator by name; raises ValueError saying why when it is unavailable."""
-    has_depth_checkpoint = checkpoint_state_dict is not None and midas.has_midas(checkpoint_state_dict)
-    info = get_estimator_info(name, has_depth_checkpoint=has_depth_checkpoint)
-    if not info.available:
-        raise ValueError(f"estimator {name!r} is unavailable: {info.reason}")
-    return CheckpointMidasEstimator.from_checkpoint_state_dict(checkpoint_state_dict, dtype=dtype, device=device)
+    """Build an estimator by name (or model folder path); raises ValueError saying why when it is unavailable.
+
+    checkpoint-midas is built from checkpoint_state_dict each call (it shares the checkpoint's tensors); a folder
+    estimator is built once per folder, device and dtype, and its weights load on its first estimate.
+    """
+    if name == CheckpointMidasEstimator.name:
+        has_depth_checkpoint = checkpoint_state_dict is not None and midas.has_midas(checkpoint_state_dict)
+        info = _checkpoint_midas_info(has_depth_checkpoint)
+        if not info.available:
+            raise ValueError(f"estimator {name!r} is unavailable: {info.reason}")
+        return CheckpointMidasEstimator.from_checkpoint_state_dict(checkpoint_state_dict, dtype=dtype, device=device)
+    from .folder_estimators import TransformersFolderEstimator
+
+    folder = _find_folder(name)
+    if folder is None:
+        get_estimator_info(name)  # raises, naming the choices
+    if not folder.available:
+        raise ValueError(f"estimator {folder.name!r} is unavailable: {folder.reason}")
+    key = (str(folder.path), str(torch.device(device or "cpu")), dtype or torch.float32)
+    if key not in _LOADED:
+        _LOADED[key] = TransformersFolderEstimator(folder, device=device, dtype=dtype)
+    return _LOADED[key]
+
+
+def release_estimators() -> None:
+    """Free the weights of every folder estimator built so far (they load again when next used): the core of
+    the WebUI's "keep estimators in memory" setting, called after each job when it is off."""
+    for estimator in _LOADED.values():
+        estimator.release()

@@ -107,3 +107,34 @@ def test_mask_settings_from_named_args_and_infotext():
     assert args.mask_settings() == expected
     back = Depth2ImgArgs.from_infotext(args.to_infotext())
     assert back.mask_settings() == expected and isinstance(back.mask_grow, int)
+
+
+def test_depth_kind_range_and_channel_from_the_api_and_back_from_infotext():
+    args = Depth2ImgArgs.from_dict({"depth_kind": "distance", "distance_range": [0.5, 40], "exr_channel": "Depth.V"})
+    assert args.distance_range == (0.5, 40.0)
+    assert args.decode_kwargs() == dict(kind="distance", distance_range=(0.5, 40.0), exr_channel="Depth.V")
+    text = args.to_infotext()
+    back = Depth2ImgArgs.from_infotext(text)
+    assert back.depth_kind == "distance" and back.distance_range == (0.5, 40.0) and back.exr_channel == "Depth.V"
+    assert Depth2ImgArgs().depth_kind == "auto"
+    assert Depth2ImgArgs.from_dict({"distance_range": None}).distance_range is None
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"depth_kind": "metric"},
+        {"distance_range": [1]},
+        {"distance_range": "far"},
+        {"distance_range": [0, 10]},
+        {"distance_range": [5, 1]},
+    ],
+)
+def test_bad_depth_kind_or_range_names_the_key(data):
+    with pytest.raises(ArgsError, match=next(iter(data))):
+        Depth2ImgArgs.from_dict(data)
+
+
+def test_a_range_with_inverse_kind_is_refused():
+    with pytest.raises(ArgsError, match="distance_range.*depth_kind"):
+        Depth2ImgArgs.from_dict({"depth_kind": "inverse", "distance_range": [1, 2]})

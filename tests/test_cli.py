@@ -220,6 +220,12 @@ def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
         (["sequence", "--frames", "{f}", "--out", "{f}", "--prompt", "x"], "is the frames folder"),
         (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--range-percentiles", "90", "10"],
          "far < near"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--depth-kind", "distance"],
+         "describe a --depth map"),
+        (["generate", "--depth", "{f}/depth.png", "--prompt", "x", "--out", "o.png", "--distance-range", "0", "9",
+          "--depth-kind", "distance"], "distance_range.*0 < near < far"),
+        (["generate", "--depth", "{f}/depth.png", "--prompt", "x", "--out", "o.png", "--distance-range", "1", "9",
+          "--depth-kind", "inverse"], "distance_range.*depth_kind"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message, capsys, monkeypatch):
@@ -237,6 +243,37 @@ def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message,
     assert len(lines) == 1 and re.search(message, lines[0]), stderr
     assert {p: p.stat().st_mtime_ns for p in files.iterdir() if p in before} == before
     assert not (files / "o.png").exists()
+
+
+def test_txt2img_from_a_blender_exr_and_a_normalized_distance_png(files, tiny_checkpoint, tmp_path, capsys):
+    """In-process: the EXR's Z becomes 1/d (background = the far plane); a Z-pass PNG without its range is
+    converted approximately, and the command says so."""
+    OpenEXR = pytest.importorskip("OpenEXR")
+    from depth2img.cli import main
+
+    distance = np.tile(np.linspace(2.0, 6.0, 64, dtype=np.float32), (64, 1))
+    z = distance.copy()
+    z[:8] = 1e10  # Blender's background
+    header = {"type": OpenEXR.scanlineimage, "compression": OpenEXR.ZIP_COMPRESSION}
+    OpenEXR.File(header, {"ViewLayer.Depth.Z": z, "ViewLayer.Combined.R": z * 0}).write(str(tmp_path / "z.exr"))
+    common = ["--prompt", "x", "--steps", "1", "--width", "64", "--height", "64", "--checkpoint", str(tiny_checkpoint)]
+    code = main(["generate", "--depth", str(tmp_path / "z.exr"), "--out", str(tmp_path / "a.png"),
+                 "--save-depth", str(tmp_path / "a.npy"), *common])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "EXR channel 'ViewLayer.Depth.Z', read as distance" in err and "approximate" not in err
+    expected = np.where(np.arange(64)[:, None] < 8, 1 / 6.0, 1.0 / distance).astype(np.float32)
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), expected, rtol=1e-6)
+
+    cv2.imwrite(str(tmp_path / "z16.png"), (np.linspace(0, 1, 64)[None].repeat(64, 0) * 65535).astype(np.uint16))
+    code = main(["generate", "--depth", str(tmp_path / "z16.png"), "--depth-kind", "distance",
+                 "--out", str(tmp_path / "b.png"), *common])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "note:" in err and "approximate" in err and "--distance-range" in err
+    code = main(["generate", "--depth", str(tmp_path / "z16.png"), "--depth-kind", "distance",
+                 "--distance-range", "2", "6", "--out", str(tmp_path / "c.png"), *common])
+    assert code == 0 and "approximate" not in capsys.readouterr().err
 
 
 def test_bad_input_from_the_shell_has_no_traceback(files):

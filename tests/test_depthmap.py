@@ -211,3 +211,87 @@ def test_save_depth_writes_what_the_suffix_says(tmp_path, suffix):
         np.testing.assert_allclose(decoded / 65535.0, (depth - 1.0) / 3.0, atol=1 / 65535)
     with pytest.raises(DepthMapError, match="use one of"):
         depthmap.save_depth(depth, tmp_path / "d.jpg")
+
+
+# ---- distance maps (larger = farther) -> inverse depth -------------------------------------------------------
+
+
+def test_normalized_16_bit_distance_png_with_its_range_is_exact_1_over_d(tmp_path):
+    rng = np.random.default_rng(3)
+    raw = rng.integers(0, 65536, (24, 32), dtype=np.uint16)  # black = near
+    (tmp_path / "z16.png").write_bytes(png_bytes(raw))
+    result = depthmap.decode_depth(tmp_path / "z16.png", kind="distance", distance_range=(0.5, 40.0))
+    assert result.kind == "distance" and not result.approximate and result.notice == ""
+    meters = 0.5 + raw.astype(np.float64) / 65535.0 * 39.5
+    np.testing.assert_allclose(result.depth, 1.0 / meters, rtol=1e-5)
+
+
+def test_normalized_distance_without_a_range_is_approximate_and_says_so():
+    raw8 = (ramp() * 255).round().astype(np.uint8)
+    result = depthmap.decode_depth(png_bytes(raw8), kind="distance")
+    assert result.approximate
+    assert "approximate" in result.notice and "--distance-range" in result.notice
+    near, far = depthmap.DEFAULT_DISTANCE_RANGE
+    np.testing.assert_allclose(result.depth, 1.0 / (near + raw8 / 255.0 * (far - near)), rtol=1e-5)
+    # 8- and 16-bit exports of one map agree here too, up to the 8-bit step: relative error of 1/(1 + 9v) is at
+    # most 9 * (0.5 / 255) / (1 + 9v) <= 1.8%
+    raw16 = (ramp() * 65535).round().astype(np.uint16)
+    np.testing.assert_allclose(depthmap.load_depth(png_bytes(raw16), kind="distance"), result.depth, rtol=0.018)
+
+
+def test_float_distances_in_scene_units_are_exact_and_inf_is_background():
+    meters = ramp() * 7.5 + 0.5
+    ok, tiff = cv2.imencode(".tiff", meters)
+    assert ok
+    result = depthmap.decode_depth(tiff.tobytes(), kind="distance")
+    assert not result.approximate and result.notice == ""
+    np.testing.assert_allclose(result.depth, 1.0 / meters, rtol=1e-6)
+    with_sky = meters.copy()
+    with_sky[:4] = np.inf
+    depth = depthmap.load_depth(with_sky, kind="distance")
+    np.testing.assert_allclose(depth[4:], 1.0 / meters[4:], rtol=1e-6)
+    np.testing.assert_allclose(depth[:4], 1.0 / meters[4:].max(), rtol=1e-6)  # the far plane
+
+
+def test_zero_distances_are_floored_with_a_notice():
+    meters = ramp() * 10.0  # the first column is 0
+    result = depthmap.decode_depth(meters, kind="distance")
+    floor = 10.0 / depthmap.MAX_DISTANCE_RATIO
+    np.testing.assert_allclose(result.depth, 1.0 / np.maximum(meters, floor), rtol=1e-6)
+    assert "24 pixels" in result.notice and "distance range" in result.notice
+
+
+def test_float_map_given_a_range_is_read_as_normalized():
+    fraction = ramp()
+    depth = depthmap.load_depth(fraction, kind="distance", distance_range=(2.0, 4.0))
+    np.testing.assert_allclose(depth, 1.0 / (2.0 + 2.0 * fraction), rtol=1e-6)
+
+
+def test_auto_kind_keeps_images_inverse_unless_a_range_is_given():
+    raw16 = (ramp() * 65535).round().astype(np.uint16)
+    result = depthmap.decode_depth(png_bytes(raw16))
+    assert result.kind == "inverse"
+    np.testing.assert_allclose(result.depth, raw16 / 65535.0, atol=1e-6)
+    ranged = depthmap.decode_depth(png_bytes(raw16), distance_range=(1.0, 3.0))
+    assert ranged.kind == "distance"
+    np.testing.assert_allclose(ranged.depth, 1.0 / (1.0 + 2.0 * raw16 / 65535.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="depth"), r"one of auto, inverse, distance"),
+        (dict(kind="inverse", distance_range=(1, 2)), r"distance maps only"),
+        (dict(kind="distance", distance_range=(0, 2)), r"0 < near < far"),
+        (dict(kind="distance", distance_range=(3, 2)), r"0 < near < far"),
+        (dict(kind="distance", distance_range=(1,)), r"two numbers"),
+    ],
+)
+def test_bad_kind_or_range_says_what_is_wrong(kwargs, message):
+    with pytest.raises(DepthMapError, match=message):
+        depthmap.decode_depth(ramp(), **kwargs)
+
+
+def test_negative_only_distances_are_refused():
+    with pytest.raises(DepthMapError, match="no positive distances"):
+        depthmap.load_depth(-ramp() - 1.0, kind="distance")

@@ -391,6 +391,7 @@ def test_registry_lists_checkpoint_midas():
     infos = estimators.list_estimators()
     assert [i.name for i in infos] == ["checkpoint-midas"]
     assert infos[0].available and infos[0].reason == ""
+    assert infos[0].kind == "inverse" and infos[0].source == "checkpoint"
     info = estimators.get_estimator_info("checkpoint-midas", has_depth_checkpoint=False)
     assert not info.available and "depth checkpoint" in info.reason
 
