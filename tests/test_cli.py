@@ -399,3 +399,20 @@ def test_sequence_command_goes_on_past_a_bad_frame_and_exits_1(tiny_checkpoint, 
     assert "failed: a03.png: frame a03.png is not a readable image" in captured.err
     assert "render: 100%" in captured.err  # tqdm, with its rate and ETA
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a01.png", "a02.png"]
+
+
+def test_mask_command_fits_the_depth_map_like_generate(files, tmp_path):
+    """A 2:1 depth map for a square image, crop-and-resize: the band is taken on the centre crop's range."""
+    from depth2img.cli import main
+
+    columns = np.arange(128, dtype=np.float32)
+    np.save(tmp_path / "wide.npy", np.tile((columns / 127) ** 2, (64, 1)))  # not linear: a crop changes the band
+    args = ["mask", "--image", files / "in.png", "--depth", tmp_path / "wide.npy", "--resize-mode", "crop-and-resize",
+            "--mask-depth", "0:50", "--out", tmp_path / "m.png"]
+    code = main([str(a) for a in args])
+    assert code == 0
+    # By hand: the crop keeps columns 32..95, depth (32/127)² .. (95/127)²; 50 % of that range is 0.3115, reached
+    # at column 70.9, so crop columns 0..38 are in the band.
+    expected = np.zeros((64, 64), np.uint8)
+    expected[:, :39] = 255
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), expected)
