@@ -287,7 +287,8 @@ def _folder_entry(folder) -> EstimatorInfo:
 def _folders() -> list:
     from .folder_estimators import list_folders
 
-    return [f for f in list_folders() if f.name != CheckpointMidasEstimator.name]  # the built-in name wins
+    # A folder called checkpoint-midas is skipped: names are unique, and the built-in one wins.
+    return [f for f in list_folders() if f.name != CheckpointMidasEstimator.name]
 
 
 def list_estimators(has_depth_checkpoint: bool | None = None) -> list[EstimatorInfo]:
