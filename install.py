@@ -1,7 +1,7 @@
 """The WebUI's install hook: install only what its environment lacks; never upgrade the WebUI's own pins.
 
-A WebUI v1.10.x environment already has everything the extension uses (torch, numpy, Pillow, OpenCV,
-safetensors, omegaconf, transformers); the extension's WebUI path does not need diffusers.
+A WebUI v1.8-v1.10 environment already has everything the extension uses (torch, numpy, Pillow, OpenCV,
+safetensors, omegaconf, transformers) except OpenEXR; the extension's WebUI path does not need diffusers.
 """
 
 import launch
@@ -11,6 +11,9 @@ OPTIONAL_INSTALLS = {
     "cv2": "opencv-python-headless",
     "safetensors": "safetensors",
     "omegaconf": "omegaconf",
+    # EXR depth maps (Blender's Z pass). OpenCV cannot read them reliably; not a WebUI pin. Its only dependency,
+    # numpy, the WebUI has: --no-deps keeps pip from touching the WebUI's numpy.
+    "OpenEXR": "OpenEXR --no-deps",
 }
 # The WebUI pins these; the extension must never install or upgrade them.
 WEBUI_OWNED = ("torch", "transformers", "gradio", "numpy", "PIL")

@@ -1,64 +1,83 @@
-"""The HTTP API's logic, host-agnostic: validate a request body, run the estimator, shape the answer.
+"""The HTTP API's logic, host-agnostic: validate a request body, shape the answers.
 
-The WebUI script mounts these as FastAPI routes under /depth2img/v1/; errors are Depth2ImgError with
-status 422 and a message naming the field.
+The WebUI script mounts these as FastAPI routes under /depth2img/v1/ and runs the estimator itself (under its
+own lock); errors are Depth2ImgError with status 422 and a message naming the field.
 """
 
 from __future__ import annotations
 
-import base64
+import logging
 from typing import Any
 
 import numpy as np
 
 from . import depthmap
-from .args import ArgsError, Depth2ImgArgs
-from .checkpoints import CheckpointError, inspect_checkpoint_cached
-from .host import Depth2ImgError
+from .args import ArgsError, Depth2ImgArgs, json_schema
+from .checkpoints import inspect_checkpoint_cached
+from .estimators import get_estimator_info, list_estimators
+from .host import Depth2ImgError, decode_base64, png16_base64
 
-ESTIMATE_FIELDS = ("image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur")
+logger = logging.getLogger(__name__)
 
-
-def _decode_image(value: Any):
-    from PIL import Image, UnidentifiedImageError
-
-    if not isinstance(value, str) or not value:
-        raise Depth2ImgError("field 'image' is required: a base64-encoded image")
-    text = value.split(",", 1)[1] if value.startswith("data:") else value
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except ValueError as error:
-        raise Depth2ImgError("field 'image' is not valid base64") from error
-    import io
-
-    try:
-        image = Image.open(io.BytesIO(raw))
-        image.load()
-    except (UnidentifiedImageError, OSError) as error:
-        raise Depth2ImgError(f"field 'image' is not a readable image ({error})") from error
-    return image
+# The estimate route's settings: the args schema's estimator and post-processing fields, plus the image.
+ESTIMATE_SETTINGS = ("estimator", "invert", "clip_near", "clip_far", "gamma", "blur")
+ESTIMATE_FIELDS = ("image", *ESTIMATE_SETTINGS)
 
 
-def parse_estimate_request(body: Any) -> tuple[Any, Depth2ImgArgs]:
-    """The image and the post-processing settings of a POST /depth2img/v1/estimate body."""
+def estimate_request_schema() -> dict[str, Any]:
+    """JSON Schema of POST /depth2img/v1/estimate's body, from the one args schema (for the OpenAPI page)."""
+    schema = json_schema(ESTIMATE_SETTINGS)
+    schema["properties"] = {
+        "image": {"type": "string", "description": "base64 image (data URL accepted)"},
+        **schema["properties"],
+    }
+    schema["properties"]["estimator"]["enum"] = [entry.name for entry in list_estimators()]
+    schema["required"] = ["image"]
+    return schema
+
+
+def parse_estimate_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> tuple[Any, Depth2ImgArgs]:
+    """The image (PIL, fully decoded) and the settings of a POST /depth2img/v1/estimate body."""
     if not isinstance(body, dict):
         raise Depth2ImgError("the request body must be a JSON object")
     unknown = sorted(set(body) - set(ESTIMATE_FIELDS))
     if unknown:
         raise Depth2ImgError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(ESTIMATE_FIELDS)}")
-    image = _decode_image(body.get("image"))
+    value = body.get("image")
+    if not isinstance(value, str) or not value:
+        raise Depth2ImgError("field 'image' is required: a base64-encoded image")
+    try:
+        image = depthmap.open_image(decode_base64(value, "field 'image'"), "field 'image'", max_pixels=max_pixels)
+    except depthmap.DepthMapError as error:
+        raise Depth2ImgError(str(error)) from error
     settings = {k: v for k, v in body.items() if k != "image" and v is not None}
     try:
         args = Depth2ImgArgs.from_dict(settings)
     except ArgsError as error:
         raise Depth2ImgError(str(error).replace("depth2img arg", "field")) from error
+    try:
+        get_estimator_info(args.estimator)
+    except ValueError as error:
+        raise Depth2ImgError(f"field 'estimator': {error}") from error
     return image, args
 
 
-def estimate_response(depth: np.ndarray) -> dict[str, Any]:
-    """A processed depth map as the API returns it: a 16-bit PNG (white = near) and its value range."""
+def check_estimator(name: str, has_depth_checkpoint: bool) -> None:
+    info = get_estimator_info(name, has_depth_checkpoint=has_depth_checkpoint)
+    if not info.available:
+        raise Depth2ImgError(f"field 'estimator': {info.name} is unavailable: {info.reason}")
+
+
+def estimate_response(depth: np.ndarray, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """A processed depth map as the API returns it: a 16-bit PNG (white = near) and its value range.
+
+    size: (width, height) of the request's image; the map is resized to it (bicubic) so it lines up with
+    the picture it came from, whatever resolution the estimator worked at.
+    """
+    if size is not None:
+        depth = depthmap.resize(depth, *size)
     return {
-        "depth": base64.b64encode(depthmap.encode_png16(depth)).decode("ascii"),
+        "depth": png16_base64(depth),
         "width": int(depth.shape[1]),
         "height": int(depth.shape[0]),
         "min": float(depth.min()),
@@ -77,12 +96,17 @@ def estimators_response(has_depth_checkpoint: bool | None) -> list[dict[str, Any
 
 
 def checkpoints_response(entries: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """entries: (title, path) of the host's checkpoints -> the depth ones, with what they are."""
+    """entries: (title, path) of the host's checkpoints -> the depth ones, with what they are.
+
+    A file that cannot be read (truncated download, junk) is skipped with one log line naming it: one bad
+    file must not take the listing down.
+    """
     out = []
     for title, path in entries:
         try:
             info = inspect_checkpoint_cached(path)
-        except (CheckpointError, OSError):
+        except Exception as error:  # any reader's failure on any file: skip it, say which
+            logger.warning("[Depth2Img] skipped %s in the depth checkpoint list: %s", path, error)
             continue
         if info.is_depth_model:
             out.append({"title": title, "path": str(path), "format": info.format, "dtype": info.dtype})

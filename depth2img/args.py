@@ -185,3 +185,25 @@ def validate(args: Depth2ImgArgs) -> None:
         raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
     if args.enabled and args.source == "upload" and not args.depth_image:
         raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")
+
+
+def json_schema(names: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema of the named settings (type, default, range, choices), read from this schema: API docs."""
+    properties: dict[str, Any] = {}
+    for f in fields(Depth2ImgArgs):
+        if f.name not in names:
+            continue
+        if isinstance(f.default, bool):
+            prop: dict[str, Any] = {"type": "boolean"}
+        elif isinstance(f.default, float):
+            prop = {"type": "number"}
+        else:
+            prop = {"type": "string"}
+        if f.default is not None:
+            prop["default"] = f.default
+        if f.name in _CHECKS:
+            prop["minimum"], prop["maximum"] = _CHECKS[f.name]["range"]
+        if f.name == "source":
+            prop["enum"] = list(SOURCES)
+        properties[f.name] = prop
+    return {"type": "object", "properties": properties, "additionalProperties": False}

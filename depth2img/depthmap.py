@@ -424,15 +424,35 @@ def postprocess(
     blur_radius: float = 0.0,
 ) -> np.ndarray:
     """Apply the optional steps in a fixed order: clip, gamma, blur, invert. Defaults change nothing."""
-    if clip_near < 100.0 or clip_far > 0.0:
-        depth = clip_percentiles(depth, clip_near, clip_far)
-    if gamma != 1.0:
-        depth = apply_gamma(depth, gamma)
-    if blur_radius > 0:
-        depth = blur(depth, blur_radius)
-    if invert_depth:
-        depth = invert(depth)
+    for step in _postprocess_steps(invert_depth, clip_near, clip_far, gamma, blur_radius):
+        depth = step(depth)
     return depth
+
+
+def is_identity(
+    *,
+    invert_depth: bool = False,
+    clip_near: float = 100.0,
+    clip_far: float = 0.0,
+    gamma: float = 1.0,
+    blur_radius: float = 0.0,
+) -> bool:
+    """True when postprocess() with these settings returns the map untouched (the very same array)."""
+    return not _postprocess_steps(invert_depth, clip_near, clip_far, gamma, blur_radius)
+
+
+def _postprocess_steps(invert_depth, clip_near, clip_far, gamma, blur_radius) -> list:
+    # The one place that decides which steps run: postprocess() and is_identity() both read it.
+    steps = []
+    if clip_near < 100.0 or clip_far > 0.0:
+        steps.append(lambda d: clip_percentiles(d, clip_near, clip_far))
+    if gamma != 1.0:
+        steps.append(lambda d: apply_gamma(d, gamma))
+    if blur_radius > 0:
+        steps.append(lambda d: blur(d, blur_radius))
+    if invert_depth:
+        steps.append(invert)
+    return steps
 
 
 # ---- fitting a map to the target's aspect ratio ----------------------------------------------

@@ -12,6 +12,8 @@ init images, the loaded model's MiDaS) and hands them to a DepthConditioner; the
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,10 @@ from .args import Depth2ImgArgs
 from .conditioning import depth_conditioning
 from .depth_cache import DepthCache
 from .devices import module_placement
-from .estimators import DepthEstimator, autocast_off, caller_device, probe_precision_caps
+from .estimators import DepthEstimator, PrecisionCaps, autocast_off, caller_device, probe_precision_caps
+
+# The latent is 1/8 of the image's size in SD's VAE: depth outputs are sized from the latent they conditioned.
+LATENT_SCALE = 8
 
 
 class Depth2ImgError(ValueError):
@@ -35,6 +40,47 @@ class Depth2ImgError(ValueError):
         super().__init__(message)
         self.status_code = status_code
         self.detail = message
+
+
+def job_error(error: Exception) -> Depth2ImgError:
+    """Any failure while preparing a job, as the Depth2ImgError that stops it.
+
+    The core's own errors (depth maps, args, checkpoints, estimators: all ValueErrors whose message says what
+    to do) keep their message, status 422; anything else is a fault here, status 500, named with its type.
+    """
+    if isinstance(error, Depth2ImgError):
+        return error
+    if isinstance(error, ValueError):
+        return Depth2ImgError(str(error))
+    return Depth2ImgError(
+        f"Depth2Img could not prepare the job ({type(error).__name__}: {error}); the job was stopped, the "
+        "console shows the details",
+        status_code=500,
+    )
+
+
+def decode_base64(value: str, field: str) -> bytes:
+    """The bytes of a base64 string or data URL (the API's form for images); errors name the field."""
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise Depth2ImgError(f"{field} is not valid base64 (nor a data URL)") from error
+
+
+def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """RGB with transparent parts on `background`: the WebUI's rule (modules.images.flatten with its setting
+    img2img_background_color), so a depth map is estimated from the picture the WebUI generates from.
+
+    The WebUI applies it to RGBA; other modes with alpha (LA, PA, palette/RGB transparency) get the same.
+    """
+    if image.mode in ("LA", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        canvas = Image.new("RGBA", image.size, background)
+        canvas.paste(image, mask=image)  # the WebUI's paste: same rounding as its own init image
+        image = canvas
+    return image.convert("RGB")
 
 
 class ModuleMidasEstimator(DepthEstimator):
@@ -48,10 +94,18 @@ class ModuleMidasEstimator(DepthEstimator):
     name = "checkpoint-midas"
     label = "MiDaS DPT-Hybrid (from the depth checkpoint)"
 
-    def __init__(self, module: torch.nn.Module, cache_key: str, execution_device: torch.device | None = None):
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        cache_key: str,
+        execution_device: torch.device | None = None,
+        caps: PrecisionCaps | None = None,
+    ):
+        """caps: which dtypes the compute device runs (None: probed on first use; injectable for tests)."""
         self.module = module
         self._cache_key = f"{self.name}:{cache_key}"
         self.execution_device = execution_device
+        self.caps = caps
         self._float32_copy: torch.nn.Module | None = None
 
     @property
@@ -61,7 +115,8 @@ class ModuleMidasEstimator(DepthEstimator):
     def _runtime(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
         weights_device, dtype = module_placement(self.module)
         device = self.execution_device or weights_device
-        if probe_precision_caps(device).supports(dtype):
+        caps = self.caps if self.caps is not None else probe_precision_caps(device)
+        if caps.supports(dtype):
             return self.module, device, dtype
         # The backend lacks a kernel for this dtype (e.g. float16 on the CPU): run a float32 copy.
         if self._float32_copy is None:
@@ -90,37 +145,29 @@ class JobGeometry:
     crop_region: tuple[int, int, int, int] | None = None  # inpaint "only masked": (x1, y1, x2, y2) in the init
 
 
-def _flatten_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        background = Image.new("RGBA", image.size, (0, 0, 0, 255))
-        return Image.alpha_composite(background, image.convert("RGBA")).convert("RGB")
-    return image.convert("RGB")
+def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> depth map.
 
-
-def _uses_defaults(args: Depth2ImgArgs) -> bool:
-    return not args.invert and args.clip_near == 100.0 and args.clip_far == 0.0 and args.gamma == 1.0 and args.blur == 0
-
-
-def decode_depth_argument(value) -> np.ndarray:
-    """The API's base64 (or data URL) / the UI's bytes or file path -> depth map."""
-    import base64
-    import binascii
-
-    if isinstance(value, np.ndarray) or isinstance(value, Image.Image):
-        return depthmap.load_depth(value)
-    if isinstance(value, (bytes, bytearray)):
-        return depthmap.load_depth(bytes(value))
+    Every failure is a Depth2ImgError naming the field 'depth_image' (status 422).
+    """
+    field = "depth2img arg 'depth_image'"
     if isinstance(value, str):
-        text = value.split(",", 1)[1] if value.startswith("data:") else value
-        try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError) as error:
-            raise Depth2ImgError("depth2img arg 'depth_image' is not valid base64") from error
-        try:
-            return depthmap.load_depth(raw)
-        except depthmap.DepthMapError as error:
-            raise Depth2ImgError(f"depth2img arg 'depth_image': {error}") from error
-    raise Depth2ImgError(f"depth2img arg 'depth_image' has unsupported type {type(value).__name__}")
+        value = decode_base64(value, field)
+    if not isinstance(value, (bytes, bytearray, np.ndarray, Image.Image)):
+        raise Depth2ImgError(
+            f"{field} has unsupported type {type(value).__name__}: send a base64 PNG/TIFF/.npy (or the bytes)"
+        )
+    if isinstance(value, bytearray):
+        value = bytes(value)
+    try:
+        return depthmap.load_depth(value, max_pixels=max_pixels)
+    except depthmap.DepthMapError as error:
+        raise Depth2ImgError(f"{field}: {error}") from error
+
+
+def estimate_image(estimator: DepthEstimator, cache: DepthCache, image: Image.Image, background: str) -> np.ndarray:
+    """Depth of one PIL image (transparency on `background`, the WebUI's rule) through the shared cache."""
+    return cache.estimate(estimator, midas.images_to_tensor(flatten_image(image, background)))[0].numpy()
 
 
 class DepthConditioner:
@@ -135,15 +182,27 @@ class DepthConditioner:
         cache: DepthCache | None = None,
         init_images: list[Image.Image] | None = None,
         inpainting: bool = False,
+        background: str = "#ffffff",
+        max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+        depth: np.ndarray | None = None,
     ):
+        """background: the colour transparent init images are flattened on (the WebUI's img2img_background_color).
+        depth: a map already decoded (the batch tab's file), used instead of args.depth_image.
+        """
         self.args = args
         self.geometry = geometry
         self.estimator = estimator
         self.cache = cache if cache is not None else DepthCache()
         self.init_images = init_images
         self.inpainting = inpainting
-        self.uploaded = decode_depth_argument(args.depth_image) if args.source == "upload" else None
+        self.background = background
+        if depth is not None:
+            self.uploaded = depth
+        else:
+            self.uploaded = decode_depth_argument(args.depth_image, max_pixels) if args.source == "upload" else None
+        self.estimator_calls = 0  # this job's calls (the cache's total counts every caller's)
         self.last_depth: np.ndarray | None = None  # the processed map of the first sample, for outputs
+        self.last_size: tuple[int, int] | None = None  # (width, height) of the image it conditioned
 
     # ---- the hook the host calls ----
     def conditioning(self, latent: torch.Tensor, source_image: torch.Tensor | None = None) -> torch.Tensor:
@@ -153,9 +212,12 @@ class DepthConditioner:
         if len(maps) == 1 and batch > 1:
             maps = maps * batch
         if len(maps) != batch:
-            raise Depth2ImgError(f"got {len(maps)} depth maps for a batch of {batch}")
+            raise Depth2ImgError(
+                f"got {len(maps)} depth maps for a batch of {batch}: send one init image, or one per batch item"
+            )
         self.last_depth = maps[0] if isinstance(maps[0], np.ndarray) else maps[0].numpy()
         size = tuple(latent.shape[2:])
+        self.last_size = (size[1] * LATENT_SCALE, size[0] * LATENT_SCALE)
         if all(isinstance(m, torch.Tensor) for m in maps):  # straight from the estimator: one batched resize
             return depth_conditioning(torch.stack(maps), size, device=latent.device, dtype=latent.dtype)
         parts = [
@@ -163,10 +225,24 @@ class DepthConditioner:
         ]
         return torch.cat(parts)
 
+    def output_depth(self) -> np.ndarray | None:
+        """The last processed map at the size of the image it conditioned (the generated image; with the
+        WebUI's "only masked" inpainting, the generated crop), for saving or returning."""
+        if self.last_depth is None:
+            return None
+        return depthmap.resize(self.last_depth, *self.last_size)
+
     # ---- where the depth comes from ----
+    def _count_call(self) -> None:
+        self.estimator_calls += 1
+
+    def _estimate(self, images: torch.Tensor) -> torch.Tensor:
+        return self.cache.estimate(self.estimator, images, on_call=self._count_call).cpu()
+
     def _depth_maps(self, batch: int, source_image: torch.Tensor | None) -> list:
+        post = self.args.postprocess_kwargs()
         if self.uploaded is not None:
-            return [self._fit(depthmap.postprocess(self.uploaded, **self.args.postprocess_kwargs()), None)]
+            return [self._fit(depthmap.postprocess(self.uploaded, **post), None)]
         if self.estimator is None:
             raise Depth2ImgError("no depth estimator: load an SD 2 depth checkpoint or upload a depth map")
         if self.inpainting and self.init_images:
@@ -175,15 +251,14 @@ class DepthConditioner:
             raise Depth2ImgError(
                 "Depth2Img has no image to estimate depth from: in txt2img, choose 'upload a depth map'"
             )
-        depth = self.cache.estimate(self.estimator, source_image).cpu()
-        if _uses_defaults(self.args):
+        depth = self._estimate(source_image)
+        if depthmap.is_identity(**post):
             return list(depth)  # bit-exact with the native path when nothing is post-processed
-        return [depthmap.postprocess(d.numpy(), **self.args.postprocess_kwargs()) for d in depth]
+        return [depthmap.postprocess(d.numpy(), **post) for d in depth]
 
     def _whole_image_depth(self, image: Image.Image) -> np.ndarray:
-        rgb = _flatten_rgb(image)
-        tensor = midas.images_to_tensor(rgb)
-        depth = self.cache.estimate(self.estimator, tensor).cpu()[0].numpy()
+        rgb = flatten_image(image, self.background)
+        depth = self._estimate(midas.images_to_tensor(rgb))[0].numpy()
         depth = depthmap.postprocess(depth, **self.args.postprocess_kwargs())
         return self._fit(depth, rgb.size)
 
@@ -216,7 +291,41 @@ def find_depth_for(depth_dir: str | Path, input_path: str | Path) -> Path | None
     return None
 
 
+def load_batch_depth(
+    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS
+) -> tuple[Path, np.ndarray] | None:
+    """The batch tab's depth map for one input (path and decoded map), or None when the folder has none.
+
+    A map that exists but cannot be read is an error naming the file: it must never be skipped silently.
+    """
+    path = find_depth_for(depth_dir, input_path)
+    if path is None:
+        return None
+    try:
+        return path, depthmap.load_depth(path, max_pixels=max_pixels)
+    except (OSError, depthmap.DepthMapError) as error:
+        raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error
+
+
+# ---- depth maps as outputs ----------------------------------------------------------------------------
+
+
 def depth_to_png16_image(depth: np.ndarray) -> Image.Image:
     """A 16-bit grayscale PIL image (mode I;16) of a depth map: PNG keeps all 16 bits."""
-    image = Image.fromarray(depthmap.to_uint16(depth))  # uint16 arrays become mode I;16
-    return image
+    return Image.fromarray(depthmap.to_uint16(depth))  # uint16 arrays become mode I;16
+
+
+def depth_output_image(depth: np.ndarray, file_format: str) -> Image.Image:
+    """The depth map as a host's output image in `file_format` (the WebUI's samples_format).
+
+    PNG keeps 16 bits; JPEG and WebP cannot hold 16-bit gray ("cannot write mode I;16 as JPEG"): they get
+    an 8-bit map, viewable and saveable, while the 16-bit PNG travels separately (png16_base64).
+    """
+    if file_format.lower() == "png":
+        return depth_to_png16_image(depth)
+    return Image.fromarray((depthmap.to_uint16(depth) >> 8).astype(np.uint8))
+
+
+def png16_base64(depth: np.ndarray) -> str:
+    """A depth map as base64 of a 16-bit grayscale PNG (white = near), as the API returns it."""
+    return base64.b64encode(depthmap.encode_png16(depth)).decode("ascii")

@@ -9,3 +9,13 @@
         Object.assign(titles, hints);
     }
 })();
+
+// Preview depth in img2img: the first input is replaced by the img2img sub-tab in use (0 img2img, 1 sketch,
+// 2 inpaint, 3 inpaint sketch, 4 inpaint upload, 5 batch), so the preview reads that tab's picture. The same
+// helper the WebUI's own img2img submit uses (get_tab_index, javascript/ui.js, v1.8-v1.10).
+// eslint-disable-next-line no-unused-vars
+function depth2img_preview_args() {
+    var args = Array.from(arguments);
+    args[0] = get_tab_index('mode_img2img');
+    return args;
+}

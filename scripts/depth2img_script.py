@@ -2,24 +2,35 @@
 
 One AlwaysVisible script (title "Depth2Img", API key `depth2img`) in txt2img and img2img; API routes
 under /depth2img/v1/; settings; infotext; XYZ-grid axes.
+
+WebUI v1.8.x-v1.10.x. Everything used here exists from v1.8.0 (InputAccordion, settings categories,
+override_settings_restore_afterwards, call_queue.queue_lock, get_tab_index in the page) except `images.read`
+(v1.9), which the batch tab's depth folder needs: feature-detected, and said in the panel and the log.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shutil
+import traceback
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 from fastapi import Body, FastAPI, HTTPException
-from modules import devices, images, script_callbacks, scripts, sd_models, shared
+from modules import call_queue, devices, images, script_callbacks, scripts, sd_models, shared
 from modules.ui_components import InputAccordion
-from pydantic import BaseModel
 
 from depth2img import depthmap
-from depth2img.api import checkpoints_response, estimate_response, estimators_response, parse_estimate_request
-from depth2img.args import SOURCES, ArgsError, Depth2ImgArgs
+from depth2img.api import (
+    check_estimator,
+    checkpoints_response,
+    estimate_request_schema,
+    estimate_response,
+    estimators_response,
+    parse_estimate_request,
+)
+from depth2img.args import SOURCES, Depth2ImgArgs
 from depth2img.checkpoints import find_checkpoints, inspect_checkpoint_cached
 from depth2img.depth_cache import DepthCache
 from depth2img.estimators import get_estimator_info, list_estimators
@@ -29,14 +40,34 @@ from depth2img.host import (
     JobGeometry,
     ModuleMidasEstimator,
     decode_depth_argument,
-    depth_to_png16_image,
-    find_depth_for,
+    depth_output_image,
+    estimate_image,
+    job_error,
+    load_batch_depth,
+    png16_base64,
 )
-from depth2img.paths import DEMO_DIR, SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
+from depth2img.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
 
 USE_LOADED_MODEL = "Use the loaded model"
-SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
 CACHE = DepthCache()
+# API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
+# whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
+DEPTH_INFO_KEY = "Depth2Img depth map"
+# The init image components of the img2img sub-tabs, in the order of the WebUI's mode index (5 = batch).
+INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
+
+
+def _opt(name: str, default):
+    # getattr: the WebUI's opts fall back to an option's registered default when config.json lacks it.
+    return getattr(shared.opts, name, default)
+
+
+def max_pixels() -> int:
+    return int(float(_opt("depth2img_max_megapixels", depthmap.DEFAULT_MAX_PIXELS / 1e6)) * 1_000_000)
+
+
+def background_color() -> str:
+    return _opt("img2img_background_color", "#ffffff")
 
 
 # ---- model facts ---------------------------------------------------------------------------------
@@ -58,22 +89,35 @@ def loaded_estimator() -> ModuleMidasEstimator | None:
     return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=devices.device if lowvram else None)
 
 
-def estimate_with_loaded_model(image) -> np.ndarray:
-    """Depth of one PIL image with the loaded checkpoint's MiDaS, through the shared cache."""
-    from depth2img.midas import images_to_tensor
+def estimate_with_loaded_model(image):
+    """Depth of one PIL image with the loaded checkpoint's MiDaS, through the shared cache.
 
+    Callers outside a generation (preview, API) hold the WebUI's queue_lock: the module must not run beside
+    a generation or a model reload (--lowvram/--medvram move modules on call).
+    """
     estimator = loaded_estimator()
     if estimator is None:
         raise Depth2ImgError("estimating needs a loaded SD 2 depth model (or upload a depth map)")
-    return CACHE.estimate(estimator, images_to_tensor(image.convert("RGB")))[0].numpy()
+    return estimate_image(estimator, CACHE, image, background_color())
+
+
+def _is_depth_checkpoint(path) -> bool:
+    try:
+        return inspect_checkpoint_cached(path).is_depth_model
+    except Exception as error:  # a bad file must not break the model list
+        print(f"[Depth2Img] skipped {path}: {error}")
+        return False
 
 
 def register_extension_checkpoints() -> None:
-    """Depth checkpoints dropped into this extension's models/ folders appear in the WebUI's model list."""
-    for path in find_checkpoints(USER_CHECKPOINT_DIR) + find_checkpoints(DEMO_DIR):
+    """Depth checkpoints dropped into this extension's models/Stable-diffusion appear in the WebUI's model list.
+
+    Only that folder: the CLI's embedded demo checkpoint (models/demo, random weights) is no user's model.
+    """
+    for path in find_checkpoints(USER_CHECKPOINT_DIR):
         if any(Path(info.filename) == path for info in sd_models.checkpoints_list.values()):
             continue
-        if not inspect_checkpoint_cached(path).is_depth_model:
+        if not _is_depth_checkpoint(path):
             continue
         if not path.with_suffix(".yaml").exists():
             # The WebUI reads <checkpoint>.yaml beside a checkpoint: give ours the shipped config.
@@ -102,13 +146,21 @@ def _register_demo_text_arch() -> None:
 
 _register_demo_text_arch()
 
-# The img2img batch tab reads each input with images.read(path) and hands the script only the image.
-# Record the path in the image's info so the depth map of the same name can be found; process() pops it
-# again before anything could save it.
+# The img2img batch tab reads each input with images.read(path) (WebUI v1.9+) and hands the script only the
+# image. Record the path in the image's info so the depth map of the same name can be found; process() pops
+# it again before anything could save it. v1.8 opens batch inputs with PIL directly: no path to match by.
 BATCH_PATH_KEY = "depth2img_batch_source_path"
+BATCH_DEPTH_DIR_SUPPORTED = hasattr(images, "read")
+BATCH_DEPTH_DIR_NOTE = (
+    "a batch-tab folder of depth maps needs WebUI v1.9 or newer (older ones do not tell extensions which "
+    "file a batch input came from): update the WebUI, or upload one depth map for all inputs"
+)
 
 
 def _install_batch_path_recorder() -> None:
+    if not BATCH_DEPTH_DIR_SUPPORTED:
+        print(f"[Depth2Img] {BATCH_DEPTH_DIR_NOTE}")
+        return
     if getattr(images.read, "_depth2img", False):
         return
     original_read = images.read
@@ -129,17 +181,27 @@ _install_batch_path_recorder()
 # ---- the script ----------------------------------------------------------------------------------
 
 
-def _raising(message: str):
+def _raising(message: str, status_code: int):
     def fail(*_args, **_kwargs):
-        raise Depth2ImgError(message)
+        raise Depth2ImgError(message, status_code)
 
     return fail
+
+
+def pick_init_image(tab_index, images_by_id: dict):
+    """The init image of the img2img sub-tab the user is in (the WebUI's mode index), as PIL or None."""
+    index = int(tab_index or 0)
+    if index >= len(INIT_IMAGE_ELEM_IDS):
+        raise Depth2ImgError(
+            "the batch tab has no single init image to preview: preview in another img2img tab, or upload a depth map"
+        )
+    return _as_pil(images_by_id.get(INIT_IMAGE_ELEM_IDS[index]))
 
 
 class Depth2ImgScript(scripts.Script):
     def __init__(self):
         super().__init__()
-        self.init_image_components: list = []
+        self.init_image_components: dict = {}
 
     def title(self):
         return "Depth2Img"
@@ -148,8 +210,8 @@ class Depth2ImgScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        if kwargs.get("elem_id") in ("img2img_image", "img2maskimg"):
-            self.init_image_components.append(component)
+        if kwargs.get("elem_id") in INIT_IMAGE_ELEM_IDS:
+            self.init_image_components[kwargs["elem_id"]] = component
 
     def ui(self, is_img2img):
         tab = "img2img" if is_img2img else "txt2img"
@@ -197,11 +259,15 @@ class Depth2ImgScript(scripts.Script):
             )
             depth_dir = gr.Textbox(
                 label="Batch tab: folder of depth maps, matched to the inputs by file name",
-                visible=is_img2img,
+                visible=is_img2img and BATCH_DEPTH_DIR_SUPPORTED,
                 elem_id=f"depth2img_{tab}_depth_dir",
             )
+            if is_img2img and not BATCH_DEPTH_DIR_SUPPORTED:
+                gr.Markdown(f"Batch tab: {BATCH_DEPTH_DIR_NOTE}.", elem_id=f"depth2img_{tab}_depth_dir_note")
             with gr.Row(elem_classes=["depth2img-row"]):
                 preview_button = gr.Button("Preview depth", elem_id=f"depth2img_{tab}_preview")
+                # Filled in the browser with the img2img sub-tab in use (javascript/depth2img.js).
+                preview_tab = gr.Number(value=0, visible=False, elem_id=f"depth2img_{tab}_preview_tab")
             with gr.Row(elem_classes=["depth2img-row"]):
                 preview_gray = gr.Image(
                     label="Depth (gray)", interactive=False, elem_id=f"depth2img_{tab}_preview_gray"
@@ -211,8 +277,22 @@ class Depth2ImgScript(scripts.Script):
                 )
 
         settings = [source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur]
-        preview_inputs = settings + (self.init_image_components[:2] if is_img2img else [])
-        preview_button.click(fn=self.preview, inputs=preview_inputs, outputs=[preview_gray, preview_color])
+        image_ids = [i for i in INIT_IMAGE_ELEM_IDS if i in self.init_image_components] if is_img2img else []
+
+        def preview(tab_index, *values):
+            images_by_id = dict(zip(image_ids, values[len(settings) :], strict=True))
+            try:
+                init_image = pick_init_image(tab_index, images_by_id) if is_img2img else None
+            except Depth2ImgError as error:
+                raise gr.Error(str(error)) from error
+            return self.preview(*values[: len(settings)], init_image=init_image)
+
+        preview_button.click(
+            fn=preview,
+            _js="depth2img_preview_args" if is_img2img else None,
+            inputs=[preview_tab, *settings, *(self.init_image_components[i] for i in image_ids)],
+            outputs=[preview_gray, preview_color],
+        )
 
         self.infotext_fields = [
             (enabled, "Depth2Img enabled"),
@@ -242,7 +322,7 @@ class Depth2ImgScript(scripts.Script):
         ]
 
     # -- preview --
-    def preview(self, source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur, *init_images):
+    def preview(self, source, depth_file, estimator, invert, clip_near, clip_far, gamma, blur, init_image=None):
         try:
             args = Depth2ImgArgs(
                 source=source,
@@ -256,14 +336,14 @@ class Depth2ImgScript(scripts.Script):
             if source == "upload":
                 if depth_file is None:
                     raise Depth2ImgError("upload a depth map first")
-                depth = decode_depth_argument(depth_file)
+                depth = decode_depth_argument(depth_file, max_pixels())
             else:
-                image = next((_as_pil(i) for i in init_images if _as_pil(i) is not None), None)
-                if image is None:
-                    raise Depth2ImgError("add an init image first (or upload a depth map)")
-                depth = estimate_with_loaded_model(image)
+                if init_image is None:
+                    raise Depth2ImgError("add an init image in this tab first (or upload a depth map)")
+                with call_queue.queue_lock:  # the loaded model: never beside a generation or a model reload
+                    depth = estimate_with_loaded_model(init_image)
             depth = depthmap.postprocess(depth, **args.postprocess_kwargs())
-        except (ArgsError, Depth2ImgError, depthmap.DepthMapError) as error:
+        except ValueError as error:  # the core's errors (args, depth maps, Depth2ImgError) say what to do
             raise gr.Error(str(error)) from error
         from PIL import Image
 
@@ -282,59 +362,69 @@ class Depth2ImgScript(scripts.Script):
     def before_process(self, p, *args):
         try:
             settings = self._args(p, args)
-        except ArgsError:
-            return  # reported by process()
-        if settings.enabled and settings.checkpoint and loaded_depth_model() is None:
+            if not (settings.enabled and settings.checkpoint and loaded_depth_model() is None):
+                return
             info = sd_models.get_closet_checkpoint_match(settings.checkpoint)
-            if info is not None:
+            if info is not None and _is_depth_checkpoint(info.filename):
                 # The WebUI loads it for this job and restores the user's model afterwards.
                 p.override_settings["sd_model_checkpoint"] = info.title
                 p.override_settings_restore_afterwards = True
+        except Exception:
+            return  # the WebUI only logs exceptions from here: process() checks the same and stops the job
 
     def process(self, p, *args):
+        p._depth2img_conditioner = None  # p is reused by the batch tab and XYZ: nothing from the last run
         try:
-            settings = self._args(p, args)
-            if settings.estimator:
-                get_estimator_info(settings.estimator)
-        except (ArgsError, ValueError) as error:
-            self._stop(p, str(error))
-            return
+            self._prepare(p, args)
+        except Exception as error:
+            # Anything escaping process() is only logged by the WebUI, which then generates without our hooks
+            # (the user's depth map ignored; txt2img fails on 5 vs 9 channels): stop the job instead.
+            stop = job_error(error)
+            if stop.status_code >= 500:
+                traceback.print_exc()
+            self._stop(p, str(stop), stop.status_code)
+
+    def _prepare(self, p, args) -> None:
+        settings = self._args(p, args)
+        try:
+            get_estimator_info(settings.estimator)
+        except ValueError as error:
+            raise Depth2ImgError(f"depth2img arg 'estimator': {error}") from error
         batch_sources = [img.info.pop(BATCH_PATH_KEY, None) for img in getattr(p, "init_images", None) or []]
-        if settings.enabled and settings.depth_dir and batch_sources and batch_sources[0]:
-            depth_path = find_depth_for(settings.depth_dir, batch_sources[0])
-            if depth_path is None:
-                print(f"[Depth2Img] no depth map for {batch_sources[0]} in {settings.depth_dir}: estimating")
-            else:
-                settings = dataclasses.replace(settings, source="upload", depth_image=depth_path.read_bytes())
+        batch_depth = None
+        if settings.enabled and settings.depth_dir:
+            if not BATCH_DEPTH_DIR_SUPPORTED:
+                print(f"[Depth2Img] the depth map folder is not used: {BATCH_DEPTH_DIR_NOTE}")
+            elif batch_sources and batch_sources[0]:
+                found = load_batch_depth(settings.depth_dir, batch_sources[0], max_pixels())
+                if found is None:
+                    print(f"[Depth2Img] no depth map for {batch_sources[0]} in {settings.depth_dir}: estimating")
+                else:
+                    depth_path, batch_depth = found
+                    # The decoded map goes in as depth=; depth_image names the file (infotext skips it).
+                    settings = dataclasses.replace(settings, source="upload", depth_image=str(depth_path))
         is_depth_model = loaded_depth_model() is not None
         if not settings.enabled:
-            if not (is_depth_model and shared.opts.data.get("depth2img_takeover", True)):
+            if not (is_depth_model and _opt("depth2img_takeover", True)):
                 return  # the WebUI's own behaviour
             settings = Depth2ImgArgs()  # takeover: the native estimate, with our fixes
         elif not is_depth_model:
-            self._stop(
-                p,
-                "Depth2Img is enabled but the loaded model is not an SD 2 depth model: load one "
-                "(512-depth-ema) or choose a depth checkpoint in the Depth2Img panel",
-            )
-            return
+            raise Depth2ImgError(no_depth_model_message(settings.checkpoint))
         is_img2img = hasattr(p, "init_images")
-        try:
-            conditioner = DepthConditioner(
-                settings,
-                JobGeometry(p.width, p.height, getattr(p, "resize_mode", 0)),
-                estimator=loaded_estimator(),
-                cache=CACHE,
-                init_images=list(p.init_images) if is_img2img and p.init_images else None,
-            )
-        except Depth2ImgError as error:
-            self._stop(p, str(error))
-            return
-        CACHE.max_entries = int(shared.opts.data.get("depth2img_cache_size", 8))
-        calls_before = CACHE.estimator_calls
+        conditioner = DepthConditioner(
+            settings,
+            JobGeometry(p.width, p.height, getattr(p, "resize_mode", 0)),
+            estimator=loaded_estimator(),
+            cache=CACHE,
+            init_images=list(p.init_images) if is_img2img and p.init_images else None,
+            background=background_color(),
+            max_pixels=max_pixels(),
+            depth=batch_depth,
+        )
+        CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
 
         def record(result):
-            p.extra_generation_params["Depth2Img estimator calls"] = CACHE.estimator_calls - calls_before
+            p.extra_generation_params["Depth2Img estimator calls"] = conditioner.estimator_calls
             return result
 
         def img2img_conditioning(source_image, latent_image, image_mask=None, round_image_mask=True):
@@ -354,18 +444,50 @@ class Depth2ImgScript(scripts.Script):
         if settings.enabled:
             p.extra_generation_params.update(settings.to_infotext())
 
-    def _stop(self, p, message: str) -> None:
+    def _stop(self, p, message: str, status_code: int = 422) -> None:
         """Stop the job with a message (the WebUI catches exceptions from process(), not from these)."""
-        p.img2img_image_conditioning = _raising(message)
-        p.txt2img_image_conditioning = _raising(message)
+        p.img2img_image_conditioning = _raising(message, status_code)
+        p.txt2img_image_conditioning = _raising(message, status_code)
 
     def postprocess(self, p, processed, *args):
         conditioner = getattr(p, "_depth2img_conditioner", None)
-        if conditioner is None or not conditioner.args.return_depth or conditioner.last_depth is None:
+        if conditioner is None or not conditioner.args.return_depth:
             return
-        # Documented position: the depth map is the last image.
-        processed.images.append(depth_to_png16_image(conditioner.last_depth))
-        processed.infotexts.append("Depth2Img depth map (16-bit PNG, white = near)")
+        depth = conditioner.output_depth()
+        if depth is None:
+            return
+        # Documented position: the depth map is the last image (16-bit for PNG, 8-bit for JPEG/WebP).
+        processed.images.append(depth_output_image(depth, _opt("samples_format", "png")))
+        processed.infotexts.append("Depth2Img depth map (white = near)")
+        if getattr(p, "is_api", False):
+            # All 16 bits for API users whatever samples_format is. A new dict: p's is reused by the batch tab
+            # and XYZ runs, and this must never reach an image's PNG info.
+            extra = {**processed.extra_generation_params, DEPTH_INFO_KEY: png16_base64(depth)}
+            processed.extra_generation_params = extra
+
+
+def no_depth_model_message(checkpoint: str) -> str:
+    """Why a Depth2Img job has no depth model, naming the chosen checkpoint when there is one."""
+    if not checkpoint:
+        return (
+            "Depth2Img is enabled but the loaded model is not an SD 2 depth model: load one "
+            "(512-depth-ema) or choose a depth checkpoint in the Depth2Img panel"
+        )
+    info = sd_models.get_closet_checkpoint_match(checkpoint)
+    if info is None:
+        return (
+            f"the depth checkpoint '{checkpoint}' chosen in the Depth2Img panel was not found among the WebUI's "
+            "models: choose one from the list (refresh it after adding files to models/Stable-diffusion)"
+        )
+    if not _is_depth_checkpoint(info.filename):
+        return (
+            f"the checkpoint '{info.title}' chosen in the Depth2Img panel is not an SD 2 depth model: choose a "
+            "depth checkpoint (512-depth-ema)"
+        )
+    return (
+        f"the depth checkpoint '{info.title}' chosen in the Depth2Img panel did not load for this job: see the "
+        "console for the WebUI's error"
+    )
 
 
 def _as_pil(value):
@@ -375,7 +497,7 @@ def _as_pil(value):
         return None
     if isinstance(value, dict):  # gradio 3 sketch/inpaint editors
         value = value.get("image")
-    if isinstance(value, Image.Image):
+    if value is None or isinstance(value, Image.Image):
         return value
     try:
         import numpy as np
@@ -388,25 +510,34 @@ def _as_pil(value):
 # ---- settings, XYZ axes, API ------------------------------------------------------------------------
 
 
+def _option(default, label, component=None, component_args=None):
+    kwargs = {"section": ("depth2img", "Depth2Img")}
+    if "category_id" in inspect.signature(shared.OptionInfo.__init__).parameters:
+        kwargs["category_id"] = "sd"  # settings categories (v1.8+): listed under "Stable Diffusion"
+    return shared.OptionInfo(default, label, component, component_args, **kwargs)
+
+
 def on_ui_settings():
-    section = ("depth2img", "Depth2Img")
     shared.opts.add_option(
         "depth2img_takeover",
-        shared.OptionInfo(
+        _option(
             True,
             "With a depth model loaded, use Depth2Img's conditioning even when its panel is off "
             "(fp16/OpenCV, device, batch and flat-map fixes)",
-            section=section,
         ),
     )
     shared.opts.add_option(
         "depth2img_cache_size",
-        shared.OptionInfo(
-            8,
-            "Depth maps kept in memory across jobs",
+        _option(8, "Depth maps kept in memory across jobs", gr.Slider, {"minimum": 0, "maximum": 64, "step": 1}),
+    )
+    shared.opts.add_option(
+        "depth2img_max_megapixels",
+        _option(
+            depthmap.DEFAULT_MAX_PIXELS / 1e6,
+            "Largest depth map or estimate-API image accepted, in megapixels (larger ones are refused before "
+            "decoding)",
             gr.Slider,
-            {"minimum": 0, "maximum": 64, "step": 1},
-            section=section,
+            {"minimum": 1, "maximum": 1024, "step": 1},
         ),
     )
 
@@ -445,35 +576,26 @@ def add_xyz_axes():
 RAW_JSON_BODY = Body(...)
 
 
-class EstimateRequest(BaseModel):
-    image: str
-    estimator: str = "checkpoint-midas"
-    invert: bool = False
-    clip_near: float = 100.0
-    clip_far: float = 0.0
-    gamma: float = 1.0
-    blur: float = 0.0
+def estimate_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
+    try:
+        image, settings = parse_estimate_request(body, max_pixels())
+        check_estimator(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        with call_queue.queue_lock:  # the loaded model: never beside a generation or a model reload
+            depth = estimate_with_loaded_model(image)
+        depth = depthmap.postprocess(depth, **settings.postprocess_kwargs())
+        return estimate_response(depth, size=image.size)  # at the input image's size
+    except Depth2ImgError as error:
+        raise HTTPException(status_code=error.status_code, detail=error.detail) from error
 
 
 def mount_api(_demo, app: FastAPI):
-    def estimate(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
-        try:
-            image, settings = parse_estimate_request(body)
-            info = get_estimator_info(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-            if not info.available:
-                raise Depth2ImgError(f"field 'estimator': {info.name} is unavailable: {info.reason}")
-            depth = estimate_with_loaded_model(image)
-            return estimate_response(depthmap.postprocess(depth, **settings.postprocess_kwargs()))
-        except (Depth2ImgError, ValueError) as error:
-            raise HTTPException(status_code=422, detail=str(error)) from error
-
     app.add_api_route(
         "/depth2img/v1/estimate",
-        estimate,
+        estimate_route,
         methods=["POST"],
         tags=["depth2img"],
-        summary="Estimate a depth map: 16-bit PNG (base64, white = near) and its value range",
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": EstimateRequest.schema()}}}},
+        summary="Estimate a depth map: 16-bit PNG (base64, white = near) at the image's size, and its value range",
+        openapi_extra={"requestBody": {"content": {"application/json": {"schema": estimate_request_schema()}}}},
     )
     app.add_api_route(
         "/depth2img/v1/estimators",

@@ -120,16 +120,42 @@ def test_flat_depth_map_gives_a_finite_image(webui):
     assert image.std() > 0
 
 
-def test_return_depth_and_estimate_route_give_16_bit_pngs(webui):
-    images = images_of(img2img(webui, scene(), depth_args(enabled=True, return_depth=True)))
+def test_return_depth_and_estimate_route_give_16_bit_pngs_at_the_images_size(webui):
+    response = img2img(webui, scene(), depth_args(enabled=True, return_depth=True), width=96, height=64)
+    images = images_of(response)
     assert len(images) == 2
     depth = images[-1]  # documented position: last
-    assert depth.dtype == np.uint16 and depth.ndim == 2 and depth.max() == 65535
-    response = webui.post("/depth2img/v1/estimate", {"image": rgb_b64(scene()), "invert": True})
+    assert depth.dtype == np.uint16 and depth.shape == (64, 96) and depth.max() == 65535  # not MiDaS's 384x256
+    in_info = decode(json.loads(response.json()["info"])["extra_generation_params"]["Depth2Img depth map"])
+    assert in_info.dtype == np.uint16 and in_info.shape == (64, 96)
+    # The same map twice (the image list and info): two encodings of one array.
+    assert np.array_equal(in_info, depth)
+    response = webui.post("/depth2img/v1/estimate", {"image": rgb_b64(scene().resize((96, 64))), "invert": True})
     assert response.status_code == 200, response.text
     body = response.json()
     estimated = decode(body["depth"])
     assert estimated.dtype == np.uint16 and body["bit_depth"] == 16 and body["max"] > body["min"]
+    assert estimated.shape == (64, 96) and (body["width"], body["height"]) == (96, 64)
+
+
+@pytest.mark.parametrize("samples_format", ["jpg", "webp"])
+def test_return_depth_works_with_every_samples_format(webui, samples_format):
+    before = webui.get("/sdapi/v1/options").json()["samples_format"]
+    try:
+        webui.set_option("samples_format", samples_format)
+        args = depth_args(enabled=True, source="upload", depth_image=png_b64(ramp16()), return_depth=True)
+        response = img2img(webui, scene(), args)
+        images = images_of(response)  # was HTTP 500 "cannot write mode I;16 as JPEG"
+    finally:
+        webui.set_option("samples_format", before)
+    assert images[-1].dtype == np.uint8 and images[-1].shape[:2] == (SIZE, SIZE)  # viewable 8-bit
+    full = decode(json.loads(response.json()["info"])["extra_generation_params"]["Depth2Img depth map"])
+    assert full.dtype == np.uint16 and full.shape == (SIZE, SIZE)  # all 16 bits for API users
+    assert np.abs(full.astype(int) - ramp16().astype(int)).max() <= 1  # the uploaded ramp, same size: intact
+    # The 8-bit image is the map's top byte through the lossy format (the WebUI's quality setting, 80 by
+    # default): on a smooth ramp that costs about a level.
+    shown = images[-1] if images[-1].ndim == 2 else images[-1][..., 0]
+    assert np.abs(shown.astype(int) - (full >> 8).astype(int)).mean() < 2
 
 
 def test_listing_routes(webui):
@@ -148,6 +174,7 @@ def test_listing_routes(webui):
         ({"enabled": True, "source": "upload", "depth_image": "%%% not base64"}, "depth_image"),
         ({"enabled": True, "source": "upload", "depth_image": "aGVsbG8="}, "depth_image"),
         ({"enabled": True, "colour": "blue"}, "colour"),
+        ({"enabled": True, "source": "upload", "depth_image": "data:image/png;base64,aGVsbG8="}, "depth_image"),
         ({"enabled": True, "gamma": -2}, "gamma"),
     ],
 )
@@ -165,11 +192,27 @@ def test_estimate_route_rejects_bad_input(webui):
         assert response.status_code == 422 and field in response.text, response.text
 
 
+def test_images_above_the_size_limit_are_refused_naming_the_field(webui):
+    before = webui.get("/sdapi/v1/options").json().get("depth2img_max_megapixels", 64)
+    try:
+        webui.set_option("depth2img_max_megapixels", 1)  # 1 megapixel
+        big = png_b64(np.zeros((1100, 1000), np.uint16))
+        response = webui.post("/depth2img/v1/estimate", {"image": big})
+        assert response.status_code == 422 and "'image'" in response.text and "limit" in response.text
+        response = img2img(webui, scene(), depth_args(enabled=True, source="upload", depth_image=big))
+        assert response.status_code == 422 and "depth_image" in response.text and "limit" in response.text
+    finally:
+        webui.set_option("depth2img_max_megapixels", before)
+    assert len(images_of(img2img(webui, scene()))) == 1  # still serving
+
+
 def test_non_depth_model(webui):
     try:
         webui.load_model(PLAIN_MODEL)
         refused = img2img(webui, scene(), depth_args(enabled=True))
         assert refused.status_code == 422 and "not an SD 2 depth model" in refused.text
+        missing = img2img(webui, scene(), depth_args(enabled=True, checkpoint="no-such-depth-model"))
+        assert missing.status_code == 422 and "'no-such-depth-model'" in missing.text and "not found" in missing.text
         # Choosing a depth checkpoint switches for this job only; the user's model comes back.
         switched = img2img(webui, scene(), depth_args(enabled=True, checkpoint=DEPTH_MODEL))
         assert len(images_of(switched)) == 1

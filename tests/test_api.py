@@ -1,0 +1,111 @@
+"""The HTTP API's logic without a server: request validation, the schema, the answers, the listings."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from io import BytesIO
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from depth2img.api import (
+    ESTIMATE_FIELDS,
+    checkpoints_response,
+    estimate_request_schema,
+    estimate_response,
+    estimators_response,
+    parse_estimate_request,
+)
+from depth2img.args import ArgsError, Depth2ImgArgs
+from depth2img.host import Depth2ImgError
+
+
+def image_b64(size=(8, 8), mode="RGB") -> str:
+    buffer = BytesIO()
+    Image.new(mode, size).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_estimate_request_validation():
+    image, settings = parse_estimate_request({"image": image_b64(), "invert": True, "gamma": 2})
+    assert image.size == (8, 8) and settings.invert and settings.gamma == 2.0
+    image, _ = parse_estimate_request({"image": "data:image/png;base64," + image_b64((5, 3))})
+    assert image.size == (5, 3)
+    for body, field in [({"image": "%%"}, "'image'"), ({}, "'image'"), ({"image": image_b64(), "size": 1}, "size"),
+                        ({"image": image_b64(), "blur": -1}, "'blur'"), ([], "object"),
+                        ({"image": base64.b64encode(b"text").decode()}, "'image'"),
+                        ({"image": image_b64(), "estimator": "zoe"}, "'estimator'")]:
+        with pytest.raises(Depth2ImgError, match=field) as error:
+            parse_estimate_request(body)
+        assert error.value.status_code == 422
+
+
+def test_estimate_request_above_the_size_limit_names_the_field():
+    with pytest.raises(Depth2ImgError, match="'image'.*limit"):
+        parse_estimate_request({"image": image_b64((64, 64))}, max_pixels=1000)
+
+
+def test_the_request_schema_is_the_args_schema():
+    schema = estimate_request_schema()
+    assert set(schema["properties"]) == set(ESTIMATE_FIELDS) and schema["required"] == ["image"]
+    defaults = Depth2ImgArgs()
+    for name, prop in schema["properties"].items():
+        if name == "image":
+            continue
+        assert prop["default"] == getattr(defaults, name), name
+        if "minimum" in prop:  # the bounds the schema states are the ones the args schema enforces
+            low, high = prop["minimum"], prop["maximum"]
+            other = {"clip_near": {"clip_far": 0.0}, "clip_far": {"clip_near": 100.0}}.get(name, {})
+            for inside in (low, high):
+                if (name, inside) in (("clip_far", 100.0), ("clip_near", 0.0)):
+                    continue  # clip_far < clip_near always
+                Depth2ImgArgs(**{name: inside, **other})
+            for outside in (low - 0.01, high + 0.01):
+                with pytest.raises(ArgsError, match=name):
+                    Depth2ImgArgs(**{name: outside, **other})
+    assert schema["properties"]["estimator"]["enum"] == ["checkpoint-midas"]
+
+
+def test_estimate_response_is_a_16_bit_png_at_the_requested_size():
+    depth = np.tile(np.linspace(0, 2, 384, dtype=np.float32), (288, 1))
+    response = estimate_response(depth, size=(128, 96))
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(response["depth"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded.dtype == np.uint16 and decoded.shape == (96, 128)
+    assert (response["width"], response["height"], response["bit_depth"]) == (128, 96, 16)
+    # The ramp, resized: OpenCV's cubic kernel (a = -0.75) misses a linear ramp by up to 0.05 of a source step,
+    # and the 16-bit min-max scaling stretches the +-0.2 % border overshoot: 5e-3 of the range covers both.
+    ideal = np.clip(((np.arange(128) + 0.5) * 3 - 0.5) / 383, 0, 1)
+    assert np.allclose(decoded[50] / 65535, ideal, atol=5e-3)
+    assert response["min"] == pytest.approx(0, abs=0.01) and response["max"] == pytest.approx(2, abs=0.01)
+
+
+def test_estimators_response_says_why_one_is_unavailable():
+    [without] = estimators_response(False)
+    assert without["name"] == "checkpoint-midas" and not without["available"]
+    assert "depth checkpoint" in without["reason"]
+    [with_model] = estimators_response(True)
+    assert with_model["available"] and with_model["reason"] == ""
+    assert set(with_model) == {"name", "label", "available", "reason"}
+
+
+def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them(tiny_checkpoint, tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3)}, str(plain))
+    truncated = tmp_path / "interrupted.ckpt"
+    truncated.write_bytes(b"PK\x03\x04" + b"\x00" * 40)  # a zip's start: torch.load fails at the central directory
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\xff" * 64)
+    entries = [("depth [abc]", str(tiny_checkpoint)), ("plain", str(plain)), ("cut", str(truncated)),
+               ("junk", str(junk))]
+    with caplog.at_level(logging.WARNING):
+        listed = checkpoints_response(entries)
+    assert [(e["title"], e["format"]) for e in listed] == [("depth [abc]", "safetensors")]
+    for bad in (truncated, junk):
+        assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1, bad
+    assert not any(str(plain) in r.getMessage() for r in caplog.records)  # not a depth model: not an error

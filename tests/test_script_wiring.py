@@ -1,0 +1,540 @@
+"""The WebUI script's wiring, imported against stand-ins for the WebUI's modules (tests/webui_standins).
+
+What the live suite checks against a real WebUI, at the level of the script's own calls: process() never lets
+an exception escape (the WebUI would log it and generate without our hooks), the panel, preview, routes,
+settings, infotext and XYZ axes, on each supported WebUI version.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from depth2img import depthmap
+from depth2img.args import Depth2ImgArgs
+from depth2img.host import Depth2ImgError
+
+from .webui_standins import VERSIONS, webui
+
+FIELDS = [
+    "enabled", "source", "depth_image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur",
+    "return_depth", "checkpoint", "depth_dir",
+]
+
+
+class FakeMidas(torch.nn.Module):
+    """Stands in for the loaded model's MiDaS module: brightness as inverse depth, [B, 1, h, w]; records calls."""
+
+    def __init__(self, lock):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.lock = lock
+        self.calls = 0
+        self.lock_held = []
+
+    def forward(self, pixel_values):
+        self.calls += 1
+        self.lock_held.append(self.lock.locked())
+        return pixel_values.mean(1, keepdim=True) * self.scale + 2.0
+
+
+def ramp16(width=64, height=48, vertical=False) -> np.ndarray:
+    if vertical:
+        return np.tile(np.linspace(0, 65535, height)[:, None], (1, width)).astype(np.uint16)
+    return np.tile(np.linspace(0, 65535, width), (height, 1)).astype(np.uint16)
+
+
+def png_bytes(array) -> bytes:
+    ok, data = cv2.imencode(".png", array)
+    assert ok
+    return data.tobytes()
+
+
+def picture(seed=0, size=(64, 48), mode="RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = 4 if mode == "RGBA" else 3
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8), mode)
+
+
+def ui_args(**named) -> list:
+    """The positional list the UI sends (Depth2ImgArgs' field order), with the UI's defaults."""
+    values = {**{f: getattr(Depth2ImgArgs(), f) for f in FIELDS}, "checkpoint": "Use the loaded model", **named}
+    return [values[f] for f in FIELDS]
+
+
+@pytest.fixture(params=["1.10.1"])
+def env(request):
+    with webui(request.param) as env:
+        env.script = env.load_script()
+        env.midas = FakeMidas(env.call_queue.queue_lock)
+        env.shared.sd_model = SimpleNamespace(
+            depth_model=env.midas, sd_checkpoint_info=SimpleNamespace(shorthash="fake", filename="x"), lowvram=False
+        )
+        env.script.CACHE.clear()
+        yield env
+
+
+def run_job(env, p, args):
+    """before_process + process as the WebUI runs them; returns the script and the runner (its logged errors)."""
+    script = env.script.Depth2ImgScript()
+    runner = env.scripts.ScriptRunner(script, args)
+    runner.before_process(p)
+    runner.process(p)
+    return script, runner
+
+
+def img2img_p(env, image=None, **kwargs):
+    return env.processing.StableDiffusionProcessingImg2Img([image or picture()], **kwargs)
+
+
+def conditioning_of(p, batch=1, size=(6, 8)):
+    latent = torch.zeros(batch, 4, *size)
+    source = torch.zeros(batch, 3, size[0] * 8, size[1] * 8)
+    return p.img2img_image_conditioning(source, latent)
+
+
+# ---- loading on each WebUI version (issue 6) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_script_loads_and_builds_its_panel_on_each_supported_webui(version):
+    with webui(version) as env:
+        module = env.load_script()  # v1.8.0 failed here: no images.read
+        assert module.BATCH_DEPTH_DIR_SUPPORTED == (version != "1.8.0")
+        assert len(env.script_callbacks.callbacks["app_started"]) == 1
+        script = module.Depth2ImgScript()
+        components = script.ui(is_img2img=True)
+        depth_dir = components[FIELDS.index("depth_dir")]
+        if version == "1.8.0":
+            assert not depth_dir.visible  # the panel says why instead
+            assert not hasattr(env.images, "read")
+        else:
+            assert depth_dir.visible
+            assert getattr(env.images.read, "_depth2img", False)  # inputs' paths are recorded
+
+
+def test_v18_says_in_the_panel_and_the_log_that_batch_depth_folders_need_v19(capsys):
+    with webui("1.8.0") as env:
+        markdowns = []
+        real_markdown = env.gradio.Markdown
+
+        class RecordingMarkdown(real_markdown):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                markdowns.append(args[0] if args else kwargs.get("value"))
+
+        env.gradio.Markdown = RecordingMarkdown
+        module = env.load_script()
+        assert "needs WebUI v1.9" in capsys.readouterr().out
+        module.Depth2ImgScript().ui(is_img2img=True)
+        assert any("v1.9" in text for text in markdowns)
+        # A job with a folder set still runs (estimated), and the log says the folder was not used.
+        env.shared.sd_model = SimpleNamespace(depth_model=FakeMidas(env.call_queue.queue_lock), lowvram=False,
+                                              sd_checkpoint_info=SimpleNamespace(shorthash="f", filename="f"))
+        p = img2img_p(env)
+        _, runner = run_job(env, p, ui_args(enabled=True, depth_dir="/some/folder"))
+        assert runner.errors == []
+        assert conditioning_of(p).shape == (1, 1, 6, 8)
+        assert "not used" in capsys.readouterr().out
+
+
+def test_settings_have_a_section_and_a_category_where_the_webui_has_categories(env):
+    [register] = env.script_callbacks.callbacks["ui_settings"]
+    register()
+    labels = env.shared.opts.data_labels
+    for key in ("depth2img_takeover", "depth2img_cache_size", "depth2img_max_megapixels"):
+        assert labels[key].section == ("depth2img", "Depth2Img") and labels[key].category_id == "sd"
+    assert labels["depth2img_max_megapixels"].default == depthmap.DEFAULT_MAX_PIXELS / 1e6
+
+    class OptionInfoWithoutCategories:  # a WebUI before settings categories
+        def __init__(self, default=None, label="", component=None, component_args=None, section=None):
+            self.default, self.section = default, section
+
+    env.shared.OptionInfo = OptionInfoWithoutCategories
+    register()
+    assert env.shared.opts.data_labels["depth2img_takeover"].section == ("depth2img", "Depth2Img")
+
+
+# ---- every failure in process() stops the job with our message (issue 7 #1) --------------------------------
+
+
+def assert_stopped(p, runner, match, status=422):
+    assert runner.errors == [], f"an exception escaped process(): {runner.errors}"
+    for hook in (lambda: conditioning_of(p), lambda: p.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))):
+        with pytest.raises(Depth2ImgError, match=match) as error:
+            hook()
+        assert error.value.status_code == status
+
+
+@pytest.mark.parametrize("txt2img", [False, True])
+def test_a_depth_map_from_the_panel_that_fails_to_decode_stops_the_job(env, txt2img):
+    p = env.processing.StableDiffusionProcessingTxt2Img() if txt2img else img2img_p(env)
+    # The UI's gr.File(type="binary") hands bytes: decoding them raised DepthMapError, which escaped.
+    _, runner = run_job(env, p, ui_args(enabled=True, source="upload", depth_image=b"not an image"))
+    assert_stopped(p, runner, "depth_image.*not a readable image")
+
+
+def test_a_batch_folder_map_that_cannot_be_read_stops_the_job_naming_the_file(env, tmp_path):
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG truncated")
+    image = picture()
+    image.info[env.script.BATCH_PATH_KEY] = str(tmp_path / "inputs" / "photo.jpg")
+    p = img2img_p(env, image)
+    _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(tmp_path)))
+    assert_stopped(p, runner, "photo.png")
+
+
+def test_an_unexpected_failure_stops_the_job_with_status_500(env, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(env.script, "DepthConditioner", broken)
+    p = img2img_p(env)
+    _, runner = run_job(env, p, ui_args(enabled=True))
+    assert_stopped(p, runner, "KeyError.*surprise", status=500)
+    assert "Traceback" in capsys.readouterr().err  # the details stay in the console
+
+
+def test_bad_args_stop_the_job_naming_the_field(env):
+    p = img2img_p(env)
+    _, runner = run_job(env, p, [{"enabled": True, "gamma": -1}])
+    assert_stopped(p, runner, "gamma")
+    p = img2img_p(env)
+    _, runner = run_job(env, p, [{"enabled": True, "estimator": "nope"}])
+    assert_stopped(p, runner, "'estimator'.*nope")
+
+
+# ---- the depth checkpoint choice (issue 7 #6) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def plain_model(env):
+    env.shared.sd_model = SimpleNamespace(sd_checkpoint_info=SimpleNamespace(shorthash="p", filename="p"))
+
+
+def test_a_depth_checkpoint_that_is_not_found_stops_the_job_naming_it(env, plain_model):
+    p = img2img_p(env)
+    _, runner = run_job(env, p, ui_args(enabled=True, checkpoint="my-depth-v2"))
+    assert "sd_model_checkpoint" not in p.override_settings
+    assert_stopped(p, runner, "'my-depth-v2'.*not found")
+
+
+def test_a_chosen_checkpoint_that_is_not_a_depth_model_is_named(env, plain_model, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain-sd2.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(8, 4, 3, 3)}, str(path))
+    env.sd_models.CheckpointInfo(str(path)).register()
+    p = img2img_p(env)
+    _, runner = run_job(env, p, ui_args(enabled=True, checkpoint="plain-sd2"))
+    assert "sd_model_checkpoint" not in p.override_settings
+    assert_stopped(p, runner, "'plain-sd2.safetensors' .*not an SD 2 depth model")
+
+
+def test_a_found_depth_checkpoint_is_loaded_for_this_job_only(env, plain_model, tiny_checkpoint):
+    env.sd_models.CheckpointInfo(str(tiny_checkpoint)).register()
+    p = img2img_p(env)
+    run_job(env, p, ui_args(enabled=True, checkpoint=tiny_checkpoint.stem))
+    assert p.override_settings["sd_model_checkpoint"] == tiny_checkpoint.name
+    assert p.override_settings_restore_afterwards is True
+
+
+# ---- outputs (issue 7 #3, #4) --------------------------------------------------------------------------------
+
+
+def finish(env, p, script, images=1):
+    processed = env.processing.Processed(p, [Image.new("RGB", (p.width, p.height))] * images)
+    env.scripts.ScriptRunner(script, []).postprocess(p, processed)
+    return processed
+
+
+@pytest.mark.parametrize("samples_format", ["png", "jpg", "webp"])
+def test_return_depth_comes_at_the_generated_size_in_any_samples_format(env, samples_format):
+    env.shared.opts.data["samples_format"] = samples_format
+    p = img2img_p(env, picture(size=(128, 96)), width=128, height=96, is_api=True)
+    depth_map = ramp16(64, 48)
+    args = ui_args(enabled=True, source="upload", depth_image=base64.b64encode(png_bytes(depth_map)).decode(),
+                   return_depth=True)
+    script, runner = run_job(env, p, args)
+    conditioning_of(p, size=(12, 16))  # the latent of a 128x96 image
+    processed = finish(env, p, script)
+    shown = processed.images[-1]
+    assert shown.size == (128, 96)
+    # The WebUI encodes every output in samples_format (modules/api/api.py encode_pil_to_base64): it must work.
+    shown.save(io.BytesIO(), format={"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}[samples_format])
+    assert shown.mode == ("I;16" if samples_format == "png" else "L")
+    # All 16 bits reach API users in info, at the generated size: the uploaded ramp, resized (OpenCV's cubic
+    # kernel misses a linear ramp by up to 0.05 of a source step; the 16-bit min-max scaling stretches its
+    # +-0.2 % border overshoot: 5e-3 of the range covers both).
+    key = env.script.DEPTH_INFO_KEY
+    sent = cv2.imdecode(np.frombuffer(base64.b64decode(processed.extra_generation_params[key]), np.uint8),
+                        cv2.IMREAD_UNCHANGED)
+    assert sent.dtype == np.uint16 and sent.shape == (96, 128)
+    ideal = np.clip(((np.arange(128) + 0.5) / 2 - 0.5) / 63, 0, 1)
+    assert np.allclose(sent[40] / 65535.0, ideal, atol=5e-3)
+    assert (sent % 257 != 0).mean() > 0.9  # 16-bit levels, not an 8-bit map scaled up (multiples of 257)
+    assert key not in p.extra_generation_params  # never into an image's PNG info (p is reused by batch/XYZ)
+
+
+def test_return_depth_of_an_estimated_map_comes_at_the_image_size(env):
+    p = img2img_p(env, picture(size=(128, 96)), width=128, height=96)
+    script, _ = run_job(env, p, ui_args(enabled=True, return_depth=True))
+    conditioning_of(p, size=(12, 16))
+    processed = finish(env, p, script)
+    assert processed.images[-1].size == (128, 96)  # MiDaS worked at 384x288
+    assert env.script.DEPTH_INFO_KEY not in processed.extra_generation_params  # not an API request
+
+
+# ---- preview (issue 7 #5, #8) ----------------------------------------------------------------------------------
+
+
+def panel(env, is_img2img=True):
+    script = env.script.Depth2ImgScript()
+    components = {}
+    if is_img2img:
+        for elem_id in env.script.INIT_IMAGE_ELEM_IDS:
+            components[elem_id] = env.gradio.Image(elem_id=elem_id)
+            script.after_component(components[elem_id], elem_id=elem_id)
+    script.ui(is_img2img=is_img2img)
+    return script
+
+
+def preview_event(env):
+    button = next(c for c in env.created if c.elem_id and c.elem_id.endswith("_preview") and c.events)
+    return button.events[0]
+
+
+@pytest.fixture
+def recorded(env):
+    created = []
+    original_init = env.gradio.Block.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        created.append(self)
+
+    env.gradio.Block.__init__ = init
+    env.created = created
+    yield env
+    env.gradio.Block.__init__ = original_init
+
+
+PREVIEW_SETTINGS = ["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0]
+
+
+def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
+    env = recorded
+    script = panel(env)
+    event = preview_event(env)
+    assert event["_js"] == "depth2img_preview_args"  # javascript/depth2img.js fills in the tab index
+    assert event["inputs"][0].visible is False
+    assert [c.elem_id for c in event["inputs"][-5:]] == list(env.script.INIT_IMAGE_ELEM_IDS)
+    # A different picture in each tab; the inpaint tab's editor hands a dict.
+    pictures = [picture(seed=10 + k) for k in range(5)]
+    values = [pictures[0], pictures[1], {"image": pictures[2], "mask": None}, pictures[3], pictures[4]]
+    grays = []
+    for tab in range(5):
+        gray, _ = event["fn"](tab, *PREVIEW_SETTINGS, *values)
+        alone, _ = script.preview(*PREVIEW_SETTINGS, init_image=pictures[tab])
+        assert np.array_equal(np.asarray(gray), np.asarray(alone)), f"tab {tab} previewed another tab's image"
+        grays.append(np.asarray(gray))
+    assert all(not np.array_equal(grays[0], other) for other in grays[1:])  # the pictures are told apart
+    assert all(env.midas.lock_held)  # the WebUI's queue_lock around the loaded model
+    with pytest.raises(env.gradio.Error, match="batch tab"):
+        event["fn"](5, *PREVIEW_SETTINGS, *values)
+
+
+def test_preview_flattens_transparency_on_the_webui_background_colour(recorded):
+    env = recorded
+    env.shared.opts.data["img2img_background_color"] = "#ff0000"
+    script = panel(env)
+    rgba = picture(3, mode="RGBA")
+    gray, _ = script.preview(*PREVIEW_SETTINGS, init_image=rgba)
+    # Reference: the WebUI's own flatten (copied into the stand-in from modules/images.py).
+    flattened = env.images.flatten(rgba, "#ff0000")
+    reference, _ = script.preview(*PREVIEW_SETTINGS, init_image=flattened)
+    assert np.array_equal(np.asarray(gray), np.asarray(reference))
+    on_black, _ = script.preview(*PREVIEW_SETTINGS, init_image=env.images.flatten(rgba, "#000000"))
+    assert not np.array_equal(np.asarray(gray), np.asarray(on_black))
+
+
+def test_preview_errors_are_shown_in_the_ui(env):
+    script = env.script.Depth2ImgScript()
+    with pytest.raises(env.gradio.Error, match="depth_image"):
+        script.preview("upload", b"junk", *PREVIEW_SETTINGS[2:])
+    with pytest.raises(env.gradio.Error, match="init image"):
+        script.preview(*PREVIEW_SETTINGS, init_image=None)
+
+
+# ---- per-job estimator calls (issue 7 #8) -------------------------------------------------------------------
+
+
+def test_a_jobs_estimator_call_count_ignores_other_requests(recorded):
+    env = recorded
+    p = img2img_p(env, batch_size=2)
+    run_job(env, p, ui_args(enabled=True))
+    # Another request (a preview) estimates a different image while the job is running.
+    panel(env).preview(*PREVIEW_SETTINGS, init_image=picture(7))
+    conditioning_of(p, batch=2)
+    assert p.extra_generation_params["Depth2Img estimator calls"] == 1
+    again = img2img_p(env, batch_size=2)
+    run_job(env, again, ui_args(enabled=True))
+    conditioning_of(again, batch=2)
+    assert again.extra_generation_params["Depth2Img estimator calls"] == 0  # cached
+
+
+# ---- batch tab (v1.9+) ------------------------------------------------------------------------------------
+
+
+def test_batch_tab_uses_the_map_with_the_inputs_file_name(env, tmp_path):
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), ramp16(vertical=True))
+    image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
+    image.info[env.script.BATCH_PATH_KEY] = "/inputs/a.jpg"
+    p = img2img_p(env, image)
+    _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder)))
+    assert runner.errors == [] and env.script.BATCH_PATH_KEY not in image.info
+    cond = conditioning_of(p)
+    expected = torch.from_numpy(np.linspace(-1, 1, 6, dtype=np.float32))[:, None].expand(6, 8)
+    # Bicubic 48 -> 6 rows of a linear ramp, min-max normalised: linear again up to the kernel's edge effect.
+    assert torch.allclose(cond[0, 0], expected, atol=0.05)
+    assert env.midas.calls == 0
+    assert p.extra_generation_params["Depth2Img source"] == "upload"
+
+
+# ---- infotext, XYZ, takeover ---------------------------------------------------------------------------------
+
+
+def test_infotext_fields_name_args_fields_and_read_back(env):
+    script = panel(env, is_img2img=False)
+    prefix = "Depth2Img "
+    assert all(label[len(prefix):] in FIELDS for _, label in script.infotext_fields)
+    p = img2img_p(env)
+    run_job(env, p, ui_args(enabled=True, invert=True, gamma=2.0))
+    params = {k: str(v) for k, v in p.extra_generation_params.items()}
+    back = Depth2ImgArgs.from_infotext(params)
+    assert back.enabled and back.invert and back.gamma == 2.0
+
+
+def test_xyz_axes_set_depth_settings_for_their_cell(env):
+    class AxisOption:
+        def __init__(self, label, type, apply, choices=None, **kwargs):
+            self.label, self.apply, self.choices = label, apply, choices
+
+    xyz = SimpleNamespace(AxisOption=AxisOption, axis_options=[])
+    env.scripts.scripts_data.append(
+        env.scripts.ScriptClassData(SimpleNamespace(__module__="xyz_grid.py"), "xyz_grid.py", ".", xyz)
+    )
+    env.script.add_xyz_axes()
+    env.script.add_xyz_axes()  # the WebUI may call before_ui twice (UI reload): no duplicate axes
+    labels = [axis.label for axis in xyz.axis_options]
+    assert len(labels) == len(set(labels)) == 6
+    axes = {axis.label: axis for axis in xyz.axis_options}
+    p = img2img_p(env)
+    axes["[Depth2Img] Gamma"].apply(p, "2.5", None)
+    axes["[Depth2Img] Invert"].apply(p, "True", None)
+    run_job(env, p, ui_args())  # the panel is off: the axis turns it on for its cell
+    assert p.extra_generation_params["Depth2Img gamma"] == "2.5"
+    assert p.extra_generation_params["Depth2Img invert"] == "True"
+    assert axes["[Depth2Img] Estimator"].choices() == ["checkpoint-midas"]
+
+
+def test_takeover_replaces_the_native_conditioning_only_when_enabled_in_settings(env):
+    p = img2img_p(env)
+    run_job(env, p, ui_args())
+    assert not (conditioning_of(p) == 7.0).all()  # ours
+    env.shared.opts.data["depth2img_takeover"] = False
+    p = img2img_p(env)
+    run_job(env, p, ui_args())
+    assert (conditioning_of(p) == 7.0).all()  # the WebUI's own
+
+
+# ---- routes (issue 7 #3, #8, #12; issue 6 size limit) -------------------------------------------------------
+
+
+def mounted(env):
+    app = env.fastapi.FastAPI()
+    [mount] = env.script_callbacks.callbacks["app_started"]
+    mount(None, app)
+    return app.routes
+
+
+def rgb_b64(image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_estimate_route_answers_at_the_images_size_under_the_queue_lock(env):
+    routes = mounted(env)
+    estimate = routes["/depth2img/v1/estimate"]["endpoint"]
+    answer = estimate({"image": rgb_b64(picture(size=(128, 96))), "blur": 1.0})
+    assert (answer["width"], answer["height"]) == (128, 96)  # MiDaS worked at 384x288
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(answer["depth"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert decoded.shape == (96, 128) and decoded.dtype == np.uint16
+    assert env.midas.lock_held == [True]
+    schema = routes["/depth2img/v1/estimate"]["openapi_extra"]["requestBody"]["content"]["application/json"]
+    assert schema["schema"]["properties"]["gamma"]["default"] == Depth2ImgArgs().gamma
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [({"image": "%%"}, "image"), ({"image": "", "gamma": 2}, "image"), ({"image": None}, "image"),
+     ({"image": base64.b64encode(b"no image").decode()}, "image"), ({"size": 1}, "size"), ({"blur": -1}, "blur"),
+     ({"estimator": "nope"}, "estimator")],
+)
+def test_estimate_route_rejects_bad_fields_with_422(env, body, field):
+    estimate = mounted(env)["/depth2img/v1/estimate"]["endpoint"]
+    body = {k: v for k, v in {"image": rgb_b64(picture()), **body}.items() if v is not None}
+    with pytest.raises(env.fastapi.HTTPException) as error:
+        estimate(body)
+    assert error.value.status_code == 422 and field in error.value.detail
+
+
+def test_size_limit_setting_applies_to_the_estimate_route_and_depth_maps(env):
+    env.shared.opts.data["depth2img_max_megapixels"] = 0.001  # 1000 pixels
+    estimate = mounted(env)["/depth2img/v1/estimate"]["endpoint"]
+    with pytest.raises(env.fastapi.HTTPException) as error:
+        estimate({"image": rgb_b64(picture(size=(64, 48)))})
+    assert error.value.status_code == 422 and "'image'" in error.value.detail and "limit" in error.value.detail
+    p = img2img_p(env)
+    args = ui_args(enabled=True, source="upload", depth_image=base64.b64encode(png_bytes(ramp16())).decode())
+    _, runner = run_job(env, p, args)
+    assert_stopped(p, runner, "depth_image.*limit")
+
+
+def test_listing_routes(env, tiny_checkpoint, tmp_path, caplog):
+    env.sd_models.CheckpointInfo(str(tiny_checkpoint)).register()
+    junk = tmp_path / "interrupted-download.ckpt"
+    junk.write_bytes(b"PK\x03\x04 truncated")
+    env.sd_models.CheckpointInfo(str(junk)).register()
+    routes = mounted(env)
+    listed = routes["/depth2img/v1/checkpoints"]["endpoint"]()
+    assert [entry["title"] for entry in listed] == [tiny_checkpoint.name]
+    assert sum(str(junk) in record.getMessage() for record in caplog.records) == 1
+    [midas] = routes["/depth2img/v1/estimators"]["endpoint"]()
+    assert midas["name"] == "checkpoint-midas" and midas["available"]
+
+
+def test_demo_checkpoint_is_not_registered_but_the_extension_folder_is(tmp_path, tiny_checkpoint, monkeypatch):
+    import depth2img.paths as paths
+
+    user, demo = tmp_path / "user", tmp_path / "demo"
+    for folder in (user, demo):
+        folder.mkdir()
+    (user / "mine.safetensors").symlink_to(tiny_checkpoint)
+    (demo / "tiny-depth.safetensors").symlink_to(tiny_checkpoint)
+    monkeypatch.setattr(paths, "USER_CHECKPOINT_DIR", user)
+    monkeypatch.setattr(paths, "DEMO_DIR", demo)
+    with webui() as env:
+        module = env.load_script()
+        module.register_extension_checkpoints()
+        assert [info.name for info in env.sd_models.checkpoints_list.values()] == ["mine.safetensors"]
+        assert (user / "mine.yaml").is_file()
