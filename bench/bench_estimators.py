@@ -11,8 +11,8 @@ Per estimator, in its own process (so memory figures do not mix):
   512x512, metric -> inverse), after one warm-up call, `repeats` times, interleaved pair by pair with the
   checkpoint MiDaS (CheckpointMidasEstimator) in the same process, so machine load hits both alike. Reported:
   median and min-max of each, and the ratio estimator / MiDaS as the median of the per-pair ratios.
-- memory: the weights (MB, float32), and the peak resident memory an estimate() call adds over the resident
-  memory before it (Linux VmHWM, reset through /proc/self/clear_refs).
+- memory: the weights (MB, float32), and the peak resident memory a warm estimate() call adds over the
+  resident memory before it (Linux VmHWM, reset through /proc/self/clear_refs): activations and buffers.
 """
 
 from __future__ import annotations
@@ -158,7 +158,8 @@ def measure_one(name: str, size: int, repeats: int) -> dict:
         candidate.load()
         model = candidate.model
     anchor.estimate(image)
-    memory = peak_added_mb(lambda: candidate.estimate(image))  # also the candidate's warm-up
+    candidate.estimate(image)  # warm-up: also pages in weights that from_pretrained mapped from the file
+    memory = peak_added_mb(lambda: candidate.estimate(image))
     times, anchor_times = [], []
     for i in range(repeats):
         pair = [(times, candidate), (anchor_times, anchor)]

@@ -7,12 +7,17 @@ naming the key.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from .depthmap import DEPTH_KINDS, DepthMapError, check_distance_range
 
 SOURCES = ("estimate", "upload")
+# The same choices as depth2img.masks (not imported: this schema stays free of OpenCV).
+MASK_BAND_MODES = ("range", "percentile")
+MASK_COMBINE_MODES = ("replace", "intersect", "union")
 INFOTEXT_PREFIX = "Depth2Img"
 
 
@@ -44,6 +49,18 @@ class Depth2ImgArgs:
     depth_kind: str = "auto"
     distance_range: tuple[float, float] | None = None  # [near, far] in scene units of a normalized distance map
     exr_channel: str = ""  # the EXR channel holding depth; "" = found by Blender's names
+    # (lo, hi) in the processed map's units: lo -> -1, hi -> +1 (clamped) instead of the map's own min-max.
+    depth_range: tuple[float, float] | None = None
+    # An inpainting mask from a depth band (depth2img.masks); off by default, so the rest changes nothing.
+    mask_from_depth: bool = False
+    mask_low: float = 0.0  # band, percent: 0 = farthest, 100 = nearest
+    mask_high: float = 100.0
+    mask_band_mode: str = "range"  # "range": percent of the map's range | "percentile": percent of its pixels
+    mask_feather: float = 0.0  # px of Gaussian edge
+    mask_grow: int = 0  # px; negative shrinks
+    mask_invert: bool = False
+    mask_combine: str = "replace"  # with a painted mask: "replace" | "intersect" | "union"
+    mask_auto: bool = False  # band from the painted strokes' depth, or Otsu when nothing is painted
 
     def __post_init__(self) -> None:
         validate(self)
@@ -92,6 +109,23 @@ class Depth2ImgArgs:
         """Keyword arguments of depthmap.decode_depth / load_depth for the uploaded map."""
         return dict(kind=self.depth_kind, distance_range=self.distance_range, exr_channel=self.exr_channel)
 
+    def mask_settings(self):
+        """depth2img.masks.MaskSettings, or None when the mask from a depth band is off."""
+        if not self.mask_from_depth:
+            return None
+        from .masks import MaskSettings
+
+        return MaskSettings(
+            low=self.mask_low,
+            high=self.mask_high,
+            mode=self.mask_band_mode,
+            feather=self.mask_feather,
+            grow=self.mask_grow,
+            invert=self.mask_invert,
+            combine=self.mask_combine,
+            auto=self.mask_auto,
+        )
+
     def to_infotext(self) -> dict[str, str]:
         """Settings that differ from the defaults, for the PNG info (never the depth image bytes)."""
         defaults = Depth2ImgArgs()
@@ -101,7 +135,7 @@ class Depth2ImgArgs:
                 continue
             value = getattr(self, f.name)
             if f.name == "enabled" or value != getattr(defaults, f.name):
-                out[f"{INFOTEXT_PREFIX} {f.name}"] = str(value)
+                out[f"{INFOTEXT_PREFIX} {f.name}"] = _infotext_value(value)
         return out
 
     @classmethod
@@ -118,15 +152,50 @@ _CHECKS: dict[str, dict] = {
     "clip_far": _range(0.0, 100.0),
     "gamma": _range(0.05, 20.0),
     "blur": _range(0.0, 128.0),
+    "mask_low": _range(0.0, 100.0),
+    "mask_high": _range(0.0, 100.0),
+    "mask_feather": _range(0.0, 256.0),
+    "mask_grow": _range(-256, 256),
 }
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "source": SOURCES,
+    "depth_kind": DEPTH_KINDS,
+    "mask_band_mode": MASK_BAND_MODES,
+    "mask_combine": MASK_COMBINE_MODES,
+}
+
+
+def _infotext_value(value: Any) -> str:
+    if isinstance(value, tuple):  # "lo hi": no comma, so infotext needs no quoting; repr keeps every digit
+        return " ".join(repr(float(v)) for v in value)
+    return str(value)
+
+
+# Settings that hold two numbers, with what the numbers are (for messages).
+_PAIR_NAMES = {"depth_range": "[lo, hi]", "distance_range": "[near, far]"}
+
+
+def _coerce_range(key: str, value: Any) -> tuple[float, float] | None:
+    """Two numbers from the API's list or infotext's string ("0.1 0.9", "0.1,0.9", "(0.1, 0.9)");
+    None, "" and "None" mean no range."""
+    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
+        return None
+    parts = re.split(r"[\s,]+", value.strip().strip("()[]").strip()) if isinstance(value, str) else value
+    try:
+        if isinstance(parts, (str, bytes, dict)) or len(parts) != 2 or any(isinstance(v, bool) for v in parts):
+            raise ValueError(value)
+        low, high = float(parts[0]), float(parts[1])
+    except (TypeError, ValueError) as error:
+        raise ArgsError(f"depth2img arg {key!r} must be two numbers {_PAIR_NAMES[key]}, got {value!r}") from error
+    return low, high
 
 
 def _coerce(key: str, value: Any) -> Any:
     """Accept the string forms infotext and forms produce; type errors name the key."""
+    if key in _PAIR_NAMES:
+        return _coerce_range(key, value)
     field = next(f for f in fields(Depth2ImgArgs) if f.name == key)
     default = field.default if field.default is not MISSING else None
-    if key == "distance_range":
-        return _coerce_range(value)
     try:
         if isinstance(default, bool):
             if isinstance(value, str):
@@ -141,32 +210,24 @@ def _coerce(key: str, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
+        if isinstance(default, int):  # whole pixels; "3" and 3.0 are fine, 2.5 is not
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError(value)
+            return int(float(value))
         if value is None:
             return None if key == "depth_image" else default
         if key == "depth_image" and isinstance(value, (bytes, bytearray)):
             return bytes(value)  # the UI's file upload
         return str(value)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         kind = type(default).__name__ if default is not None else "string"
         raise ArgsError(f"depth2img arg {key!r} must be a {kind}, got {value!r}") from error
 
 
-def _coerce_range(value: Any) -> tuple[float, float] | None:
-    """[near, far] from the API's list, or infotext's "(near, far)"; None, "" and "None" mean no range."""
-    if value is None or (isinstance(value, str) and value.strip() in ("", "None")):
-        return None
-    if isinstance(value, str):
-        value = value.strip().strip("()[]").split(",")
-    try:
-        near, far = (float(v) for v in value)
-    except (TypeError, ValueError) as error:
-        raise ArgsError(f"depth2img arg 'distance_range' must be two numbers [near, far], got {value!r}") from error
-    return near, far
-
-
 def validate(args: Depth2ImgArgs) -> None:
-    if args.depth_kind not in DEPTH_KINDS:
-        raise ArgsError(f"depth2img arg 'depth_kind' must be one of {', '.join(DEPTH_KINDS)}, got {args.depth_kind!r}")
+    for key, choices in _CHOICES.items():
+        if getattr(args, key) not in choices:
+            raise ArgsError(f"depth2img arg {key!r} must be one of {', '.join(choices)}, got {getattr(args, key)!r}")
     if args.distance_range is not None:
         try:
             args.distance_range = check_distance_range(args.distance_range)
@@ -174,8 +235,6 @@ def validate(args: Depth2ImgArgs) -> None:
             raise ArgsError(f"depth2img arg 'distance_range': {error}") from error
         if args.depth_kind == "inverse":
             raise ArgsError("depth2img arg 'distance_range' applies to distance maps: set 'depth_kind' to 'distance'")
-    if args.source not in SOURCES:
-        raise ArgsError(f"depth2img arg 'source' must be one of {', '.join(SOURCES)}, got {args.source!r}")
     for key, check in _CHECKS.items():
         value = getattr(args, key)
         low, high = check["range"]
@@ -183,6 +242,18 @@ def validate(args: Depth2ImgArgs) -> None:
             raise ArgsError(f"depth2img arg {key!r} must be between {low} and {high}, got {value!r}")
     if args.clip_far >= args.clip_near:
         raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
+    if args.mask_low >= args.mask_high:
+        raise ArgsError(
+            f"depth2img args 'mask_low' ({args.mask_low}) must be below 'mask_high' ({args.mask_high}): the band is "
+            "in percent, 0 = farthest, 100 = nearest"
+        )
+    if args.depth_range is not None:
+        low, high = _coerce_range("depth_range", args.depth_range)
+        if not (math.isfinite(low) and math.isfinite(high)) or low >= high:
+            raise ArgsError(
+                f"depth2img arg 'depth_range' needs finite lo < hi (in the processed map's units), got [{low}, {high}]"
+            )
+        args.depth_range = (low, high)
     if args.enabled and args.source == "upload" and not args.depth_image:
         raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")
 
@@ -197,13 +268,17 @@ def json_schema(names: list[str] | tuple[str, ...]) -> dict[str, Any]:
             prop: dict[str, Any] = {"type": "boolean"}
         elif isinstance(f.default, float):
             prop = {"type": "number"}
+        elif isinstance(f.default, int):
+            prop = {"type": "integer"}
+        elif f.name in _PAIR_NAMES:
+            prop = {"type": ["array", "null"], "items": {"type": "number"}, "minItems": 2, "maxItems": 2}
         else:
             prop = {"type": "string"}
         if f.default is not None:
             prop["default"] = f.default
         if f.name in _CHECKS:
             prop["minimum"], prop["maximum"] = _CHECKS[f.name]["range"]
-        if f.name == "source":
-            prop["enum"] = list(SOURCES)
+        if f.name in _CHOICES:
+            prop["enum"] = list(_CHOICES[f.name])
         properties[f.name] = prop
     return {"type": "object", "properties": properties, "additionalProperties": False}

@@ -1,7 +1,8 @@
-"""`python -m depth2img`: generate, depth, info, convert, app.
+"""`python -m depth2img`: generate, depth, mask, sequence, info, convert, app.
 
 Bad input (missing file, not an image, mask size mismatch, non-depth checkpoint, NaN depth) ends with one
-line on stderr and exit code 2, never a traceback.
+line on stderr and exit code 2, never a traceback. A sequence whose frames partly fail goes on with the others,
+names them at the end and exits with code 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_FRAMES_FAILED = 1  # a sequence ran, but some frames could not be rendered (listed on stderr)
 
 
 class UserError(Exception):
@@ -41,6 +43,58 @@ def _save_image(image, path: Path) -> None:
     from .files import write_atomic
 
     write_atomic(path, lambda temporary: image.save(temporary))
+
+
+def _parse_band(text: str | None) -> tuple[float, float]:
+    """--mask-depth LOW:HIGH -> (low, high); the schema checks the numbers."""
+    if text is None:
+        return 0.0, 100.0
+    try:
+        low, high = (float(part) for part in text.split(":"))
+    except ValueError:
+        raise UserError(
+            f"--mask-depth must be LOW:HIGH in percent (0 = farthest, 100 = nearest), e.g. 60:100; got {text!r}"
+        ) from None
+    return low, high
+
+
+def _settings(args):
+    """The schema's settings from the shared flags: bad values are refused naming the setting, as in the
+    WebUI's panel and API."""
+    from .args import Depth2ImgArgs
+
+    mask_low, mask_high = _parse_band(args.mask_depth)
+    painted = getattr(args, "mask", None)
+    if args.mask_combine is not None and args.mask_combine != "replace" and not painted:
+        raise UserError(f"--mask-combine {args.mask_combine} needs a painted mask (--mask M) to combine with")
+    if args.mask_combine is not None and not (args.mask_depth or args.mask_auto):
+        raise UserError("--mask-combine applies to a mask from a depth band: add --mask-depth LOW:HIGH or --mask-auto")
+    return Depth2ImgArgs(
+        invert=args.invert,
+        clip_near=args.clip_near,
+        clip_far=args.clip_far,
+        gamma=args.gamma,
+        blur=args.blur,
+        depth_kind=getattr(args, "depth_kind", "auto"),
+        distance_range=tuple(args.distance_range) if getattr(args, "distance_range", None) else None,
+        exr_channel=getattr(args, "exr_channel", ""),
+        depth_range=args.depth_range,
+        mask_from_depth=bool(args.mask_depth or args.mask_auto),
+        mask_low=mask_low,
+        mask_high=mask_high,
+        mask_band_mode=args.mask_band_mode,
+        mask_feather=args.mask_feather,
+        mask_grow=args.mask_grow,
+        mask_invert=args.mask_invert,
+        mask_combine=args.mask_combine or "replace",
+        mask_auto=args.mask_auto,
+    )
+
+
+def _mask_coverage(mask) -> str:
+    import numpy as np
+
+    return f"{(np.asarray(mask) > 127).mean() * 100:.1f}% of the pixels"
 
 
 def _load_depth(path: str, settings, max_pixels: int):
@@ -78,7 +132,6 @@ def _estimate(estimator, image):
 
 def cmd_generate(args) -> int:
     from . import depthmap
-    from .args import Depth2ImgArgs
     from .engine import GenerationRequest, check_request, generate, load_pipeline
     from .files import check_output
 
@@ -86,24 +139,21 @@ def cmd_generate(args) -> int:
     inputs = [args.image, args.depth, args.mask, args.checkpoint]
     # Outputs are checked before any work: a bad name must not cost a generation.
     out = check_output(args.out, "--out", inputs, IMAGE_OUTPUT_SUFFIXES)
-    save_depth = None
+    save_depth = save_mask = None
     if args.save_depth:
         save_depth = check_output(args.save_depth, "--save-depth", inputs + [out], depthmap.DEPTH_OUTPUT_SUFFIXES)
-    # The same schema as the WebUI's panel and API: bad values are refused naming the setting.
-    settings = Depth2ImgArgs(
-        invert=args.invert,
-        clip_near=args.clip_near,
-        clip_far=args.clip_far,
-        gamma=args.gamma,
-        blur=args.blur,
-        depth_kind=args.depth_kind,
-        distance_range=tuple(args.distance_range) if args.distance_range else None,
-        exr_channel=args.exr_channel,
-    )
+    settings = _settings(args)
     if not args.depth and (args.depth_kind != "auto" or args.distance_range or args.exr_channel):
         raise UserError("--depth-kind, --distance-range and --exr-channel describe a --depth map; give one")
     if args.depth and args.estimator != "checkpoint-midas":
         raise UserError("--estimator estimates depth from --image: leave it out when giving a --depth map")
+    if args.save_mask:
+        if not (args.mask or settings.mask_from_depth):
+            raise UserError("--save-mask needs a mask: give --mask M, --mask-depth LOW:HIGH or --mask-auto")
+        save_mask = check_output(args.save_mask, "--save-mask", inputs + [out, save_depth], IMAGE_OUTPUT_SUFFIXES)
+    if args.mask and settings.mask_from_depth and settings.mask_combine == "replace" and not settings.mask_auto:
+        print("note: --mask-combine replace (the default): the mask from the depth band replaces --mask; "
+              "give --mask-combine intersect or union to combine them", file=sys.stderr)
     image = _open_image(args.image, "init image", max_pixels) if args.image else None
     mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
     depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None  # before the model loads
@@ -124,14 +174,21 @@ def cmd_generate(args) -> int:
         height=args.height,
         resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
         postprocess=settings.postprocess_kwargs(),
+        depth_range=settings.depth_range,
+        depth_mask=settings.mask_settings(),
     )
     check_request(request)
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     result = generate(pipe, request)
     if result.size_note:
         print(result.size_note)
+    if result.mask_note:
+        print(f"{result.mask_note}: {_mask_coverage(result.mask)}")
     _save_image(result.images[0], out)
     print(f"{result.mode}: wrote {out}")
+    if save_mask is not None:
+        _save_image(result.mask, save_mask)
+        print(f"mask (white = repainted): {save_mask}")
     if save_depth is not None:
         width, height = result.images[0].size
         depthmap.save_depth(depthmap.resize(result.depth, width, height), save_depth)
@@ -156,6 +213,113 @@ def cmd_depth(args) -> int:
     depth = depthmap.resize(depthmap.postprocess(depth, invert_depth=args.invert), image.width, image.height)
     depthmap.save_depth(depth, out)
     print(f"wrote {out} (white = near, {depth.shape[1]}x{depth.shape[0]})")
+    return 0
+
+
+def cmd_mask(args) -> int:
+    """The mask from a depth band alone, at the image's size (what generate would use)."""
+    import numpy as np
+
+    from . import depthmap
+    from .engine import depth_band_mask, load_pipeline
+    from .files import check_output
+
+    max_pixels = _max_pixels(args)
+    inputs = [args.image, args.depth, args.mask, args.checkpoint]
+    out = check_output(args.out, "--out", inputs, IMAGE_OUTPUT_SUFFIXES)
+    settings = _settings(args)
+    if not settings.mask_from_depth:
+        raise UserError("give the band: --mask-depth LOW:HIGH (percent, 0 = farthest, 100 = nearest) or --mask-auto")
+    image = _open_image(args.image, "image", max_pixels).convert("RGB")
+    painted = _open_image(args.mask, "mask", max_pixels).convert("L") if args.mask else None
+    if painted is not None and painted.size != image.size:
+        raise UserError(
+            f"mask size {painted.width}x{painted.height} differs from the image's {image.width}x{image.height}; "
+            "give a mask of the same size"
+        )
+    estimator = None if args.depth else _folder_estimator(args.estimator)
+    if args.depth:
+        depth = _load_depth(args.depth, settings, max_pixels)
+    elif estimator is not None:
+        depth = _estimate(estimator, image)
+    else:
+        pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
+        depth = pipe.estimate_depth(image)[0].numpy()
+    depth = depthmap.postprocess(depth, **settings.postprocess_kwargs())
+    mode = depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")]
+    depth = depthmap.fit_aspect(depth, image.width, image.height, mode)
+    mask, note = depth_band_mask(
+        depth, settings.mask_settings(), painted, image.width, image.height, settings.depth_range
+    )
+    _save_image(mask, out)
+    print(f"{note}: {_mask_coverage(np.asarray(mask))}")
+    print(f"wrote {out} ({mask.width}x{mask.height}, white = repaint)")
+    return 0
+
+
+def _parse_scale(values: list[str]) -> tuple[str, int]:
+    kind = values[0]
+    if kind == "window":
+        if len(values) != 2 or not values[1].isdigit():
+            raise UserError(f"--scale window needs a number of frames, e.g. --scale window 9; got {' '.join(values)}")
+        return kind, int(values[1])
+    if len(values) != 1 or kind not in ("global", "per-frame"):
+        raise UserError(f"--scale must be global, per-frame or window N; got {' '.join(values)}")
+    return kind, 0
+
+
+def cmd_sequence(args) -> int:
+    from tqdm import tqdm
+
+    from . import depthmap
+    from .engine import GenerationRequest, load_pipeline
+    from .sequence import ScaleSettings, run_sequence
+
+    max_pixels = _max_pixels(args)
+    if args.depth_range is not None:
+        raise UserError("sequence computes the depth ranges itself (--scale); --depth-range is for single images")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    kind, window = _parse_scale(args.scale)
+    scale = ScaleSettings(kind, window, *args.range_percentiles)
+    settings = _settings(args)
+    if kind != "per-frame" and (settings.invert or settings.gamma != 1.0 or settings.clip_near < 100.0
+                                or settings.clip_far > 0.0):
+        print("note: --invert, --gamma and --clip-* work on each frame's own range, before the shared range is "
+              "taken: frames can still shift against each other", file=sys.stderr)
+    template = GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        strength=args.strength,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
+        postprocess=settings.postprocess_kwargs(),
+        depth_mask=settings.mask_settings(),
+    )
+    checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
+    report = run_sequence(
+        args.frames,
+        args.out,
+        template,
+        lambda: load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr)),
+        depth_dir=args.depth_dir,
+        scale=scale,
+        batch_size=args.batch_size,
+        refuse_other_sizes=args.size_mismatch == "refuse",
+        settings_extra={"checkpoint": checkpoint},
+        max_pixels=max_pixels,
+        progress=tqdm,
+    )
+    print(f"rendered {len(report.rendered)}, skipped {len(report.skipped)} (done before), "
+          f"failed {len(report.failed)}: {args.out}")
+    if report.failed:
+        for name, reason in report.failed.items():
+            print(f"failed: {name}: {reason}", file=sys.stderr)
+        return EXIT_FRAMES_FAILED
     return 0
 
 
@@ -215,6 +379,67 @@ def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_render_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--negative-prompt", default=None)
+    parser.add_argument("--strength", type=float, default=0.8)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--seed", type=int, default=0)
+    size_help = "default: the source's aspect at about 512x512 (multiples of 64)"
+    parser.add_argument("--width", type=int, help=size_help)
+    parser.add_argument("--height", type=int, help=size_help)
+    parser.add_argument("--checkpoint", help="depth checkpoint (.safetensors/.ckpt) or diffusers folder")
+
+
+def _add_depth_options(parser: argparse.ArgumentParser) -> None:
+    """Post-processing and the conditioning's range: the depth map as generate, mask and sequence see it."""
+    parser.add_argument(
+        "--resize-mode", default="just-resize", choices=["just-resize", "crop-and-resize", "resize-and-fill"]
+    )
+    parser.add_argument("--invert", action="store_true", help="swap near and far in the depth map")
+    parser.add_argument("--clip-near", type=float, default=100.0, help="clamp depth above this percentile")
+    parser.add_argument("--clip-far", type=float, default=0.0, help="clamp depth below this percentile")
+    parser.add_argument("--gamma", type=float, default=1.0)
+    parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in pixels")
+    parser.add_argument(
+        "--depth-range",
+        nargs=2,
+        type=float,
+        metavar=("LO", "HI"),
+        help="condition on this fixed range of the processed map (LO -> far, HI -> near, clamped) instead of "
+        "the map's own min-max",
+    )
+
+
+def _add_mask_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mask-depth",
+        metavar="LOW:HIGH",
+        help="inpainting mask from a depth band, in percent (0 = farthest, 100 = nearest), e.g. 60:100 = the "
+        "nearest 40%% of the depth range",
+    )
+    parser.add_argument(
+        "--mask-band-mode",
+        default="range",
+        choices=["range", "percentile"],
+        help="the band in percent of the depth range (default) or in percentiles of the pixels",
+    )
+    parser.add_argument("--mask-feather", type=float, default=0.0, metavar="PX", help="soft edge, px")
+    parser.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="grow the mask (negative shrinks)")
+    parser.add_argument("--mask-invert", action="store_true", help="select everything outside the band")
+    parser.add_argument(
+        "--mask-combine",
+        choices=["replace", "intersect", "union"],
+        help="with --mask: the depth band replaces it (default), or intersects or joins it",
+    )
+    parser.add_argument(
+        "--mask-auto",
+        action="store_true",
+        help="pick the band: the depth under the white strokes of --mask, or Otsu's split (the nearer part)",
+    )
+
+
 def _add_estimator(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--estimator",
@@ -254,27 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--exr-channel", default="", help="EXR channel holding depth (default: ViewLayer.Depth.Z, Z, *.V, Mist, R=G=B)"
     )
     gen.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
-    gen.add_argument("--prompt", required=True)
-    gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--strength", type=float, default=0.8)
-    gen.add_argument("--steps", type=int, default=30)
-    gen.add_argument("--guidance", type=float, default=7.5)
-    gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--width", type=int, help="default: the source's aspect at about 512x512 (multiples of 64)")
-    gen.add_argument("--height", type=int, help="default: the source's aspect at about 512x512 (multiples of 64)")
-    gen.add_argument("--checkpoint", help="depth checkpoint (.safetensors/.ckpt) or diffusers folder")
+    _add_render_options(gen)
     gen.add_argument("--out", required=True)
     gen.add_argument(
         "--save-depth", help="also write the depth map used, at the image's size (.png 16-bit, .tif/.npy float32)"
     )
-    gen.add_argument(
-        "--resize-mode", default="just-resize", choices=["just-resize", "crop-and-resize", "resize-and-fill"]
-    )
-    gen.add_argument("--invert", action="store_true", help="swap near and far in the depth map")
-    gen.add_argument("--clip-near", type=float, default=100.0, help="clamp depth above this percentile")
-    gen.add_argument("--clip-far", type=float, default=0.0, help="clamp depth below this percentile")
-    gen.add_argument("--gamma", type=float, default=1.0)
-    gen.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in pixels")
+    _add_depth_options(gen)
+    _add_mask_options(gen)
+    gen.add_argument("--save-mask", help="also write the inpainting mask used (white = repainted)")
     _add_estimator(gen)
     _add_max_megapixels(gen)
     gen.set_defaults(func=cmd_generate)
@@ -287,6 +499,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_estimator(dep)
     _add_max_megapixels(dep)
     dep.set_defaults(func=cmd_depth)
+
+    msk = sub.add_parser("mask", help="write the mask from a depth band alone, at the image's size")
+    msk.add_argument("--image", required=True)
+    msk.add_argument("--depth", help="depth map (white = near); default: estimated from --image")
+    msk.add_argument("--mask", help="painted mask (white strokes) for --mask-auto or --mask-combine")
+    msk.add_argument("--checkpoint", help="depth checkpoint whose MiDaS estimates the depth")
+    msk.add_argument("--out", required=True, help="the mask, .png (white = repaint)")
+    _add_depth_options(msk)
+    _add_mask_options(msk)
+    _add_estimator(msk)
+    _add_max_megapixels(msk)
+    msk.set_defaults(func=cmd_mask)
+
+    seq = sub.add_parser("sequence", help="render a folder of frames on one depth scale (resumable)")
+    seq.add_argument("--frames", required=True, help="folder of frames (image files, natural order)")
+    seq.add_argument(
+        "--out", required=True, help="folder for the outputs (the frames' names), depth/, sequence.json"
+    )
+    _add_render_options(seq)
+    seq.add_argument("--depth-dir", help="depth maps matched to the frames by file name; missing ones are estimated")
+    seq.add_argument(
+        "--scale",
+        nargs="+",
+        default=["global"],
+        metavar="global|window N|per-frame",
+        help="one depth range for all frames (default), a centred window of N frames, or each frame's own",
+    )
+    seq.add_argument(
+        "--range-percentiles",
+        nargs=2,
+        type=float,
+        default=[0.5, 99.5],
+        metavar=("FAR", "NEAR"),
+        help="the shared range spans these percentiles of the frames' depth (default 0.5 99.5)",
+    )
+    seq.add_argument("--batch-size", type=int, default=8, help="frames per depth-estimator forward (default 8)")
+    seq.add_argument(
+        "--size-mismatch",
+        choices=["resize", "refuse"],
+        default="resize",
+        help="frames of another size than the first: fitted by --resize-mode (default) or refused",
+    )
+    _add_depth_options(seq)
+    _add_mask_options(seq)
+    _add_max_megapixels(seq)
+    seq.set_defaults(func=cmd_sequence)
 
     inf = sub.add_parser("info", help="what a checkpoint file is")
     inf.add_argument("checkpoint")

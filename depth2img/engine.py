@@ -11,7 +11,8 @@ model hub. So the pipeline is assembled from parts that load locally:
 A diffusers-format depth model folder loads with the same class through `from_pretrained`.
 
 `DepthPipeline` changes diffusers' pipeline in three named places only:
-- prepare_depth_map: the core's conditioning (per-sample, flat-safe) and estimator (cached, deduplicated);
+- prepare_depth_map: the core's conditioning (per-sample, flat-safe, or a given depth range) and estimator
+  (cached, deduplicated);
 - prepare_latents: pure noise for txt2img (no init image);
 - inpainting: a step-end blend that keeps the unmasked latents on the init image's path, and a final
   pixel composite so nothing outside the mask changes.
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import depthmap
+from . import depthmap, masks
 from .checkpoints import (
     TEXT_PREFIX,
     CheckpointError,
@@ -40,7 +41,7 @@ from .checkpoints import (
     load_state_dict,
     require_depth_checkpoint,
 )
-from .conditioning import depth_conditioning
+from .conditioning import check_depth_range, depth_conditioning
 from .depth_cache import DepthCache
 from .paths import DEMO_DIR, USER_CHECKPOINT_DIR
 
@@ -244,6 +245,9 @@ def load_pipeline(
 
 _Base = _base_pipeline_class()
 _TXT2IMG: contextvars.ContextVar[bool] = contextvars.ContextVar("depth2img_txt2img", default=False)
+_DEPTH_RANGE: contextvars.ContextVar[tuple[float, float] | None] = contextvars.ContextVar(
+    "depth2img_depth_range", default=None
+)
 
 
 class DepthPipeline(_Base):
@@ -263,8 +267,9 @@ class DepthPipeline(_Base):
         self.checkpoint_path: Path | None = None
         self._call_lock = threading.RLock()
 
-    def __call__(self, *args, txt2img: bool = False, **kwargs):
-        """diffusers' __call__; txt2img=True starts from pure noise (the image only gives the size).
+    def __call__(self, *args, txt2img: bool = False, depth_range: tuple[float, float] | None = None, **kwargs):
+        """diffusers' __call__; txt2img=True starts from pure noise (the image only gives the size);
+        depth_range=(lo, hi) conditions on that fixed range instead of each map's min-max.
 
         Safe from several threads (a web app's workers): the mode is this call's (a context variable, not
         pipeline state), and calls take turns, since diffusers' schedulers keep per-call state
@@ -272,9 +277,11 @@ class DepthPipeline(_Base):
         """
         with self._call_lock:
             token = _TXT2IMG.set(txt2img)
+            range_token = _DEPTH_RANGE.set(depth_range)
             try:
                 return super().__call__(*args, **kwargs)
             finally:
+                _DEPTH_RANGE.reset(range_token)
                 _TXT2IMG.reset(token)
 
     @property
@@ -297,7 +304,9 @@ class DepthPipeline(_Base):
         if depth_map is None:
             depth_map = self.estimate_depth(image)
         latent_size = (height // self.vae_scale_factor, width // self.vae_scale_factor)
-        conditioning = depth_conditioning(depth_map, latent_size, device=device, dtype=dtype)
+        conditioning = depth_conditioning(
+            depth_map, latent_size, device=device, dtype=dtype, depth_range=_DEPTH_RANGE.get()
+        )
         if conditioning.shape[0] < batch_size:
             conditioning = conditioning.repeat(batch_size // conditioning.shape[0], 1, 1, 1)
         return torch.cat([conditioning] * 2) if do_classifier_free_guidance else conditioning
@@ -348,6 +357,8 @@ class GenerationRequest:
     batch_size: int = 1
     resize_mode: depthmap.ResizeMode = depthmap.ResizeMode.JUST_RESIZE
     postprocess: dict = field(default_factory=dict)  # keyword arguments of depthmap.postprocess
+    depth_range: tuple[float, float] | None = None  # (lo, hi) of the processed map -> [-1, 1]; None = its min-max
+    depth_mask: masks.MaskSettings | None = None  # a mask from a depth band: img2img becomes inpainting
     output_type: str = "pil"  # "pil" | "np" (float32 [B, H, W, 3] in [0, 1], as diffusers returns it)
 
 
@@ -357,6 +368,8 @@ class GenerationResult:
     depth: np.ndarray  # the processed depth map that conditioned the images (larger = nearer)
     mode: str
     size_note: str = ""  # how the output size was chosen when the request gave none
+    mask: Image.Image | None = None  # inpainting: the mask used (L, output size, white = repainted)
+    mask_note: str = ""  # a mask from a depth band: the band it used
 
 
 # SD 2's depth model was trained at 512x512: without a requested size, outputs keep the source's aspect at
@@ -402,6 +415,8 @@ def check_request(request: GenerationRequest) -> None:
         )
     if request.mask is not None and request.image is None:
         raise ValueError("inpainting needs an init image as well as the mask")
+    if request.depth_mask is not None and request.image is None:
+        raise ValueError("a mask from a depth band needs an init image (it makes img2img an inpainting job)")
     if request.mask is not None and request.mask.size != request.image.size:
         raise ValueError(
             f"mask size {request.mask.width}x{request.mask.height} differs from the image's "
@@ -419,6 +434,8 @@ def check_request(request: GenerationRequest) -> None:
         )
     if request.batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {request.batch_size}")
+    if request.depth_range is not None:
+        check_depth_range(request.depth_range)
 
 
 def generate(
@@ -452,6 +469,10 @@ def generate(
     depth = depthmap.postprocess(depth, **request.postprocess)
     depth = depthmap.fit_aspect(depth, width, height, request.resize_mode)
     depth_tensor = torch.from_numpy(np.ascontiguousarray(depth))[None]
+    mask_note = ""
+    if request.depth_mask is not None:
+        mask, mask_note = depth_band_mask(depth, request.depth_mask, mask, width, height, request.depth_range)
+        mode = "inpaint"
 
     generator = torch.Generator("cpu").manual_seed(int(request.seed))
     pipe.set_progress_bar_config(disable=not progress)
@@ -465,6 +486,7 @@ def generate(
         num_images_per_prompt=request.batch_size,
         generator=generator,
         output_type="np" if mode == "inpaint" else request.output_type,
+        depth_range=request.depth_range,
     )
     if on_step is not None:
         call["callback_on_step_end"] = _step_reporter(on_step)
@@ -477,7 +499,29 @@ def generate(
             images = pipe.image_processor.numpy_to_pil(images)
     else:
         images = pipe(image=image, **call).images
-    return GenerationResult(images=images, depth=depth, mode=mode, size_note=size_note)
+    return GenerationResult(
+        images=images, depth=depth, mode=mode, size_note=size_note, mask=mask, mask_note=mask_note
+    )
+
+
+def depth_band_mask(
+    depth: np.ndarray,
+    settings: masks.MaskSettings,
+    painted: Image.Image | None,
+    width: int,
+    height: int,
+    depth_range: tuple[float, float] | None = None,
+) -> tuple[Image.Image, str]:
+    """The inpainting mask (L, width x height) from a band of the processed, fitted depth map, and a note
+    naming the band. Percent of range is of the map's own min-max, or of depth_range when given (a
+    sequence's shared scale), so the band means the same depths in every frame."""
+    full = depthmap.resize(depth, width, height)
+    # The range of the map itself, not of its bicubic resize (which overshoots a little at edges).
+    value_range = depth_range if depth_range is not None else (float(depth.min()), float(depth.max()))
+    painted_array = np.asarray(painted.convert("L")) if painted is not None else None
+    array, (low, high), mode = masks.depth_band_mask(full, settings, painted_array, value_range)
+    note = f"mask from the depth band {masks.describe_band(low, high, mode)}" + (" (auto)" if settings.auto else "")
+    return Image.fromarray(array), note
 
 
 def _step_reporter(on_step: Callable[[int, int], None]):

@@ -171,8 +171,8 @@ class DepthEstimator(ABC):
 
     name: str = ""
     label: str = ""
-    kind: str = "inverse"  # what the network outputs: "inverse" (relative) or "metric" (meters); estimate() is inverse
-    source: str = "checkpoint"  # "checkpoint" (the depth model's own MiDaS) | "folder" (a transformers model folder)
+    kind: str = "inverse"  # what the network outputs (EstimatorInfo.kind); estimate() always returns inverse depth
+    source: str = "checkpoint"  # "checkpoint" (the depth model's own MiDaS) | "folder" (a model folder)
 
     @property
     def cache_key(self) -> str:
@@ -244,8 +244,10 @@ class EstimatorInfo:
     label: str
     available: bool
     reason: str = ""  # why it is unavailable ("" when available)
-    kind: str = "inverse"  # what the network outputs: "inverse" (relative inverse depth) or "metric" (meters)
-    source: str = "checkpoint"  # "checkpoint" (the depth model's MiDaS) | "folder" (a transformers model folder)
+    # what the network outputs (estimate() always returns inverse depth): "inverse" (relative inverse depth),
+    # "metric" (meters) or "distance" (relative, 0 = near .. 1 = far: Marigold)
+    kind: str = "inverse"
+    source: str = "checkpoint"  # "checkpoint" (the depth model's MiDaS) | "folder" (a transformers/diffusers folder)
 
 
 def _checkpoint_midas_missing() -> str:
@@ -279,7 +281,7 @@ def _folder_entry(folder) -> EstimatorInfo:
         label=folder.label,
         available=folder.available,
         reason=folder.reason,
-        kind="metric" if folder.metric else "inverse",
+        kind=folder.kind,
         source="folder",
     )
 
@@ -287,7 +289,8 @@ def _folder_entry(folder) -> EstimatorInfo:
 def _folders() -> list:
     from .folder_estimators import list_folders
 
-    return [f for f in list_folders() if f.name != CheckpointMidasEstimator.name]  # the built-in name wins
+    # A folder called checkpoint-midas is skipped: names are unique, and the built-in one wins.
+    return [f for f in list_folders() if f.name != CheckpointMidasEstimator.name]
 
 
 def list_estimators(has_depth_checkpoint: bool | None = None) -> list[EstimatorInfo]:
@@ -348,7 +351,7 @@ def create_estimator(
         if not info.available:
             raise ValueError(f"estimator {name!r} is unavailable: {info.reason}")
         return CheckpointMidasEstimator.from_checkpoint_state_dict(checkpoint_state_dict, dtype=dtype, device=device)
-    from .folder_estimators import TransformersFolderEstimator
+    from .folder_estimators import MarigoldFolderEstimator, TransformersFolderEstimator
 
     folder = _find_folder(name)
     if folder is None:
@@ -357,7 +360,8 @@ def create_estimator(
         raise ValueError(f"estimator {folder.name!r} is unavailable: {folder.reason}")
     key = (str(folder.path), str(torch.device(device or "cpu")), dtype or torch.float32)
     if key not in _LOADED:
-        _LOADED[key] = TransformersFolderEstimator(folder, device=device, dtype=dtype)
+        kind = MarigoldFolderEstimator if folder.model_type == "marigold" else TransformersFolderEstimator
+        _LOADED[key] = kind(folder, device=device, dtype=dtype)
     return _LOADED[key]
 
 

@@ -17,6 +17,9 @@ How an image becomes depth, per architecture (ARCHITECTURES says what each outpu
 - metric outputs (meters) become inverse depth: 1 / max(d, farthest / MAX_DISTANCE_RATIO), per image (the same
   floor as for uploaded distance maps, depth2img.depthmap).
 
+A diffusers folder holding a MarigoldDepthPipeline (model_index.json) is an estimator too, where diffusers is
+installed (not in the WebUI): MarigoldFolderEstimator.
+
 Weights load on the first estimate and stay until release().
 """
 
@@ -31,8 +34,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .depthmap import MAX_DISTANCE_RATIO
-from .estimators import DepthEstimator, NetworkRuntime, caller_device, to_network
+from .depthmap import DEFAULT_DISTANCE_RANGE, MAX_DISTANCE_RATIO
+from .estimators import (
+    DepthEstimator,
+    NetworkRuntime,
+    autocast_off,
+    caller_device,
+    probe_precision_caps,
+    to_network,
+)
 from .paths import MODELS_DIR
 
 # Where folder estimators are looked for; the WebUI adds its own models/depth (add_estimator_dir).
@@ -105,11 +115,15 @@ def _processor_missing(model_type: str) -> str:
 class FolderInfo:
     name: str
     path: Path
-    model_type: str
+    model_type: str  # transformers' model_type, or "marigold" for a diffusers Marigold folder
     label: str
-    metric: bool
+    kind: str  # what the network outputs: "inverse" | "metric" (meters) | "distance" (relative, 0 = near .. 1 = far)
     available: bool
     reason: str = ""  # why it is unavailable ("" when available)
+
+    @property
+    def metric(self) -> bool:
+        return self.kind == "metric"
 
 
 def _weights_files(folder: Path) -> list[Path]:
@@ -122,9 +136,11 @@ def inspect_folder(folder: str | Path, name: str | None = None) -> FolderInfo:
     name = name or folder.name
 
     def unavailable(reason: str, model_type: str = "", label: str = "", metric: bool = False) -> FolderInfo:
-        return FolderInfo(name, folder, model_type, label or name, metric, False, reason)
+        return FolderInfo(name, folder, model_type, label or name, "metric" if metric else "inverse", False, reason)
 
     config_path = folder / "config.json"
+    if not config_path.is_file() and (folder / "model_index.json").is_file():
+        return inspect_diffusers_folder(folder, name)
     if not config_path.is_file():
         return unavailable(f"{folder} has no config.json: not a transformers model folder")
     try:
@@ -179,7 +195,7 @@ def inspect_folder(folder: str | Path, name: str | None = None) -> FolderInfo:
     missing = _processor_missing(model_type)
     if missing:
         return unavailable(missing, model_type, label, metric)
-    return FolderInfo(name, folder, model_type, label, metric, True)
+    return FolderInfo(name, folder, model_type, label, "metric" if metric else "inverse", True)
 
 
 def list_folders() -> list[FolderInfo]:
@@ -198,13 +214,15 @@ def list_folders() -> list[FolderInfo]:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """Identifies a folder's weights for the depth cache: its config's bytes and each weights file's name, size
-    and modification time (hashing gigabytes of weights on every start would cost seconds)."""
+    """Identifies a folder's model for the depth cache: the bytes of its JSON files (configs, the image
+    processor's settings) and each weights file's name, size and modification time (hashing gigabytes of
+    weights on every start would cost seconds)."""
     h = hashlib.blake2b(digest_size=16)
-    h.update((folder / "config.json").read_bytes())
-    for path in _weights_files(folder):
+    for path in sorted(folder.rglob("*.json")):
+        h.update(f"{path.relative_to(folder)}:".encode() + path.read_bytes())
+    for path in sorted(folder.rglob("*.safetensors")):
         stat = path.stat()
-        h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+        h.update(f"{path.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
@@ -261,7 +279,7 @@ class TransformersFolderEstimator(DepthEstimator):
         self.info = info
         self.name = info.name
         self.label = info.label
-        self.kind = "metric" if info.metric else "inverse"
+        self.kind = info.kind
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype or torch.float32
         self._cache_key = f"folder:{info.name}:{folder_fingerprint(info.path)}"
@@ -331,3 +349,103 @@ class TransformersFolderEstimator(DepthEstimator):
         # transformers without post-processing (4.30): what its depth-estimation pipeline does for its picture.
         depth = outputs["predicted_depth"].unsqueeze(1)
         return F.interpolate(depth, size=(height, width), mode="bicubic", align_corners=False)[:, 0]
+
+
+# ---- Marigold (a diffusers pipeline folder) -------------------------------------------------------------
+
+MARIGOLD_CLASS = "MarigoldDepthPipeline"
+MARIGOLD_SEED = 0  # Marigold denoises from noise: a fixed seed makes one image give one map (the cache relies on it)
+
+
+def inspect_diffusers_folder(folder: Path, name: str) -> FolderInfo:
+    """A diffusers pipeline folder: an estimator when it holds a MarigoldDepthPipeline and diffusers has one."""
+    label = f"Marigold ({name})"
+
+    def unavailable(reason: str) -> FolderInfo:
+        return FolderInfo(name, folder, "marigold", label, "distance", False, reason)
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        return unavailable(f"{folder / 'model_index.json'} is not readable JSON ({error})")
+    pipeline_class = index.get("_class_name", "") if isinstance(index, dict) else ""
+    if pipeline_class != MARIGOLD_CLASS:
+        return unavailable(
+            f"{folder} holds a diffusers {pipeline_class or 'pipeline'}, not a depth estimator "
+            f"(depth2img runs {MARIGOLD_CLASS} folders)"
+        )
+    prediction = index.get("prediction_type") or "depth"
+    if prediction not in ("depth", "disparity"):
+        return unavailable(f"{folder}: Marigold prediction_type {prediction!r} is not depth or disparity")
+    # disparity is inverse depth; "depth" is affine-invariant depth, 0 = near .. 1 = far (a relative distance)
+    kind = "inverse" if prediction == "disparity" else "distance"
+    try:
+        from diffusers import MarigoldDepthPipeline  # noqa: F401
+    except ImportError:
+        return unavailable(
+            "Marigold needs diffusers with MarigoldDepthPipeline (0.28 or later), which this environment lacks "
+            "(the WebUI does not ship diffusers): pip install diffusers"
+        )
+    if not any(folder.rglob("*.safetensors")):
+        return unavailable(f"{folder} has no *.safetensors weights (depth2img loads safetensors only)")
+    return FolderInfo(name, folder, "marigold", label, kind, True)
+
+
+def relative_distance_to_inverse(distance: torch.Tensor) -> torch.Tensor:
+    """Affine-invariant depth (0 = near .. 1 = far, the scene's true range unknown) -> inverse depth, read as a
+    normalized distance map without its range (depthmap.DEFAULT_DISTANCE_RANGE): approximate by nature."""
+    near, far = DEFAULT_DISTANCE_RANGE
+    return 1.0 / (near + distance.clamp(0.0, 1.0) * (far - near))
+
+
+class MarigoldFolderEstimator(DepthEstimator):
+    """diffusers' MarigoldDepthPipeline from a local folder: one ensemble member, the model's default steps and
+    processing resolution, output at the image's size, a fixed seed."""
+
+    source = "folder"
+
+    def __init__(
+        self, info: FolderInfo, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ):
+        if not info.available:
+            raise ValueError(f"estimator {info.name!r} is unavailable: {info.reason}")
+        self.info = info
+        self.name = info.name
+        self.label = info.label
+        self.kind = info.kind
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype or torch.float32
+        self._cache_key = f"folder:{info.name}:{folder_fingerprint(info.path)}"
+        self.pipe = None
+
+    @property
+    def cache_key(self) -> str:
+        return self._cache_key
+
+    def load(self) -> None:
+        if self.pipe is not None:
+            return
+        from diffusers import MarigoldDepthPipeline
+
+        # The runtime policy's float32 fallback, applied when loading: this estimator owns its weights.
+        dtype = self.dtype if probe_precision_caps(self.device).supports(self.dtype) else torch.float32
+        pipe = MarigoldDepthPipeline.from_pretrained(str(self.info.path), local_files_only=True, use_safetensors=True)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(device=self.device, dtype=dtype)
+
+    def release(self) -> None:
+        self.pipe = None
+
+    def estimate(self, images) -> torch.Tensor:
+        from PIL import Image
+
+        self.load()
+        caller = caller_device(images)
+        pictures = [Image.fromarray(array) for array in _uint8_images(images)]
+        generator = torch.Generator("cpu").manual_seed(MARIGOLD_SEED)
+        with torch.no_grad(), autocast_off(self.device):
+            output = self.pipe(pictures, generator=generator, output_type="pt", match_input_resolution=True)
+        depth = output.prediction[:, 0].to(torch.float32)
+        if self.kind == "distance":
+            depth = relative_distance_to_inverse(depth)
+        return depth.to(caller)

@@ -26,6 +26,24 @@ def test_positional_list_as_the_ui_sends():
         ({"gamma": "steep"}, "gamma"),
         ({"enabled": True, "source": "upload"}, "depth_image"),
         ({"clip_near": 10, "clip_far": 20}, "clip_far"),
+        ({"depth_range": [1, 1]}, "depth_range"),
+        ({"depth_range": [2, 1]}, "depth_range"),
+        ({"depth_range": [0, 1, 2]}, "depth_range"),
+        ({"depth_range": "near far"}, "depth_range"),
+        ({"depth_range": [0, float("inf")]}, "depth_range"),
+        ({"depth_range": [True, 2]}, "depth_range"),
+        ({"depth_range": 5}, "depth_range"),
+        ({"mask_low": -1}, "mask_low"),
+        ({"mask_high": 100.5}, "mask_high"),
+        ({"mask_low": 60, "mask_high": 40}, "mask_low"),
+        ({"mask_low": 50, "mask_high": 50}, "mask_low"),
+        ({"mask_band_mode": "percent"}, "mask_band_mode"),
+        ({"mask_combine": "add"}, "mask_combine"),
+        ({"mask_feather": -2}, "mask_feather"),
+        ({"mask_grow": 2.5}, "mask_grow"),
+        ({"mask_grow": "inf"}, "mask_grow"),
+        ({"mask_grow": 1000}, "mask_grow"),
+        ({"mask_auto": "sometimes"}, "mask_auto"),
     ],
 )
 def test_bad_values_name_the_key(data, key):
@@ -56,6 +74,39 @@ def test_postprocess_kwargs_feed_depthmap():
     depth = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
     out = postprocess(depth, **Depth2ImgArgs(invert=True, gamma=2.0).postprocess_kwargs())
     assert out.shape == depth.shape and out[0, 0] > out[-1, -1]
+
+
+@pytest.mark.parametrize("value", [[0.25, 4], (0.25, 4.0), "0.25 4", "0.25,4", "(0.25, 4.0)", "[0.25, 4]"])
+def test_depth_range_forms(value):
+    assert Depth2ImgArgs.from_dict({"depth_range": value}).depth_range == (0.25, 4.0)
+
+
+def test_depth_range_default_is_none_and_round_trips_through_infotext():
+    assert Depth2ImgArgs().depth_range is None and Depth2ImgArgs.from_dict({"depth_range": ""}).depth_range is None
+    assert "Depth2Img depth_range" not in Depth2ImgArgs(enabled=True).to_infotext()
+    args = Depth2ImgArgs(enabled=True, depth_range=(0.1, 1 / 3))
+    text = args.to_infotext()
+    assert "," not in text["Depth2Img depth_range"]  # the WebUI's infotext separates entries with commas
+    assert Depth2ImgArgs.from_infotext(text).depth_range == (0.1, 1 / 3)  # every digit kept
+
+
+def test_mask_defaults_change_nothing():
+    args = Depth2ImgArgs()
+    assert args.mask_settings() is None
+    assert not any(k.startswith("Depth2Img mask") for k in Depth2ImgArgs(enabled=True).to_infotext())
+
+
+def test_mask_settings_from_named_args_and_infotext():
+    from depth2img.masks import MaskSettings
+
+    args = Depth2ImgArgs.from_request([{
+        "mask_from_depth": True, "mask_low": "40", "mask_high": 90, "mask_band_mode": "percentile",
+        "mask_feather": 4, "mask_grow": "-3", "mask_invert": True, "mask_combine": "intersect", "mask_auto": False,
+    }])
+    expected = MaskSettings(low=40, high=90, mode="percentile", feather=4, grow=-3, invert=True, combine="intersect")
+    assert args.mask_settings() == expected
+    back = Depth2ImgArgs.from_infotext(args.to_infotext())
+    assert back.mask_settings() == expected and isinstance(back.mask_grow, int)
 
 
 def test_depth_kind_range_and_channel_from_the_api_and_back_from_infotext():

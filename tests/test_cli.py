@@ -56,6 +56,9 @@ def files(tmp_path_factory):
     bad = np.ones((64, 64), np.float32)
     bad[3, 3] = np.nan
     np.save(folder / "nan.npy", bad)
+    two_levels = np.zeros((64, 64), np.uint16)
+    two_levels[:, 32:] = 65535  # far left half, near right half: nothing in between
+    cv2.imwrite(str(folder / "two-levels.png"), two_levels)
     return folder
 
 
@@ -184,6 +187,39 @@ def test_info_reports_what_a_file_is(tiny_checkpoint, tmp_path):
         (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--save-depth", "d.jpg"],
          "unsupported file type"),
         (["info", "{f}/truncated.ckpt"], "not a readable checkpoint"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--depth-range", "1", "0"],
+         "'depth_range'.*lo < hi"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--mask-depth", "60:40"],
+         "'mask_low' .* below 'mask_high'"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--mask-depth", "0:120"],
+         "'mask_high' must be between 0.0 and 100.0"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--mask-depth", "near"],
+         "--mask-depth must be LOW:HIGH"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--mask-depth", "50:100",
+          "--mask-combine", "union"], "needs a painted mask"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--save-mask", "m.png"],
+         "--save-mask needs a mask"),
+        (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--mask-depth", "50:100",
+          "--save-mask", "{f}/in.png"], "is also an input"),
+        (["generate", "--image", "{f}/in.png", "--depth", "{f}/two-levels.png", "--prompt", "x", "--out", "o.png",
+          "--mask-depth", "40:60", "--checkpoint", "{ckpt}", "--width", "64", "--height", "64"],
+         "no pixel lies in the depth band 40-60"),
+        (["generate", "--depth", "{f}/depth.png", "--prompt", "x", "--out", "o.png", "--mask-depth", "50:100"],
+         "needs an init image"),
+        (["mask", "--image", "{f}/in.png", "--depth", "{f}/two-levels.png", "--out", "o.png"], "give the band"),
+        (["mask", "--image", "{f}/in.png", "--depth", "{f}/two-levels.png", "--out", "o.png", "--mask-depth",
+          "0:100", "--mask-invert"], "covers every pixel"),
+        (["mask", "--image", "{f}/in.png", "--depth", "{f}/two-levels.png", "--out", "o.png", "--mask-auto",
+          "--mask", "{f}/small-mask.png"], "mask size 32x32"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--scale", "window"],
+         "--scale window needs a number"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--scale", "local"], "--scale must be"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--depth-range", "0", "1"],
+         "computes the depth ranges"),
+        (["sequence", "--frames", "{f}/none", "--out", "{f}/seq", "--prompt", "x"], "frames folder not found"),
+        (["sequence", "--frames", "{f}", "--out", "{f}", "--prompt", "x"], "is the frames folder"),
+        (["sequence", "--frames", "{f}", "--out", "{f}/seq", "--prompt", "x", "--range-percentiles", "90", "10"],
+         "far < near"),
         (["generate", "--image", "{f}/in.png", "--prompt", "x", "--out", "o.png", "--depth-kind", "distance"],
          "describe a --depth map"),
         (["generate", "--depth", "{f}/depth.png", "--prompt", "x", "--out", "o.png", "--distance-range", "0", "9",
@@ -279,3 +315,104 @@ def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
     images_a = generate(from_folder, request, progress=False).images
     images_b = generate(from_file, request, progress=False).images
     assert np.abs(images_a - images_b).max() <= 1e-5
+
+
+def test_depth_range_flag_conditions_on_that_range(files, tiny_checkpoint, tmp_path):
+    """In-process: --depth-range LO HI gives the engine's picture for depth_range=(LO, HI)."""
+    from depth2img.cli import main
+    from depth2img.depthmap import load_depth
+    from depth2img.engine import GenerationRequest, generate, load_pipeline
+
+    common = ["generate", "--image", files / "in.png", "--depth", files / "depth.png", "--prompt", "x",
+              "--steps", "2", "--width", "64", "--height", "64", "--checkpoint", tiny_checkpoint]
+    assert main([str(a) for a in [*common, "--out", tmp_path / "r.png", "--depth-range", "-1", "3"]]) == 0
+    assert main([str(a) for a in [*common, "--out", tmp_path / "n.png"]]) == 0
+    pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    expected = generate(pipe, GenerationRequest(
+        prompt="x", image=Image.open(files / "in.png"), depth=load_depth(files / "depth.png"), steps=2, width=64,
+        height=64, depth_range=(-1.0, 3.0)), progress=False).images[0]
+    ranged, plain = (np.asarray(Image.open(tmp_path / name)).astype(int) for name in ("r.png", "n.png"))
+    # Same process, same code path: equal up to one 8-bit level (rounding of the same floats); the default
+    # min-max conditioning is another picture.
+    assert np.abs(ranged - np.asarray(expected).astype(int)).max() <= 1
+    assert np.abs(ranged - plain).max() > 10
+
+
+def test_generate_with_a_depth_band_keeps_the_rest(files, tiny_checkpoint, tmp_path):
+    result = run_cli(
+        "generate", "--image", files / "in.png", "--depth", files / "depth.png", "--prompt", "x", "--steps", "2",
+        "--strength", "1", "--width", "64", "--height", "64", "--checkpoint", tiny_checkpoint,
+        "--mask-depth", "50:100", "--mask-feather", "2", "--out", tmp_path / "o.png", "--save-mask", tmp_path / "m.png",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "inpaint: wrote" in result.stdout and "depth band 50-100 (percent of range" in result.stdout
+    out, original = (np.asarray(Image.open(p)).astype(int) for p in (tmp_path / "o.png", files / "in.png"))
+    # depth.png is a left-to-right ramp 0..1 over 64 columns: the band 50-100 % is columns 32..63 (31/63 < 0.5);
+    # the feather reaches 2 px, so columns 0..29 are the input's pixels exactly.
+    assert np.array_equal(out[:, :30], original[:, :30])
+    assert np.abs(out[:, 34:] - original[:, 34:]).mean() > 1.0
+    mask = np.asarray(Image.open(tmp_path / "m.png"))
+    assert (mask[:, :30] == 0).all() and (mask[:, 34:] == 255).all() and 0 < mask[0, 31] < 255
+
+
+def test_mask_command_writes_the_mask_alone(files, tmp_path):
+    """In-process, from a given depth map (no model): band, invert, and auto from painted strokes."""
+    from depth2img.cli import main
+
+    base = ["mask", "--image", str(files / "in.png"), "--depth", str(files / "depth.png")]
+    assert main([*base, "--mask-depth", "25:75", "--out", str(tmp_path / "band.png")]) == 0
+    band = np.asarray(Image.open(tmp_path / "band.png"))
+    # The ramp's columns c have depth c / 63: 25..75 percent of the range is columns 16..47.
+    expected = np.zeros((64, 64), np.uint8)
+    expected[:, 16:48] = 255
+    assert np.array_equal(band, expected)
+    assert main([*base, "--mask-depth", "25:75", "--mask-invert", "--out", str(tmp_path / "inv.png")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "inv.png")), 255 - expected)
+    # mask.png paints the square rows/columns 20..43: the band comes from the depth under it (columns 20..43).
+    assert main([*base, "--mask-auto", "--mask", str(files / "mask.png"), "--out", str(tmp_path / "auto.png")]) == 0
+    auto = np.asarray(Image.open(tmp_path / "auto.png")) > 0
+    columns = np.flatnonzero(auto.all(axis=0))
+    assert auto.any(axis=0).sum() == len(columns)  # whole columns: a band of the ramp
+    assert columns[0] <= 20 and columns[-1] >= 43 and columns[0] >= 8 and columns[-1] <= 55
+    assert (tmp_path / "auto.png").stat().st_mode & 0o777 == 0o644
+
+
+def test_sequence_command_goes_on_past_a_bad_frame_and_exits_1(tiny_checkpoint, tmp_path, capsys):
+    """In-process: two good frames render (tqdm shows progress), the unreadable one is named, exit code 1."""
+    from depth2img.cli import main
+
+    frames, depths = tmp_path / "frames", tmp_path / "depths"
+    frames.mkdir()
+    depths.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a01", "a02"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(frames / f"{name}.png")
+        np.save(depths / f"{name}.npy", rng.random((64, 64)).astype(np.float32))
+    (frames / "a03.png").write_text("broken")
+    code = main([str(a) for a in [
+        "sequence", "--frames", frames, "--out", tmp_path / "out", "--depth-dir", depths, "--prompt", "x",
+        "--steps", "1", "--strength", "1", "--width", "64", "--height", "64", "--checkpoint", tiny_checkpoint,
+    ]])
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    assert "rendered 2, skipped 0 (done before), failed 1" in captured.out
+    assert "failed: a03.png: frame a03.png is not a readable image" in captured.err
+    assert "render: 100%" in captured.err  # tqdm, with its rate and ETA
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["a01.png", "a02.png"]
+
+
+def test_mask_command_fits_the_depth_map_like_generate(files, tmp_path):
+    """A 2:1 depth map for a square image, crop-and-resize: the band is taken on the centre crop's range."""
+    from depth2img.cli import main
+
+    columns = np.arange(128, dtype=np.float32)
+    np.save(tmp_path / "wide.npy", np.tile((columns / 127) ** 2, (64, 1)))  # not linear: a crop changes the band
+    args = ["mask", "--image", files / "in.png", "--depth", tmp_path / "wide.npy", "--resize-mode", "crop-and-resize",
+            "--mask-depth", "0:50", "--out", tmp_path / "m.png"]
+    code = main([str(a) for a in args])
+    assert code == 0
+    # By hand: the crop keeps columns 32..95, depth (32/127)² .. (95/127)²; 50 % of that range is 0.3115, reached
+    # at column 70.9, so crop columns 0..38 are in the band.
+    expected = np.zeros((64, 64), np.uint8)
+    expected[:, :39] = 255
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), expected)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from depth2img.conditioning import FLAT_CONDITIONING, depth_conditioning, normalize_per_sample
+from depth2img.conditioning import FLAT_CONDITIONING, depth_conditioning, normalize_per_sample, normalize_to_range
 from depth2img.devices import BackendCaps, backend_caps, bicubic_resize
 
 
@@ -90,3 +90,57 @@ def test_bicubic_fallback_gives_the_native_result():
     assert fallback.device == x.device and fallback.dtype == torch.float32
     reference = torch.nn.functional.interpolate(x, size=(7, 7), mode="bicubic", align_corners=False)
     assert torch.equal(native, reference) and torch.equal(fallback, reference)
+
+
+# ---- a given depth range (issue 9 §1) ----
+
+
+def test_no_range_is_the_per_sample_path_bit_for_bit():
+    torch.manual_seed(1)
+    depth = torch.cat([torch.rand(1, 1, 40, 56) * 7 + 2, torch.full((1, 1, 40, 56), 3.0)])
+    # The same function with and without the argument: one code path, so exact equality.
+    assert torch.equal(depth_conditioning(depth, (5, 7), depth_range=None), depth_conditioning(depth, (5, 7)))
+
+
+def test_range_maps_lo_to_minus_one_and_hi_to_plus_one():
+    # Values chosen so that every step is exact in binary floating point: 2 * (d - 0) / 4 - 1.
+    depth = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 1, 5).expand(1, 1, 8, 5).contiguous()
+    cond = depth_conditioning(depth, (8, 5), depth_range=(0.0, 4.0))  # same size: bicubic is the identity
+    assert torch.equal(cond[0, 0, 0], torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]))
+
+
+def test_range_clamps_values_outside_it():
+    depth = torch.tensor([-10.0, 0.0, 5.0, 10.0, 99.0]).reshape(1, 1, 1, 5)
+    cond = normalize_to_range(depth, (0.0, 10.0))
+    assert torch.equal(cond.flatten(), torch.tensor([-1.0, -1.0, 0.0, 1.0, 1.0]))
+
+
+def test_range_holds_one_scale_across_samples():
+    """What per-sample min-max cannot do: a farther copy of a scene conditions differently from the scene."""
+    torch.manual_seed(2)
+    near = torch.rand(1, 1, 32, 32) * 0.5 + 0.5
+    far = near * 0.5
+    per_sample = depth_conditioning(torch.cat([near, far]), (8, 8))
+    torch.testing.assert_close(per_sample[0], per_sample[1], rtol=0, atol=1e-5)  # stretched to the same picture
+    fixed = depth_conditioning(torch.cat([near, far]), (8, 8), depth_range=(0.0, 1.0))
+    # On one scale [0, 1] -> [-1, 1], halving the depth maps c to (c + 1) / 2 - 1 (bicubic is linear).
+    torch.testing.assert_close(fixed[1], (fixed[0] + 1) / 2 - 1, rtol=0, atol=1e-6)
+    assert (fixed[1] - fixed[0]).abs().max() > 0.1
+
+
+def test_flat_map_with_a_range_keeps_its_place_on_the_scale():
+    cond = depth_conditioning(torch.full((1, 1, 16, 16), 0.75), (4, 4), depth_range=(0.5, 1.0))
+    assert torch.equal(cond, torch.zeros_like(cond))
+
+
+@pytest.mark.parametrize("bad", [(1.0, 1.0), (2.0, 1.0), (0.0, float("nan")), (0.0,), "wide"])
+def test_bad_ranges_are_refused(bad):
+    with pytest.raises(ValueError, match="depth range"):
+        depth_conditioning(torch.rand(1, 1, 8, 8), (2, 2), depth_range=bad)
+
+
+def test_range_in_half_precision():
+    depth = torch.rand(1, 1, 40, 40) * 10
+    cond = depth_conditioning(depth, (5, 5), dtype=torch.float16, depth_range=(0.0, 10.0))
+    reference = depth_conditioning(depth, (5, 5), depth_range=(0.0, 10.0)).half()
+    assert cond.dtype == torch.float16 and torch.equal(cond, reference)  # computed in float32, cast last

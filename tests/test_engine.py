@@ -262,3 +262,102 @@ def test_txt2img_and_img2img_at_once_on_one_pipeline(pipe):
         together = list(pool.map(lambda r: generate(pipe, r, progress=False).images, [txt, img, txt, img]))
     for i, images in enumerate(together):
         assert np.abs(images - alone[i % 2]).max() <= 1e-5
+
+
+# ---- a fixed depth range (issue 9 §1) ----
+
+
+def captured_depth_channel(pipe, req):
+    """The fifth UNet input channel of the first step, as the UNet receives it."""
+    seen = []
+    handle = pipe.unet.register_forward_pre_hook(lambda module, args: seen.append(args[0][:, 4:].clone()))
+    try:
+        generate(pipe, req, progress=False)
+    finally:
+        handle.remove()
+    return seen[0][:1]
+
+
+def test_depth_range_reaches_the_unet(pipe):
+    depth = ramp_depth() * 0.5 + 0.25  # values 0.25..0.75, on a scale 0..1
+    channel = captured_depth_channel(pipe, request(depth=depth, depth_range=(0.0, 1.0)))
+    # Independent reference: the documented arithmetic, written out (bicubic to the latent size, then linear).
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(depth)[None, None], size=(SIZE // 8, SIZE // 8), mode="bicubic", align_corners=False
+    )
+    expected = (2.0 * resized - 1.0).clamp(-1, 1)
+    # One float32 subtraction/division order vs another: a few ulps.
+    torch.testing.assert_close(channel, expected, rtol=0, atol=1e-6)
+    assert channel.min() > -0.6 and channel.max() < 0.6  # not stretched to [-1, 1]
+    # The range belongs to that call only: the next call without one is per-sample min-max again.
+    again = captured_depth_channel(pipe, request(depth=depth))
+    assert again.min() == -1.0 and again.max() == 1.0
+
+
+def test_depth_range_holds_the_scale_across_frames(pipe):
+    near = ramp_depth() * 0.5 + 0.5
+    far = near * 0.5  # the same scene, farther away
+    per_frame = [generate(pipe, request(depth=d), progress=False).images for d in (near, far)]
+    shared = [generate(pipe, request(depth=d, depth_range=(0.0, 1.0)), progress=False).images for d in (near, far)]
+    # Per-frame min-max stretches both maps to the same conditioning, so the same picture (same code path, same
+    # seed; ~1e-7 differences of the normalized maps stay far below 1e-4); one scale tells them apart.
+    assert np.abs(per_frame[0] - per_frame[1]).max() <= 1e-4
+    assert np.abs(shared[0] - shared[1]).max() > 1e-3
+
+
+def test_bad_depth_range_is_refused_before_work(pipe):
+    with pytest.raises(ValueError, match="depth range"):
+        generate(pipe, request(depth=ramp_depth(), depth_range=(1.0, 0.0)))
+
+
+# ---- masks from a depth band (issue 9 §2) ----
+
+
+def step_depth(size=SIZE) -> np.ndarray:
+    """Far (0.2) on the left half, near (0.8) on the right half."""
+    depth = np.full((size, size), 0.2, np.float32)
+    depth[:, size // 2 :] = 0.8
+    return depth
+
+
+def test_depth_band_mask_keeps_everything_outside_it(pipe):
+    from depth2img.masks import MaskSettings
+
+    image = scene(11)
+    settings = MaskSettings(low=50, high=100, feather=3)
+    result = generate(
+        pipe, request(image=image, depth=step_depth(), depth_mask=settings, output_type="pil", strength=1.0),
+        progress=False,
+    )
+    assert result.mode == "inpaint" and "50-100 (percent of range" in result.mask_note
+    out, original = np.asarray(result.images[0]).astype(int), np.asarray(image).astype(int)
+    # The hard band is the near half (x >= 32); the feather reaches 3 px: beyond it, the input pixels exactly.
+    untouched = np.arange(SIZE)[None, :].repeat(SIZE, 0) < SIZE // 2 - 3
+    assert np.array_equal(out[untouched], original[untouched])
+    assert np.abs(out[:, SIZE // 2 + 3 :] - original[:, SIZE // 2 + 3 :]).mean() > 1.0
+    mask = np.asarray(result.mask)
+    assert mask.shape == (SIZE, SIZE) and (mask[untouched] == 0).all() and (mask[:, SIZE // 2 + 3 :] == 255).all()
+
+
+def test_depth_band_mask_on_a_shared_scale_and_combined(pipe):
+    from depth2img.masks import MaskSettings
+
+    # On the scale 0..1 the band 70-100 holds only the near half (0.8); the map's own range would say the same,
+    # so shift the map: 0.5/0.6 on the shared scale are both below 70 percent, so the band is empty there.
+    with pytest.raises(ValueError, match="no pixel lies in the depth band 70-100"):
+        generate(pipe, request(depth=step_depth() * 0.5 + 0.2, depth_range=(0.0, 1.0),
+                               depth_mask=MaskSettings(low=70, high=100)), progress=False)
+    painted = np.zeros((SIZE, SIZE), np.uint8)
+    painted[: SIZE // 2] = 255  # the top half
+    result = generate(pipe, request(depth=step_depth(), mask=Image.fromarray(painted), steps=2,
+                                    depth_mask=MaskSettings(low=50, high=100, combine="intersect")), progress=False)
+    expected = np.zeros((SIZE, SIZE), np.uint8)
+    expected[: SIZE // 2, SIZE // 2 :] = 255  # near AND painted: the top-right quarter
+    assert np.array_equal(np.asarray(result.mask), expected)
+
+
+def test_depth_band_mask_needs_an_image(pipe):
+    from depth2img.masks import MaskSettings
+
+    with pytest.raises(ValueError, match="needs an init image"):
+        generate(pipe, request(image=None, depth=step_depth(), depth_mask=MaskSettings(low=50)))

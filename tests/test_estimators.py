@@ -362,3 +362,67 @@ def test_cli_depth_and_generate_with_a_folder_estimator(root, tiny_checkpoint, t
     code = main(["depth", "--image", str(tmp_path / "in.png"), "--estimator", "zoe", "--out", str(tmp_path / "z.png")])
     err = capsys.readouterr().err
     assert code == 2 and "--estimator: unknown estimator 'zoe'; choices: checkpoint-midas" in err
+
+
+# ---- Marigold (diffusers) -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def marigold_folder(tmp_path_factory):
+    """A tiny MarigoldDepthPipeline (the tiny SD 2 VAE and text tower, an 8-channel UNet), saved as a folder."""
+    diffusers = pytest.importorskip("diffusers")
+    if not hasattr(diffusers, "MarigoldDepthPipeline"):
+        pytest.skip(f"diffusers {diffusers.__version__} has no MarigoldDepthPipeline")
+    from depth2img import tiny
+    from depth2img.tokenizer import load_clip_tokenizer
+
+    models = tiny.build_tiny_models(seed=0, depth_estimator=False)
+    unet = diffusers.UNet2DConditionModel(**{**tiny.tiny_unet_config(), "in_channels": 8})  # image + depth latents
+    tiny.randomize(unet, torch.Generator().manual_seed(1))
+    pipe = diffusers.MarigoldDepthPipeline(
+        unet=unet.eval(),
+        vae=models["vae"],
+        scheduler=diffusers.DDIMScheduler(),
+        text_encoder=models["text_encoder"],
+        tokenizer=load_clip_tokenizer(),
+        prediction_type="depth",
+        default_denoising_steps=2,
+        default_processing_resolution=64,
+    )
+    folder = tmp_path_factory.mktemp("marigold") / "marigold"
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def test_marigold_folder_equals_its_pipeline_read_as_relative_distance(marigold_folder):
+    from diffusers import MarigoldDepthPipeline
+
+    info = inspect_folder(marigold_folder)
+    assert info.available and info.kind == "distance", info.reason
+    image = photo(48, 64)
+    est = estimators.create_estimator(str(marigold_folder))
+    ours = est.estimate(midas.images_to_tensor(image))
+    pipe = MarigoldDepthPipeline.from_pretrained(str(marigold_folder))
+    pipe.set_progress_bar_config(disable=True)
+    relative = pipe(image, generator=torch.Generator().manual_seed(0), output_type="pt").prediction[0, 0]
+    near, far = depthmap.DEFAULT_DISTANCE_RANGE
+    expected = 1.0 / (near + relative.clamp(0, 1) * (far - near))  # a normalized distance map without its range
+    assert ours.shape == (1, 48, 64)
+    assert (ours[0] - expected).abs().max() <= 1e-5 * expected.abs().max()
+    assert ours.std() > 0.01 * ours.mean()
+    assert torch.equal(est.estimate(image), ours)  # the fixed seed: one image, one map (the cache relies on it)
+
+
+def test_marigold_disparity_is_inverse_and_other_diffusers_folders_are_not_estimators(marigold_folder, tmp_path):
+    import shutil
+
+    disparity = tmp_path / "disparity"
+    shutil.copytree(marigold_folder, disparity)
+    index = json.loads((disparity / "model_index.json").read_text())
+    (disparity / "model_index.json").write_text(json.dumps({**index, "prediction_type": "disparity"}))
+    assert inspect_folder(disparity).kind == "inverse"
+    other = tmp_path / "sd"
+    other.mkdir()
+    (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    info = inspect_folder(other)
+    assert not info.available and "StableDiffusionPipeline, not a depth estimator" in info.reason

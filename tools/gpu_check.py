@@ -219,7 +219,11 @@ def engine_inputs(folder: Path):
 def engine_request(mode: str, seed: int, image, depth_path, mask, depth=None):
     from depth2img.engine import GenerationRequest
 
-    common = dict(prompt="a room", steps=ENGINE_STEPS, strength=0.75, seed=seed, output_type="np")
+    # The picture's own size (without it the engine defaults to the aspect at ~512x512).
+    common = dict(
+        prompt="a room", steps=ENGINE_STEPS, strength=0.75, seed=seed, output_type="np",
+        width=ENGINE_SIZE, height=ENGINE_SIZE,
+    )
     if mode == "img2img, estimated depth":
         return GenerationRequest(image=image, **common)
     if mode == "img2img, 16-bit depth map":
