@@ -9,6 +9,7 @@ unique names, written atomically. The HTTP API is gradio's own: see the README f
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import secrets
@@ -24,8 +25,9 @@ from PIL import Image, PngImagePlugin
 
 from . import depthmap, ui
 from .engine import GenerationRequest, generate, make_scheduler
-from .estimators import list_estimators
+from .estimators import CheckpointMidasEstimator, create_estimator, list_estimators
 from .files import write_atomic
+from .midas import images_to_tensor
 from .paths import DEMO_DIR
 
 SCHEDULERS = ("pndm", "ddim", "euler")
@@ -93,6 +95,7 @@ class DepthApp:
         self.pipe = pipe
         self.out_dir = Path(out_dir).resolve()
         self.max_pixels = max_pixels
+        self.panel_names: tuple[str, ...] = ui.PANEL_SETTINGS  # the built page's, set by build()
         self.is_demo = pipe.checkpoint_path is not None and Path(pipe.checkpoint_path).parent == DEMO_DIR
         # Each scheduler is built once from the loaded one's training schedule (the engine's one recipe).
         schedule = pipe.scheduler.config
@@ -114,12 +117,17 @@ class DepthApp:
 
     # ---- depth ----
     def estimate(self, image, estimator: str) -> np.ndarray:
-        """Depth of the init image (a path from the page) with the named estimator (the panel's callback)."""
+        """Depth (larger = nearer) of the init image (PIL, or a path from the page) with the named estimator:
+        the checkpoint's MiDaS in the pipeline, or a model folder's network (depth2img.estimators)."""
         self._check_estimator(estimator)
         if not isinstance(image, Image.Image):
             image = self.open_upload(image, "the init image")
+        image = image.convert("RGB")
         with self.lock:
-            return self.pipe.estimate_depth(image.convert("RGB"))[0].numpy()
+            if estimator == CheckpointMidasEstimator.name:
+                return self.pipe.estimate_depth(image)[0].numpy()
+            network = create_estimator(estimator, device=self.pipe.device)
+            return network.estimate(images_to_tensor(image))[0].cpu().numpy()
 
     def open_upload(self, path: str, what: str) -> Image.Image:
         # As bytes: messages name the input, not gradio's cache path.
@@ -133,48 +141,19 @@ class DepthApp:
             raise ValueError(f"estimator {name!r} is unavailable here: {info.reason}")
 
     # ---- generation ----
-    def generate(
-        self,
-        init_image,
-        inpaint_mask,
-        prompt,
-        negative_prompt,
-        steps,
-        guidance,
-        strength,
-        seed,
-        scheduler,
-        width,
-        height,
-        resize_mode,
-        batch_size,
-        source,
-        depth_image,
-        estimator,
-        invert,
-        clip_near,
-        clip_far,
-        gamma,
-        blur,
-        depth_kind,
-        distance_range,
-        exr_channel,
-        request=None,
-        progress=None,
-    ):
-        """One job; returns (image paths, 16-bit depth PNG path, settings text, seed used)."""
+    def generate(self, values: dict, request=None, progress=None):
+        """One job from the page's values by name (JOB_INPUTS and the panel's settings); returns (image paths,
+        16-bit depth PNG path, settings text, seed used)."""
         import gradio as gr
 
-        panel = [source, depth_image, estimator, invert, clip_near, clip_far, gamma, blur]
-        args = ui.settings_from_values([*panel, depth_kind, distance_range, exr_channel])
-        if args.source == "estimate":
-            self._check_estimator(args.estimator)
+        args = ui.settings_from_values([values.get(name) for name in self.panel_names], self.panel_names)
+        scheduler, resize_mode = values.get("scheduler") or "pndm", values.get("resize_mode") or "just resize"
         if scheduler not in self.schedulers:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize mode {resize_mode!r}; choose one of {', '.join(RESIZE_MODES)}")
+        init_image = values.get("init_image")
         image = self.open_upload(init_image, "the init image") if init_image else None
-        mask = painted_mask(inpaint_mask)
         depth = None
         if args.source == "upload":
             decoded = ui.uploaded_depth(args, self.max_pixels)
@@ -183,24 +162,31 @@ class DepthApp:
                 gr.Warning(decoded.notice)
             if float(depth.max()) <= float(depth.min()):
                 gr.Warning("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
+        elif image is not None and args.estimator != CheckpointMidasEstimator.name:
+            depth = self.estimate(image, args.estimator)  # the engine takes it as it takes its own estimate
+        elif image is not None:
+            self._check_estimator(args.estimator)
         if image is None and depth is None:
             raise ValueError("nothing to start from: add an init image, or upload a depth map for txt2img")
+        seed = values.get("seed")
         seed = int(seed) if seed is not None and int(seed) >= 0 else secrets.randbelow(2**32)
         job = GenerationRequest(
-            prompt=prompt or "",
-            negative_prompt=negative_prompt or None,
+            prompt=values.get("prompt") or "",
+            negative_prompt=values.get("negative_prompt") or None,
             image=image,
-            mask=mask,
+            mask=painted_mask(values.get("inpaint_mask")),
             depth=depth,
-            steps=int(steps),
-            guidance=float(guidance),
-            strength=float(strength),
+            steps=int(values.get("steps") or 30),
+            guidance=float(values["guidance"] if values.get("guidance") is not None else 7.5),
+            strength=float(values.get("strength") or 0.8),
             seed=seed,
-            width=int(width) or None,
-            height=int(height) or None,
-            batch_size=int(batch_size),
+            width=int(values.get("width") or 0) or None,
+            height=int(values.get("height") or 0) or None,
+            batch_size=int(values.get("batch_size") or 1),
             resize_mode=RESIZE_MODES[resize_mode],
             postprocess=args.postprocess_kwargs(),
+            depth_range=args.depth_range,
+            depth_mask=args.mask_settings(),
         )
 
         session = getattr(request, "session_hash", None) or "api"
@@ -228,7 +214,7 @@ class DepthApp:
         settings = dataclasses.replace(args, enabled=True).to_infotext()
         text = infotext(
             job.prompt,
-            negative_prompt or "",
+            job.negative_prompt or "",
             {
                 "Steps": job.steps,
                 "Sampler": SAMPLER_NAMES[scheduler],
@@ -239,6 +225,7 @@ class DepthApp:
                 **({"Denoising strength": job.strength} if result.mode != "txt2img" else {}),
                 "Depth2Img mode": result.mode,
                 **settings,
+                **({"Depth2Img mask": result.mask_note} if result.mask_note else {}),
             },
         )
         paths, depth_path = self.save(result, seed, text)
@@ -318,8 +305,12 @@ class DepthApp:
                         resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
                     with gr.Accordion("Depth", open=True):
                         panel = ui.build_depth_panel(
-                            "depth2img", estimators=list(self.estimators.values()), max_pixels=lambda: self.max_pixels
+                            "depth2img",
+                            estimators=list(self.estimators.values()),
+                            max_pixels=lambda: self.max_pixels,
+                            extras=("depth_range", "mask"),  # the engine applies both
                         )
+                        self.panel_names = panel.names
                     with gr.Accordion("Inpaint: paint the area to repaint", open=False):
                         inpaint_mask = gr.ImageEditor(
                             label="Mask (paint over the init image; white = repaint)",
@@ -345,6 +336,7 @@ class DepthApp:
             panel.wire_preview(
                 self.estimate,
                 image_inputs={"init_image": init_image},
+                pick_image=lambda path: self.open_upload(path, "the init image") if path else None,
                 api_name="preview_depth",
                 **queue,
             )
@@ -356,13 +348,15 @@ class DepthApp:
                 queue=False,
                 **ui.hidden_api(),
             )
-            inputs = [
-                init_image, inpaint_mask, prompt, negative_prompt, steps, guidance, strength, seed, scheduler,
-                width, height, resize_mode, batch_size, *panel.settings,
-            ]  # fmt: skip
+            job_inputs = dict(
+                init_image=init_image, inpaint_mask=inpaint_mask, prompt=prompt, negative_prompt=negative_prompt,
+                steps=steps, guidance=guidance, strength=strength, seed=seed, scheduler=scheduler, width=width,
+                height=height, resize_mode=resize_mode, batch_size=batch_size,
+            )  # fmt: skip
+            inputs = {**job_inputs, **panel.components}
             event = generate_button.click(
-                fn=self._generate_event(),
-                inputs=inputs,
+                fn=self._generate_event(list(inputs)),
+                inputs=list(inputs.values()),
                 outputs=[gallery, depth_download, settings_text, used_seed],
                 show_progress_on=[gallery],
                 api_name="generate",
@@ -374,24 +368,16 @@ class DepthApp:
             )
         return blocks
 
-    def _generate_event(self):
-        """generate() with the page's errors: input problems and Stop as messages; the app keeps serving."""
+    def _generate_event(self, names: list[str]):
+        """generate() as a gradio event with parameters `names` (the API's names, all optional: omitted ones take
+        the page's defaults), input problems and Stop as page messages; the app keeps serving."""
         import gradio as gr
 
-        # Every parameter is optional over the API: omitted ones take the page's defaults (None: no image).
-        def run_generate(
-            init_image=None, inpaint_mask=None, prompt=None, negative_prompt=None, steps=None, guidance=None,
-            strength=None, seed=None, scheduler=None, width=None, height=None, resize_mode=None, batch_size=None,
-            source=None, depth_image=None, estimator=None, invert=None, clip_near=None, clip_far=None, gamma=None,
-            blur=None, depth_kind=None, distance_range=None, exr_channel=None,
-            request: gr.Request = None, progress=gr.Progress(),  # noqa: B008 (gradio's injection idiom)
-        ):  # fmt: skip
+        def run_generate(*args):
+            # gradio appends the request and the progress tracker, as the signature below places them.
+            *values, request, progress = args
             try:
-                return self.generate(
-                    init_image, inpaint_mask, prompt, negative_prompt, steps, guidance, strength, seed, scheduler,
-                    width, height, resize_mode, batch_size, source, depth_image, estimator, invert, clip_near,
-                    clip_far, gamma, blur, depth_kind, distance_range, exr_channel, request=request, progress=progress,
-                )  # fmt: skip
+                return self.generate(dict(zip(names, values, strict=True)), request=request, progress=progress)
             # Expected outcomes, not faults: a message in the page, no traceback in the log.
             except StopRequested:
                 # The Stop button's own event tells the page where it stopped (this event may be cancelled
@@ -404,9 +390,17 @@ class DepthApp:
                 message = f"generation failed: {type(error).__name__}: {error} (details in the server log)"
                 raise gr.Error(message) from error
 
-        # gradio injects the request by the parameter's annotation, which this module's `from __future__ import
-        # annotations` turns into a string: give it the class.
-        run_generate.__annotations__["request"] = gr.Request
+        # What gradio reads to name the API's parameters and to inject the request (by annotation) and the
+        # progress tracker (by default value).
+        keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        run_generate.__signature__ = inspect.Signature(
+            [inspect.Parameter(name, keyword, default=None) for name in names]
+            + [
+                inspect.Parameter("request", keyword, default=None, annotation=gr.Request),
+                inspect.Parameter("progress", keyword, default=gr.Progress()),
+            ]
+        )
+        run_generate.__annotations__ = {"request": gr.Request}
         return run_generate
 
     def _stop_event(self):

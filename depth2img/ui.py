@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import depthmap
-from .args import INFOTEXT_PREFIX, SOURCES, Depth2ImgArgs
+from .args import INFOTEXT_PREFIX, MASK_COMBINE_MODES, SOURCES, Depth2ImgArgs
 
 # The panel's settings, in the order its components are passed to callbacks: a subset of Depth2ImgArgs'
 # fields, in the schema's order (DepthPanel.in_schema_order adds the host's own in between).
@@ -29,8 +29,15 @@ PANEL_SETTINGS = (
 )  # fmt: skip
 # Settings that say how to read an uploaded map: shown only for "upload".
 UPLOAD_SETTINGS = ("depth_kind", "distance_range", "exr_channel")
-# Settings written to and read from the infotext (never the depth image bytes).
-INFOTEXT_SETTINGS = tuple(name for name in PANEL_SETTINGS if name != "depth_image")
+# Optional parts, for hosts that apply them (the schema's last fields, so a host without them keeps the
+# positional order): a fixed depth range, and an inpainting mask from a depth band.
+EXTRAS = {
+    "depth_range": ("depth_range",),
+    "mask": (
+        "mask_from_depth", "mask_low", "mask_high", "mask_band_mode", "mask_feather", "mask_grow", "mask_invert",
+        "mask_combine", "mask_auto",
+    ),
+}  # fmt: skip
 
 SOURCE_LABELS = {"estimate": "Estimate from the init image", "upload": "Upload a depth map"}
 DEPTH_KIND_LABELS = {
@@ -46,6 +53,12 @@ SLIDERS = {
     "clip_far": dict(minimum=0, maximum=100, step=0.5, label="Far clip (percentile)"),
     "gamma": dict(minimum=0.1, maximum=5, step=0.05, label="Gamma"),
     "blur": dict(minimum=0, maximum=32, step=0.5, label="Blur (sigma, px)"),
+}
+MASK_SLIDERS = {
+    "mask_low": dict(minimum=0, maximum=100, step=0.5, label="Band from (percent: 0 = farthest)"),
+    "mask_high": dict(minimum=0, maximum=100, step=0.5, label="Band to (100 = nearest)"),
+    "mask_feather": dict(minimum=0, maximum=64, step=1, label="Feather (px)"),
+    "mask_grow": dict(minimum=-64, maximum=64, step=1, label="Grow (px; negative shrinks)"),
 }
 _DEFAULTS = {f.name: f.default for f in fields(Depth2ImgArgs)}
 
@@ -99,30 +112,40 @@ def js_kwargs(js: str | None) -> dict:
 
 @dataclass
 class DepthPanel:
-    components: dict[str, Any]  # setting name -> component, in PANEL_SETTINGS order
+    components: dict[str, Any]  # setting name -> component, in the schema's order (PANEL_SETTINGS + extras)
     depth_thumbnail: Any
     preview_button: Any
     preview_gray: Any
     preview_color: Any
+    preview_mask: Any = None  # with the "mask" extra: the mask the band gives
     max_pixels: Callable[[], int] = lambda: depthmap.DEFAULT_MAX_PIXELS  # read per call: a host setting
 
     def __getitem__(self, name: str):
         return self.components[name]
 
     @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.components)
+
+    @property
     def settings(self) -> list:
-        """The setting components in PANEL_SETTINGS order (callbacks receive their values in this order)."""
+        """The setting components in `names` order (callbacks receive their values in this order)."""
         return list(self.components.values())
 
     def in_schema_order(self, host_components: dict[str, Any]) -> list:
         """The panel's and the host's own setting components (e.g. the WebUI's enabled, return_depth), in
         Depth2ImgArgs' field order: the order of the WebUI's positional API list."""
         named = {**self.components, **host_components}
-        return [named[f.name] for f in fields(Depth2ImgArgs) if f.name in named]
+        order = [f.name for f in fields(Depth2ImgArgs)]
+        present = [name for name in order if name in named]
+        if present != order[: len(present)]:  # a gap would shift every later position of the list
+            raise ValueError(f"the positional list would skip {sorted(set(order[: len(present)]) - set(present))}")
+        return [named[name] for name in present]
 
     @property
     def infotext_fields(self) -> list[tuple[Any, str]]:
-        return [(self.components[name], infotext_key(name)) for name in INFOTEXT_SETTINGS]
+        """(component, infotext key) of every setting but the depth image's bytes."""
+        return [(c, infotext_key(name)) for name, c in self.components.items() if name != "depth_image"]
 
     def wire_preview(
         self,
@@ -143,21 +166,26 @@ class DepthPanel:
         def preview(*values):
             images = values[:count]
             image = pick_image(*images) if pick_image else next((i for i in images if i is not None), None)
-            args = settings_from_values(values[count:])
-            return preview_images(args, image, estimate, self.max_pixels())
+            args = settings_from_values(values[count:], self.names)
+            depth = panel_depth(args, image, estimate, self.max_pixels())
+            views = depth_views(depth)
+            if self.preview_mask is None:
+                return views
+            return (*views, preview_mask(args, depth, image))
 
         fn = _as_gradio_errors(preview)
         # Named parameters (all optional) so the HTTP API documents and accepts them by name.
         fn.__signature__ = inspect.Signature(
             [
                 inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)
-                for name in (*image_inputs, *PANEL_SETTINGS)
+                for name in (*image_inputs, *self.names)
             ]
         )
+        outputs = [self.preview_gray, self.preview_color] + ([self.preview_mask] if self.preview_mask else [])
         return self.preview_button.click(
             fn=fn,
             inputs=[*image_inputs.values(), *self.settings],
-            outputs=[self.preview_gray, self.preview_color],
+            outputs=outputs,
             **event_kwargs,
         )
 
@@ -176,6 +204,7 @@ def build_depth_panel(
     has_init_image: bool = True,
     estimators: list | None = None,
     max_pixels: Callable[[], int] | None = None,
+    extras: Sequence[str] = (),
 ) -> DepthPanel:
     """Create the panel's components in the current gradio layout context and wire its own events
     (visibility, upload thumbnail). The host then calls `panel.wire_preview(...)`.
@@ -183,7 +212,11 @@ def build_depth_panel(
     has_init_image False (the WebUI's txt2img): only an uploaded map can apply, so the source is fixed to
     "upload" and the estimator is hidden. estimators: depth2img.estimators.EstimatorInfo list (default: the
     registry, availability not judged). max_pixels: the host's size limit for depth maps, read per call.
+    extras: names in EXTRAS the host applies ("depth_range", "mask"); a host shows only what it applies.
     """
+    unknown = sorted(set(extras) - set(EXTRAS))
+    if unknown:
+        raise ValueError(f"unknown panel extras {unknown}; choose from {', '.join(EXTRAS)}")
     gr = _gradio()
     max_pixels = max_pixels or (lambda: depthmap.DEFAULT_MAX_PIXELS)
     from .estimators import list_estimators
@@ -251,11 +284,53 @@ def build_depth_panel(
     with gr.Row(elem_classes=["depth2img-row"]):
         for name, options in SLIDERS.items():
             c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **options)
+    if "depth_range" in extras:
+        c["depth_range"] = gr.Textbox(
+            value="",
+            label="Fixed depth range: lo, hi",
+            info="in the processed map's units, conditioned as -1..1 (clamped); empty: the map's own min-max",
+            elem_id=elem("depth_range"),
+        )
+    if "mask" in extras:
+        with gr.Accordion("Inpaint mask from a depth band", open=False, elem_id=elem("mask_panel")):
+            with gr.Row(elem_classes=["depth2img-row"]):
+                c["mask_from_depth"] = gr.Checkbox(
+                    _DEFAULTS["mask_from_depth"], label="Repaint a depth band", elem_id=elem("mask_from_depth")
+                )
+                c["mask_auto"] = gr.Checkbox(
+                    _DEFAULTS["mask_auto"],
+                    label="Auto band (from painted strokes' depth, else Otsu)",
+                    elem_id=elem("mask_auto"),
+                )
+                c["mask_invert"] = gr.Checkbox(
+                    _DEFAULTS["mask_invert"], label="Invert (repaint outside the band)", elem_id=elem("mask_invert")
+                )
+            with gr.Row(elem_classes=["depth2img-row"]):
+                for name in ("mask_low", "mask_high"):
+                    c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **MASK_SLIDERS[name])
+                c["mask_band_mode"] = gr.Radio(
+                    choices=[("percent of the range", "range"), ("percentile of the pixels", "percentile")],
+                    value=_DEFAULTS["mask_band_mode"],
+                    label="Band in",
+                    elem_id=elem("mask_band_mode"),
+                )
+            with gr.Row(elem_classes=["depth2img-row"]):
+                for name in ("mask_feather", "mask_grow"):
+                    c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **MASK_SLIDERS[name])
+                c["mask_combine"] = gr.Radio(
+                    choices=list(MASK_COMBINE_MODES),
+                    value=_DEFAULTS["mask_combine"],
+                    label="With a painted mask",
+                    elem_id=elem("mask_combine"),
+                )
     with gr.Row(elem_classes=["depth2img-row"]):
         preview_button = gr.Button("Preview depth", elem_id=elem("preview"))
     with gr.Row(elem_classes=["depth2img-row"]):
         preview_gray = output_image("Depth (gray)", elem_id=elem("preview_gray"))
         preview_color = output_image("Depth (colour)", elem_id=elem("preview_color"))
+        preview_mask = None
+        if "mask" in extras:
+            preview_mask = output_image("Mask from the band (white = repaint)", elem_id=elem("preview_mask"))
 
     upload_options = [c[name] for name in UPLOAD_SETTINGS]
     c["source"].change(
@@ -274,12 +349,14 @@ def build_depth_panel(
             outputs=[depth_thumbnail],
             **hidden_api(),
         )
+    order = [f.name for f in fields(Depth2ImgArgs)]
     return DepthPanel(
-        components={name: c[name] for name in PANEL_SETTINGS},
+        components={name: c[name] for name in sorted(c, key=order.index)},
         depth_thumbnail=depth_thumbnail,
         preview_button=preview_button,
         preview_gray=preview_gray,
         preview_color=preview_color,
+        preview_mask=preview_mask,
         max_pixels=max_pixels,
     )
 
@@ -287,9 +364,9 @@ def build_depth_panel(
 # ---- callbacks (plain functions: testable without gradio) -------------------------------------------
 
 
-def settings_from_values(values: Sequence) -> Depth2ImgArgs:
-    """Depth2ImgArgs from the panel's values in PANEL_SETTINGS order; bad values raise ArgsError naming the key."""
-    named = dict(zip(PANEL_SETTINGS, values, strict=True))
+def settings_from_values(values: Sequence, names: Sequence[str] = PANEL_SETTINGS) -> Depth2ImgArgs:
+    """Depth2ImgArgs from the panel's values in `names` order; bad values raise ArgsError naming the key."""
+    named = dict(zip(names, values, strict=True))
     # gradio gives None for an empty file box; the schema wants it absent.
     return Depth2ImgArgs.from_dict({k: v for k, v in named.items() if v is not None})
 
@@ -324,6 +401,13 @@ def gray_image(depth: np.ndarray):
     return Image.fromarray((depthmap.to_uint16(depth) >> 8).astype(np.uint8))
 
 
+def depth_views(depth: np.ndarray):
+    """(gray, colour) PIL views of a processed depth map."""
+    from PIL import Image
+
+    return gray_image(depth), Image.fromarray(depthmap.colorize(depth))
+
+
 def preview_images(
     args: Depth2ImgArgs,
     image,
@@ -331,10 +415,25 @@ def preview_images(
     max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
 ):
     """(gray, colour) PIL previews of the processed depth map."""
+    return depth_views(panel_depth(args, image, estimate, max_pixels))
+
+
+def preview_mask(args: Depth2ImgArgs, depth: np.ndarray, image=None):
+    """The mask the depth band gives (L, the init image's size, else the map's), or None when the band is off.
+
+    As the engine makes it (depth2img.engine.depth_band_mask), without a painted mask: "auto" uses Otsu here.
+    """
     from PIL import Image
 
-    depth = panel_depth(args, image, estimate, max_pixels)
-    return gray_image(depth), Image.fromarray(depthmap.colorize(depth))
+    from . import masks
+
+    settings = args.mask_settings()
+    if settings is None:
+        return None
+    width, height = image.size if isinstance(image, Image.Image) else (depth.shape[1], depth.shape[0])
+    value_range = args.depth_range or (float(depth.min()), float(depth.max()))
+    mask, _, _ = masks.depth_band_mask(depthmap.resize(depth, width, height), settings, None, value_range)
+    return Image.fromarray(mask)
 
 
 def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel="", max_pixels=depthmap.DEFAULT_MAX_PIXELS):

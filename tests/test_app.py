@@ -144,6 +144,8 @@ def test_gradio_client_errors_are_messages_and_the_app_keeps_serving(server, fil
         (dict(init_image=scene, source="upload"), "no depth map uploaded"),
         (dict(source="upload", depth_image=depth16, depth_kind="inverse", distance_range="1, 10"), "distance maps"),
         (dict(init_image=handle(str(files / "truncated.png"))), "init image is not a readable image"),
+        (dict(init_image=scene, depth_range="1, 0"), "depth_range"),
+        (dict(source="upload", depth_image=depth16, mask_from_depth=True), "needs an init image"),
         (dict(), "nothing to start from"),
     ]
     for kwargs, expected in cases:
@@ -164,12 +166,30 @@ def test_gradio_client_preview_depth(server, files):
     from PIL import Image
 
     url, _, _ = server
-    gray, colour = client(url).predict(
-        source="upload", depth_image=gradio_client.handle_file(str(files / "depth16.png")), api_name="/preview_depth"
-    )
+    api = client(url)
+    depth16 = gradio_client.handle_file(str(files / "depth16.png"))
+    gray, colour, mask = api.predict(source="upload", depth_image=depth16, api_name="/preview_depth")
     gray, colour = np.asarray(Image.open(gray).convert("L")), np.asarray(Image.open(colour).convert("RGB"))
-    assert gray.shape == (64, 96) and colour.shape == (64, 96, 3)
+    assert gray.shape == (64, 96) and colour.shape == (64, 96, 3) and mask is None  # no band asked for
     assert gray[:, 0].mean() < 5 and gray[:, -1].mean() > 250  # the ramp, white = near, lossless
+    # The mask from a depth band, at the init image's size: the nearer half of the ramp.
+    *_, mask = api.predict(
+        init_image=gradio_client.handle_file(str(files / "scene.png")), source="upload", depth_image=depth16,
+        mask_from_depth=True, mask_low=50, api_name="/preview_depth",
+    )  # fmt: skip
+    mask = np.asarray(Image.open(mask).convert("L"))
+    assert mask.shape == (64, 96) and mask[:, -1].min() == 255 and mask[:, 0].max() == 0
+
+
+def test_gradio_client_mask_from_a_depth_band_and_a_fixed_range(server, files):
+    url, out, _ = server
+    scene = gradio_client.handle_file(str(files / "scene.png"))
+    _, _, text, _ = client(url).predict(
+        scene, prompt="x", steps=2, width=64, height=64, mask_from_depth=True, mask_low=40, depth_range="0, 50",
+        api_name="/generate",
+    )  # fmt: skip
+    assert "Depth2Img mode: inpaint" in text and "Depth2Img mask: " in text
+    assert "Depth2Img depth_range: 0.0 50.0" in text
 
 
 # ---- in a browser ---------------------------------------------------------------------------------------

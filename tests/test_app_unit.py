@@ -58,18 +58,21 @@ def test_panel_settings_and_host_settings_in_the_schema_order():
     from dataclasses import fields
 
     names = [f.name for f in fields(Depth2ImgArgs)]
-    assert list(ui.PANEL_SETTINGS) == [n for n in names if n in ui.PANEL_SETTINGS]
-    panel = ui.DepthPanel({name: f"<{name}>" for name in ui.PANEL_SETTINGS}, None, None, None, None)
+    everything = (*ui.PANEL_SETTINGS, *(name for extra in ui.EXTRAS.values() for name in extra))
+    assert list(everything) == [n for n in names if n in everything]
+    panel = ui.DepthPanel({name: f"<{name}>" for name in everything}, None, None, None, None)
     host = {name: f"<{name}>" for name in ("enabled", "return_depth", "checkpoint", "depth_dir")}
     assert panel.in_schema_order(host) == [f"<{name}>" for name in names]  # every field, the schema's order
 
 
-def test_panel_defaults_are_the_schema_defaults():
+def test_sliders_show_the_schema_default_and_stay_inside_its_checks():
+    from depth2img.args import _CHECKS
+
     defaults = Depth2ImgArgs()
-    for name in ui.INFOTEXT_SETTINGS:
-        assert ui._DEFAULTS[name] == getattr(defaults, name)
-    for name, slider in ui.SLIDERS.items():  # every slider can show its default
-        assert slider["minimum"] <= getattr(defaults, name) <= slider["maximum"]
+    for name, slider in {**ui.SLIDERS, **ui.MASK_SLIDERS}.items():
+        low, high = _CHECKS[name]["range"]
+        assert slider["minimum"] <= getattr(defaults, name) <= slider["maximum"], name
+        assert low <= slider["minimum"] and slider["maximum"] <= high, name
 
 
 def test_panel_depth_uploaded_16_bit_kept_and_post_processed():
@@ -93,6 +96,28 @@ def test_panel_depth_reads_a_distance_map_as_the_settings_say():
     decoded = ui.uploaded_depth(Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance"))
     assert decoded.approximate and decoded.notice  # no range given: the app shows this notice
     assert ui.thumbnail(png, "distance", "1, 4", "").size == (48, 32)
+
+
+def test_preview_mask_is_the_engines_band_mask_at_the_image_size():
+    from depth2img.engine import depth_band_mask
+
+    depth = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))
+    args = Depth2ImgArgs(mask_from_depth=True, mask_low=50.0, mask_high=100.0, mask_grow=1)
+    image = Image.new("RGB", (96, 64))
+    shown = ui.preview_mask(args, depth, image)
+    engine_mask, _ = depth_band_mask(depth, args.mask_settings(), None, 96, 64)
+    assert shown.size == (96, 64) and np.array_equal(np.asarray(shown), np.asarray(engine_mask))
+    assert np.asarray(shown)[:, -1].min() == 255 and np.asarray(shown)[:, 0].max() == 0  # near (right) half
+    assert ui.preview_mask(Depth2ImgArgs(), depth, image) is None  # band off: no mask
+
+
+def test_a_host_without_an_extra_keeps_the_positional_order():
+    base = ui.DepthPanel({name: name for name in ui.PANEL_SETTINGS}, None, None, None, None)
+    host = {name: name for name in ("enabled", "return_depth", "checkpoint", "depth_dir")}
+    assert len(base.in_schema_order(host)) == 15  # the extras are the schema's tail
+    gap = ui.DepthPanel({name: name for name in (*ui.PANEL_SETTINGS, "mask_from_depth")}, None, None, None, None)
+    with pytest.raises(ValueError, match="depth_range"):
+        gap.in_schema_order(host)
 
 
 def test_panel_depth_errors_say_what_to_do():
@@ -228,7 +253,7 @@ def test_stop_ends_the_running_job_of_that_page_only_and_says_where(pipe, tmp_pa
 
     def run():
         try:
-            outcome.append(app.generate(**job, request=page))
+            outcome.append(app.generate(job, request=page))
         except StopRequested as stopped:
             outcome.append(stopped)
 
