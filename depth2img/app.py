@@ -141,11 +141,11 @@ class DepthApp:
             raise ValueError(f"estimator {name!r} is unavailable here: {info.reason}")
 
     # ---- generation ----
-    def generate(self, values: dict, request=None, progress=None):
-        """One job from the page's values by name (JOB_INPUTS and the panel's settings); returns (image paths,
-        16-bit depth PNG path, settings text, seed used)."""
-        import gradio as gr
-
+    def generate(self, values: dict, request=None, progress=None, warn=None):
+        """One job from the page's values by name (the job's inputs and the panel's settings); returns (image
+        paths, 16-bit depth PNG path, settings text, seed used). warn(message): a notice for the user, shown while
+        the job runs (the page passes gr.Warning; default: the server's stderr)."""
+        warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
         args = ui.settings_from_values([values.get(name) for name in self.panel_names], self.panel_names)
         scheduler, resize_mode = values.get("scheduler") or "pndm", values.get("resize_mode") or "just resize"
         if scheduler not in self.schedulers:
@@ -159,11 +159,12 @@ class DepthApp:
             decoded = ui.uploaded_depth(args, self.max_pixels)
             depth = decoded.depth
             if decoded.notice:  # e.g. a distance map read without its range: approximate
-                gr.Warning(decoded.notice)
+                warn(decoded.notice)
             if float(depth.max()) <= float(depth.min()):
-                gr.Warning("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
+                warn("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
         elif image is not None and args.estimator != CheckpointMidasEstimator.name:
-            depth = self.estimate(image, args.estimator)  # the engine takes it as it takes its own estimate
+            # A model folder's estimate, at the image's size (as the CLI does): the engine takes it as the map.
+            depth = depthmap.resize(self.estimate(image, args.estimator), image.width, image.height)
         elif image is not None:
             self._check_estimator(args.estimator)
         if image is None and depth is None:
@@ -250,7 +251,8 @@ class DepthApp:
         return "The job had already finished."
 
     def save(self, result, seed: int, text: str) -> tuple[list[Path], Path]:
-        """PNG files under --out with fresh names (never over an existing file), the settings in their info."""
+        """PNG files under --out with fresh names (never over an existing file), the settings in their info:
+        the pictures, the 16-bit depth map and, for inpainting, the mask."""
         stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}-{secrets.token_hex(4)}"
         while any(self.out_dir.glob(f"{stem}*")):  # the random part makes this practically never loop
             stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{seed}-{secrets.token_hex(4)}"
@@ -264,6 +266,8 @@ class DepthApp:
         width, height = result.images[0].size
         depth = depthmap.resize(result.depth, width, height)  # at the pictures' size, as the CLI writes it
         depth_path = depthmap.save_depth(depth, self.out_dir / f"{stem}-depth.png")
+        if result.mask is not None:  # inpainting: the mask used (painted, from a depth band, or both)
+            write_atomic(self.out_dir / f"{stem}-mask.png", lambda temporary: result.mask.save(temporary, format="PNG"))
         return paths, depth_path
 
     # ---- the page ----
@@ -377,7 +381,8 @@ class DepthApp:
             # gradio appends the request and the progress tracker, as the signature below places them.
             *values, request, progress = args
             try:
-                return self.generate(dict(zip(names, values, strict=True)), request=request, progress=progress)
+                named = dict(zip(names, values, strict=True))
+                return self.generate(named, request=request, progress=progress, warn=gr.Warning)
             # Expected outcomes, not faults: a message in the page, no traceback in the log.
             except StopRequested:
                 # The Stop button's own event tells the page where it stopped (this event may be cancelled

@@ -189,6 +189,7 @@ def test_gradio_client_mask_from_a_depth_band_and_a_fixed_range(server, files):
         api_name="/generate",
     )  # fmt: skip
     assert "Depth2Img mode: inpaint" in text and "Depth2Img mask: " in text
+    assert any(out.glob("*-mask.png"))
     assert "Depth2Img depth_range: 0.0 50.0" in text
 
 
