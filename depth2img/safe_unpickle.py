@@ -34,6 +34,21 @@ _TORCH_REBUILD_FUNCTIONS = (
 _NUMPY_FUNCTIONS = ("scalar", "_reconstruct")
 
 
+def _numpy_multiarray():
+    """numpy's multiarray module: numpy._core.multiarray in numpy 2, numpy.core.multiarray before (numpy 1.26
+    has a numpy._core package too, without it until something imports it)."""
+    import importlib
+
+    for name in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if all(hasattr(module, function) for function in _NUMPY_FUNCTIONS):
+            return module
+    raise ImportError("numpy's multiarray module was not found")
+
+
 def _allowed_globals() -> dict[tuple[str, str], Any]:
     import numpy as np
 
@@ -61,10 +76,10 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
         if isinstance(value, (torch.dtype, torch.layout)):
             allowed[("torch", str(value).removeprefix("torch."))] = value
     # numpy moved its internals from numpy.core to numpy._core in 2.0; files name either.
-    multiarray = getattr(np, "_core", None) or np.core
+    multiarray = _numpy_multiarray()
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         for name in _NUMPY_FUNCTIONS:
-            allowed[(module, name)] = getattr(multiarray.multiarray, name)
+            allowed[(module, name)] = getattr(multiarray, name)
     dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25 pickles dtypes as numpy.dtypes.Float64DType etc.
     if dtypes is not None:
         for name in dir(dtypes):

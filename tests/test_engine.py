@@ -183,7 +183,7 @@ def test_pipeline_is_offline_and_reusable_from_a_saved_diffusers_folder(pipe, tm
     assert isinstance(again, DepthPipeline)
     a = generate(pipe, request(depth=ramp_depth()), progress=False).images
     b = generate(again, request(depth=ramp_depth()), progress=False).images
-    assert np.abs(a - b).max() <= 1e-5
+    assert np.abs(a - b).max() <= 1e-4  # the same weights loaded two ways may take other kernels (ulps)
 
 
 def test_default_size_is_the_sources_aspect_at_about_512_squared():
@@ -236,8 +236,9 @@ def test_one_depth_map_conditions_every_image_of_a_batch(pipe):
     result = generate(pipe, request(depth=ramp_depth(), batch_size=2), progress=False)
     assert result.images.shape == (2, SIZE, SIZE, 3)
     single = generate(pipe, request(depth=ramp_depth()), progress=False).images
-    # diffusers draws one noise tensor for the batch, so image 0 of the batch is the single run's picture.
-    assert np.abs(result.images[:1] - single).max() <= 1e-5
+    # diffusers draws one noise tensor for the batch, so image 0 of the batch is the single run's picture, up to
+    # the UNet's batch-size-dependent kernels (1.04e-5 seen with ATEN_CPU_CAPABILITY=avx2 on one thread).
+    assert np.abs(result.images[:1] - single).max() <= 1e-4
     assert np.abs(result.images[0] - result.images[1]).max() > 1e-3
 
 
