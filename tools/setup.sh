@@ -30,6 +30,21 @@ case "$kind" in
   *) echo "usage: bash tools/setup.sh [current|webui]" >&2; exit 2 ;;
 esac
 
+# The app's browser tests drive Debian's chromium (Playwright's own browser download fails offline).
+if [ "$kind" = current ] && ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (apt-get) for the app's browser tests ..." >&2
+    apt_log="$(mktemp -t depth2img-apt.XXXXXX)"
+    if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; } >"$apt_log" 2>&1; then
+      cat "$apt_log" >&2; echo "set-up failed: apt-get install chromium" >&2; exit 1
+    fi
+    rm -f "$apt_log"
+  else
+    echo "warning: chromium is missing and cannot be installed here (needs root and apt-get);" \
+         "the app's browser tests will fail. Install Debian's chromium package." >&2
+  fi
+fi
+
 stamp="$venv/.depth2img-setup"
 want="$( (cat "$reqs" tools/setup.sh; "$python" --version 2>&1) | sha1sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
