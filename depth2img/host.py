@@ -221,11 +221,11 @@ class DepthConditioner:
         self.last_depth = maps[0] if isinstance(maps[0], np.ndarray) else maps[0].numpy()
         size = tuple(latent.shape[2:])
         self.last_size = (size[1] * LATENT_SCALE, size[0] * LATENT_SCALE)
+        # A given range (args.depth_range) holds one scale across samples and jobs; None: each map's min-max.
+        scale = dict(device=latent.device, dtype=latent.dtype, depth_range=self.args.depth_range)
         if all(isinstance(m, torch.Tensor) for m in maps):  # straight from the estimator: one batched resize
-            return depth_conditioning(torch.stack(maps), size, device=latent.device, dtype=latent.dtype)
-        parts = [
-            depth_conditioning(np.ascontiguousarray(m), size, device=latent.device, dtype=latent.dtype) for m in maps
-        ]
+            return depth_conditioning(torch.stack(maps), size, **scale)
+        parts = [depth_conditioning(np.ascontiguousarray(m), size, **scale) for m in maps]
         return torch.cat(parts)
 
     def output_depth(self) -> np.ndarray | None:

@@ -224,7 +224,9 @@ class Depth2ImgScript(scripts.Script):
         tab = "img2img" if is_img2img else "txt2img"
         with InputAccordion(False, label="Depth2Img", elem_id=f"depth2img_{tab}") as enabled:
             # The panel both hosts show (depth2img.ui); below it what only the WebUI has.
-            panel = build_depth_panel(f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels)
+            panel = build_depth_panel(
+                f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=("depth_range",)
+            )
             with gr.Row(elem_classes=["depth2img-row"]):
                 return_depth = gr.Checkbox(
                     False, label="Add the depth map to the outputs", elem_id=f"depth2img_{tab}_return"
@@ -481,6 +483,8 @@ def add_xyz_axes():
         xyz.AxisOption("[Depth2Img] Far clip", float, setter("clip_far", float)),
         xyz.AxisOption("[Depth2Img] Gamma", float, setter("gamma", float)),
         xyz.AxisOption("[Depth2Img] Blur", float, setter("blur", float)),
+        # "lo hi" per cell (space-separated: the grid splits cells at commas); checked by the args schema.
+        xyz.AxisOption("[Depth2Img] Depth range", str, setter("depth_range", str)),
     ]
     known = {axis.label for axis in xyz.axis_options}
     xyz.axis_options.extend(axis for axis in axes if axis.label not in known)
