@@ -19,7 +19,15 @@ from . import paths
 from .args import Depth2ImgArgs
 from .checkpoints import find_checkpoints, inspect_checkpoint_cached
 from .depthmap import DEFAULT_MAX_PIXELS
-from .host import Depth2ImgError, DepthConditioner, depth_output_image, load_batch_depth, png16_base64
+from .host import (
+    Depth2ImgError,
+    DepthConditioner,
+    decode_depth_argument,
+    depth_output_image,
+    folder_depth_range,
+    load_batch_depth,
+    png16_base64,
+)
 
 # The init image components of the img2img sub-tabs, in the order of the WebUI's mode index (5 = batch).
 INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
@@ -30,8 +38,9 @@ BATCH_TAB_INDEX = len(INIT_IMAGE_ELEM_IDS)
 # the script pops it again before anything could save it. v1.8 opens batch inputs with PIL directly.
 BATCH_PATH_KEY = "depth2img_batch_source_path"
 BATCH_DEPTH_DIR_NOTE = (
-    "a batch-tab folder of depth maps needs WebUI v1.9 or newer (older ones do not tell extensions which "
-    "file a batch input came from): update the WebUI, or upload one depth map for all inputs"
+    "a batch-tab folder of depth maps, and one depth scale for the whole folder, need WebUI v1.9 or newer (older "
+    "ones do not tell extensions which files the batch tab processes): update the WebUI, or upload one depth map "
+    "for all inputs"
 )
 
 
@@ -148,6 +157,125 @@ def no_depth_model_message(checkpoint: str, find_checkpoint: Callable, is_depth_
     )
 
 
+# ---- a mask from a depth band ---------------------------------------------------------------------
+
+# On p: the mask this extension set, and the user's own it replaced (p is reused by the batch tab and XYZ runs).
+OWN_MASK_ATTR = "_depth2img_mask"
+USERS_MASK_ATTR = "_depth2img_users_mask"
+MASK_NOTE_KEY = "Depth2Img mask band"
+
+
+def users_mask(p):
+    """The mask the user (or the batch tab's mask folder) gave this job, never one this extension set on the
+    same p for an earlier image; p.image_mask is put back to it. None for plain img2img and txt2img."""
+    mask = getattr(p, "image_mask", None)
+    if mask is not None and mask is getattr(p, OWN_MASK_ATTR, None):
+        mask = getattr(p, USERS_MASK_ATTR, None)
+        p.image_mask = mask
+    setattr(p, OWN_MASK_ATTR, None)
+    return mask
+
+
+def apply_depth_band_mask(p, conditioner: DepthConditioner, painted, as_webui_reads: Callable) -> None:
+    """Give the job the inpainting mask of its depth band as the WebUI's own mask (p.image_mask, at the init
+    image's size), before the WebUI's p.init() processes it: the WebUI then blurs it (mask blur), crops to it
+    ("only masked"), inverts it ("inpaint not masked": the final mask, as any mask), fills and pastes back as
+    for a painted mask, and plain img2img becomes an inpaint job with the tab's inpaint settings.
+
+    painted: the user's mask or None; as_webui_reads(mask) -> L image: the WebUI's create_binary_mask, so the
+    strokes (mask_auto) and the combination see the mask the WebUI would.
+    """
+    if not hasattr(p, "init_images"):
+        raise Depth2ImgError(
+            "depth2img arg 'mask_from_depth': a mask from a depth band needs an init image; use img2img or inpaint "
+            "(txt2img has none)"
+        )
+    painted_l = as_webui_reads(painted) if painted is not None else None
+    mask, note = conditioner.inpaint_mask(painted_l)
+    setattr(p, USERS_MASK_ATTR, painted)
+    setattr(p, OWN_MASK_ATTR, mask)
+    p.image_mask = mask
+    p.extra_generation_params[MASK_NOTE_KEY] = note
+
+
+# ---- the batch tab's one depth scale for the whole folder -----------------------------------------
+
+BATCH_INPUTS_ATTR = "_depth2img_batch_inputs"
+BATCH_RANGE_ATTR = "_depth2img_batch_range"
+BATCH_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")  # the WebUI's batch tab's (modules/img2img.py)
+
+
+def install_batch_inputs_recorder(img2img_module) -> None:
+    """Wrap the WebUI's img2img.process_batch(p, input, ...) to record on p what the batch tab will process (a
+    folder, or v1.10's uploaded files) before its first image: pass 1 of one scale for the whole folder."""
+    if getattr(img2img_module.process_batch, "_depth2img", False):
+        return
+    original = img2img_module.process_batch
+
+    def process_batch(p, inputs, *args, **kwargs):
+        setattr(p, BATCH_INPUTS_ATTR, inputs)
+        setattr(p, BATCH_RANGE_ATTR, None)
+        return original(p, inputs, *args, **kwargs)
+
+    process_batch._depth2img = True
+    img2img_module.process_batch = process_batch
+
+
+def batch_input_paths(p, walk_files: Callable) -> list[Path] | None:
+    """The batch tab's inputs for this job as the WebUI lists them, or None outside the batch tab.
+
+    walk_files(folder, allowed_extensions=...): the WebUI's shared.walk_files (what its batch tab lists).
+    """
+    inputs = getattr(p, BATCH_INPUTS_ATTR, None)
+    if inputs is None:
+        return None
+    if isinstance(inputs, str):
+        return [Path(path) for path in walk_files(inputs, allowed_extensions=BATCH_SUFFIXES)]
+    return [Path(getattr(item, "name", item)).absolute() for item in inputs]  # v1.10's uploads (temp files)
+
+
+def batch_depth_scale(
+    settings: Depth2ImgArgs, p, walk_files: Callable, depth_of: Callable, progress: Callable | None = None
+) -> Depth2ImgArgs:
+    """settings with the whole folder's depth range (batch_depth_scale "global", batch tab only); computed by
+    the first image's job, kept on p for the others. A depth_range the user gave wins; outside the batch tab
+    there is one image, whose own scale it is.
+
+    depth_of(path) -> the input's unprocessed depth map (its depth-folder map, else estimated) or None to leave
+    it out; progress(done, total, path).
+    """
+    if not (settings.enabled and settings.batch_depth_scale == "global") or settings.depth_range is not None:
+        return settings
+    inputs = batch_input_paths(p, walk_files)
+    if not inputs:
+        return settings
+    key = (tuple(inputs), tuple(sorted(settings.postprocess_kwargs().items())), settings.depth_dir,
+           settings.source, settings.estimator)  # fmt: skip
+    cached = getattr(p, BATCH_RANGE_ATTR, None)
+    if cached is None or cached[0] != key:
+        cached = (key, folder_depth_range(inputs, depth_of, settings.postprocess_kwargs(), progress))
+        setattr(p, BATCH_RANGE_ATTR, cached)
+    return dataclasses.replace(settings, depth_range=cached[1])
+
+
+def batch_input_depth(path: Path, settings: Depth2ImgArgs, read_image: Callable, estimate: Callable, max_pixels: int):
+    """One batch input's unprocessed depth map for the folder's scale, as its job will take it: its map in
+    settings.depth_dir, else the uploaded map (one for all), else estimate(read_image(path)); None (said in the
+    log) when the input cannot be read."""
+    if settings.depth_dir:
+        found = load_batch_depth(settings.depth_dir, path, max_pixels)
+        if found is not None:
+            return found[1]
+    if settings.source == "upload":
+        return decode_depth_argument(settings.depth_image, max_pixels, **settings.decode_kwargs())
+    try:
+        image = read_image(path)
+    except OSError as error:  # the WebUI's batch skips it too
+        print(f"[Depth2Img] batch input {path} left out of the folder's depth scale: {error}")
+        return None
+    return estimate(image)
+
+
 # ---- XYZ grid axes --------------------------------------------------------------------------------
 
 XYZ_OVERRIDES_ATTR = "_depth2img_xyz"
@@ -157,13 +285,15 @@ def _as_bool(value) -> bool:
     return str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
-def xyz_setter(field: str, convert: Callable):
-    """An XYZ axis' apply(p, value, values): records the cell's setting on p (read by the script's args)."""
+def xyz_setter(field: str, convert: Callable, *, turns_on: tuple[str, ...] = ()):
+    """An XYZ axis' apply(p, value, values): records the cell's setting on p (read by the script's args).
+    turns_on: settings the axis implies (a band axis means the mask from a depth band is on)."""
 
     def apply(p, value, _values):
         overrides = dict(getattr(p, XYZ_OVERRIDES_ATTR, None) or {})
         overrides[field] = convert(value)
-        overrides.setdefault("enabled", True)  # a Depth2Img axis means Depth2Img is on for that cell
+        for implied in ("enabled", *turns_on):  # a Depth2Img axis means Depth2Img is on for that cell
+            overrides.setdefault(implied, True)
         setattr(p, XYZ_OVERRIDES_ATTR, overrides)
 
     return apply
@@ -180,6 +310,8 @@ def xyz_axes(estimator_names: Callable[[], list[str]]) -> list[tuple]:
         ("[Depth2Img] Blur", float, xyz_setter("blur", float), None),
         # "lo hi" per cell (space-separated: the grid splits cells at commas); checked by the args schema.
         ("[Depth2Img] Depth range", str, xyz_setter("depth_range", str), None),
+        ("[Depth2Img] Mask band low", float, xyz_setter("mask_low", float, turns_on=("mask_from_depth",)), None),
+        ("[Depth2Img] Mask band high", float, xyz_setter("mask_high", float, turns_on=("mask_from_depth",)), None),
     ]
 
 

@@ -13,8 +13,9 @@ import traceback
 
 import gradio as gr
 from fastapi import Body, FastAPI, HTTPException
-from modules import call_queue, devices, images, script_callbacks, scripts, sd_models, shared
+from modules import call_queue, devices, images, processing, script_callbacks, scripts, sd_models, shared
 from modules.ui_components import InputAccordion
+from PIL import ImageOps
 
 from depth2img import api, depthmap, host
 from depth2img import webui_hooks as hooks
@@ -98,6 +99,15 @@ if not BATCH_DEPTH_DIR_SUPPORTED:
     print(f"[Depth2Img] {hooks.BATCH_DEPTH_DIR_NOTE}")
 
 
+def install_batch_inputs_recorder():
+    """What the batch tab will process, recorded before its first image (one depth scale for the folder).
+    From before_ui: modules.img2img imports the WebUI's UI module, too early for a script's import."""
+    if BATCH_DEPTH_DIR_SUPPORTED:
+        import modules.img2img
+
+        hooks.install_batch_inputs_recorder(modules.img2img)
+
+
 # ---- the script ----------------------------------------------------------------------------------
 
 
@@ -127,8 +137,10 @@ class Depth2ImgScript(scripts.Script):
         tab = "img2img" if is_img2img else "txt2img"
         with InputAccordion(False, label="Depth2Img", elem_id=f"depth2img_{tab}") as enabled:
             # The panel both hosts show (depth2img.ui); below it what only the WebUI has.
+            # img2img also makes inpainting masks from a depth band; txt2img has no image to mask.
+            extras = ("depth_range", "mask") if is_img2img else ("depth_range",)
             panel = build_depth_panel(
-                f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=("depth_range",)
+                f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=extras
             )
             with gr.Row(elem_classes=["depth2img-row"]):
                 return_depth = gr.Checkbox(
@@ -145,6 +157,16 @@ class Depth2ImgScript(scripts.Script):
                 visible=is_img2img and BATCH_DEPTH_DIR_SUPPORTED,
                 elem_id=f"depth2img_{tab}_depth_dir",
             )
+            batch_depth_scale = None
+            if is_img2img:
+                batch_depth_scale = gr.Radio(
+                    choices=[("each image's own", "per-image"), ("one for the whole folder", "global")],
+                    value="per-image",
+                    label="Batch tab: depth scale",
+                    info="one: a depth pass over every input first, then each image on the folder's depth range",
+                    visible=BATCH_DEPTH_DIR_SUPPORTED,
+                    elem_id=f"depth2img_{tab}_batch_depth_scale",
+                )
             if is_img2img and not BATCH_DEPTH_DIR_SUPPORTED:
                 gr.Markdown(f"Batch tab: {hooks.BATCH_DEPTH_DIR_NOTE}.", elem_id=f"depth2img_{tab}_depth_dir_note")
             # Filled in the browser with the img2img sub-tab in use (javascript/depth2img.js).
@@ -166,6 +188,10 @@ class Depth2ImgScript(scripts.Script):
         self.paste_field_names = [name for _, name in self.infotext_fields]
         # Depth2ImgArgs' field order: the positional API list and the UI agree.
         host = {"enabled": enabled, "return_depth": return_depth, "checkpoint": checkpoint, "depth_dir": depth_dir}
+        if is_img2img:  # after the mask settings: txt2img's list ends before them
+            host["batch_depth_scale"] = batch_depth_scale
+            self.infotext_fields.append((batch_depth_scale, infotext_key("batch_depth_scale")))
+            self.paste_field_names.append(infotext_key("batch_depth_scale"))
         return panel.in_schema_order(host)
 
     # -- generation --
@@ -203,11 +229,13 @@ class Depth2ImgScript(scripts.Script):
             hooks.stop_job(p, str(stop), stop.status_code)
 
     def _prepare(self, p, args) -> None:
+        painted = hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
         settings = self._args(p, args)
         try:
             get_estimator_info(settings.estimator)
         except ValueError as error:
             raise Depth2ImgError(f"depth2img arg 'estimator': {error}") from error
+        settings = self._batch_depth_scale(p, settings)
         settings, batch_depth = hooks.batch_depth(
             settings, hooks.pop_batch_sources(p), BATCH_DEPTH_DIR_SUPPORTED, max_pixels()
         )
@@ -231,9 +259,33 @@ class Depth2ImgScript(scripts.Script):
             depth=batch_depth,
         )
         CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
+        if settings.mask_from_depth:
+            round_mask = getattr(p, "mask_round", True)
+            hooks.apply_depth_band_mask(
+                p, conditioner, painted, lambda mask: processing.create_binary_mask(mask, round=round_mask)
+            )
         hooks.attach_conditioning(p, conditioner)
         if settings.enabled:
             p.extra_generation_params.update(settings.to_infotext())
+
+    def _batch_depth_scale(self, p, settings: Depth2ImgArgs) -> Depth2ImgArgs:
+        """The batch tab's "one depth scale for the whole folder": its range, from a depth pass over every input
+        run by the first image's job (progress in the WebUI's status text)."""
+        if settings.batch_depth_scale == "global" and not BATCH_DEPTH_DIR_SUPPORTED:
+            print(f"[Depth2Img] one depth scale for the whole folder is not used: {hooks.BATCH_DEPTH_DIR_NOTE}")
+            return settings
+
+        def read_image(path):
+            return ImageOps.exif_transpose(images.read(path))  # as the WebUI's batch tab reads its inputs
+
+        def depth_of(path):
+            estimate = estimate_with_loaded_model  # inside the job: the WebUI holds its queue lock
+            return hooks.batch_input_depth(path, settings, read_image, estimate, max_pixels())
+
+        def progress(done, total, path):
+            shared.state.textinfo = f"Depth2Img: depth scale of the folder, input {done + 1} of {total}"
+
+        return hooks.batch_depth_scale(settings, p, shared.walk_files, depth_of, progress)
 
     def postprocess(self, p, processed, *args):
         hooks.append_depth_output(p, processed, _opt("samples_format", "png"), DEPTH_INFO_KEY)
@@ -278,10 +330,28 @@ def estimate_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation name
         raise HTTPException(status_code=error.status_code, detail=error.detail) from error
 
 
+def mask_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
+    try:
+        request = api.parse_mask_request(body, max_pixels())
+        depth = request.depth
+        if depth is None:
+            api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+            with call_queue.queue_lock:  # the loaded model: never beside a generation or a model reload
+                depth = estimate_with_loaded_model(request.image)
+        return api.mask_response(request, depth)
+    except Depth2ImgError as error:
+        raise HTTPException(status_code=error.status_code, detail=error.detail) from error
+
+
+def _body_schema(schema: dict) -> dict:
+    return {"requestBody": {"content": {"application/json": {"schema": schema}}}}
+
+
 def mount_api(_demo, app: FastAPI):
-    schema = {"requestBody": {"content": {"application/json": {"schema": api.estimate_request_schema()}}}}
+    schema = _body_schema(api.estimate_request_schema())
     routes = [
         ("estimate", estimate_route, "POST", "Estimate a depth map: 16-bit PNG (base64, white = near) at the image's size, and its value range", schema),  # noqa: E501
+        ("mask", mask_route, "POST", "An inpainting mask from a depth band: 8-bit PNG (base64, white = repaint) at the image's size", _body_schema(api.mask_request_schema())),  # noqa: E501
         ("estimators", lambda: api.estimators_response(loaded_depth_model() is not None), "GET", "Depth estimators and whether each can run now", None),  # noqa: E501
         ("checkpoints", depth_checkpoint_entries, "GET", "Depth checkpoints the WebUI knows", None),
     ]  # fmt: skip
@@ -293,4 +363,5 @@ def mount_api(_demo, app: FastAPI):
 script_callbacks.on_ui_settings(on_ui_settings)
 script_callbacks.on_before_ui(add_xyz_axes)
 script_callbacks.on_before_ui(register_extension_checkpoints)
+script_callbacks.on_before_ui(install_batch_inputs_recorder)
 script_callbacks.on_app_started(mount_api)

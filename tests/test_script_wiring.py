@@ -133,7 +133,7 @@ def test_v18_says_in_the_panel_and_the_log_that_batch_depth_folders_need_v19(cap
 
         env.gradio.Markdown = RecordingMarkdown
         module = env.load_script()
-        assert "needs WebUI v1.9" in capsys.readouterr().out
+        assert "need WebUI v1.9" in capsys.readouterr().out
         module.Depth2ImgScript().ui(is_img2img=True)
         assert any("v1.9" in text for text in markdowns)
         # A job with a folder set still runs (estimated), and the log says the folder was not used.
@@ -330,6 +330,11 @@ def recorded(env):
 PREVIEW_SETTINGS = ["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""]
 # What the WebUI's panel sends: those, then its extras (the depth range box, empty).
 PANEL_VALUES = [*PREVIEW_SETTINGS, ""]
+# img2img's panel has the mask settings too (depth2img.ui.EXTRAS["mask"]), the band off.
+MASK_DEFAULTS = {"mask_from_depth": False, "mask_low": 0.0, "mask_high": 100.0, "mask_band_mode": "range",
+                 "mask_feather": 0.0, "mask_grow": 0, "mask_invert": False, "mask_combine": "replace",
+                 "mask_auto": False}  # fmt: skip
+IMG2IMG_PANEL_VALUES = [*PANEL_VALUES, *MASK_DEFAULTS.values()]
 
 
 def preview_of(env, image, settings=PREVIEW_SETTINGS):
@@ -351,14 +356,15 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
     values = [pictures[0], pictures[1], {"image": pictures[2], "mask": None}, pictures[3], pictures[4]]
     grays = []
     for tab in range(5):
-        gray, _ = event["fn"](tab, *values, *PANEL_VALUES)
+        gray, _, no_mask = event["fn"](tab, *values, *IMG2IMG_PANEL_VALUES)
+        assert no_mask is None  # the band is off
         alone, _ = preview_of(env, pictures[tab])
         assert np.array_equal(np.asarray(gray), np.asarray(alone)), f"tab {tab} previewed another tab's image"
         grays.append(np.asarray(gray))
     assert all(not np.array_equal(grays[0], other) for other in grays[1:])  # the pictures are told apart
     assert all(env.midas.lock_held)  # the WebUI's queue_lock around the loaded model
     with pytest.raises(env.gradio.Error, match="batch tab"):
-        event["fn"](5, *values, *PANEL_VALUES)
+        event["fn"](5, *values, *IMG2IMG_PANEL_VALUES)
 
 
 def test_preview_flattens_transparency_on_the_webui_background_colour(recorded):
@@ -447,7 +453,7 @@ def test_xyz_axes_set_depth_settings_for_their_cell(env):
     env.script.add_xyz_axes()
     env.script.add_xyz_axes()  # the WebUI may call before_ui twice (UI reload): no duplicate axes
     labels = [axis.label for axis in xyz.axis_options]
-    assert len(labels) == len(set(labels)) == 7
+    assert len(labels) == len(set(labels)) == 9
     axes = {axis.label: axis for axis in xyz.axis_options}
     p = img2img_p(env)
     axes["[Depth2Img] Gamma"].apply(p, "2.5", None)
@@ -641,3 +647,248 @@ def test_the_depth_range_xyz_axis_sets_the_cells_range(env):
     assert p.extra_generation_params["Depth2Img depth_range"] == "10.0 20.0"
     cond = p.img2img_image_conditioning(torch.linspace(-1, 1, 64).expand(1, 3, 48, 64), torch.zeros(1, 4, 6, 8))
     assert (cond == -1.0).all()
+
+
+# ---- masks from a depth band (issue 9 #2) -------------------------------------------------------------------
+
+
+def ramp_upload(top=65535, width=64, height=48) -> str:
+    return base64.b64encode(png_bytes(ramp16(width, height) // (65535 // top))).decode()
+
+
+def band_args(**named) -> list:
+    """The API's named args: a left-to-right ramp (white = near, so the right is near) for a 64x48 picture."""
+    return [{"enabled": True, "source": "upload", "depth_image": ramp_upload(), "mask_from_depth": True, **named}]
+
+
+def test_a_depth_band_turns_img2img_into_an_inpaint_job_with_the_webuis_own_mask(env):
+    p = img2img_p(env, picture(size=(64, 48)), width=128, height=96)
+    _, runner = run_job(env, p, band_args(mask_low=50, mask_feather=2))
+    assert runner.errors == []
+    # The WebUI's own mask, at the init image's size: its init() blurs, crops ("only masked") and resizes it.
+    mask = np.asarray(p.image_mask)
+    assert p.image_mask.mode == "L" and mask.shape == (48, 64)
+    assert (mask[:, :28] == 0).all() and (mask[:, 36:] == 255).all() and 0 < mask[:, 32].min() < 255  # feathered
+    assert p.extra_generation_params["Depth2Img mask_low"] == "50.0"
+    assert "50-100" in p.extra_generation_params["Depth2Img mask band"]
+    # The WebUI then conditions as for inpainting: the whole init image's depth, cropped for "only masked".
+    p.inpaint_full_res, p.paste_to = True, (32, 0, 32, 48)  # the right half of the init image
+    cond = p.img2img_image_conditioning(torch.zeros(1, 3, 96, 128), torch.zeros(1, 4, 12, 16), p.image_mask)
+    assert cond.shape == (1, 1, 12, 16) and cond[0, 0, :, 0].mean() < cond[0, 0, :, -1].mean()
+
+
+# (top left, top right, bottom right) of the mask: painted = the top half, band = the right (near) half.
+@pytest.mark.parametrize("combine, expected", [("intersect", (0, 255, 0)), ("union", (255, 255, 255)),
+                                               ("replace", (0, 255, 255))])  # fmt: skip
+def test_a_painted_mask_is_read_as_the_webui_reads_it_and_combined(env, combine, expected):
+    # An RGBA mask (the API's, the sketch editor's): the WebUI reads its alpha, not its colour (black strokes).
+    painted = Image.new("RGBA", (64, 48), (255, 255, 255, 0))
+    painted.paste((0, 0, 0, 255), (0, 0, 64, 24))  # the top half painted
+    p = img2img_p(env, picture(size=(64, 48)), mask=painted)
+    _, runner = run_job(env, p, band_args(mask_low=50, mask_combine=combine))
+    assert runner.errors == []
+    mask = np.asarray(p.image_mask)
+    corners = (mask[:24, :28], mask[:24, 36:], mask[24:, 36:])
+    assert all((corner == value).all() for corner, value in zip(corners, expected, strict=True))
+    assert (mask[24:, :28] == 0).all()
+
+
+def test_auto_band_takes_the_depth_under_the_strokes(env):
+    strokes = Image.new("L", (64, 48))
+    strokes.paste(255, (40, 10, 46, 14))  # about two thirds of the way to the near end
+    p = img2img_p(env, picture(size=(64, 48)), mask=strokes)
+    _, runner = run_job(env, p, band_args(mask_auto=True))  # replace: the band alone, not the strokes
+    assert runner.errors == []
+    mask = np.asarray(p.image_mask)
+    assert (mask[:, 40:46] == 255).all() and (mask[:, :32] == 0).all() and (mask[:, -8:] == 0).all()
+    assert "(auto)" in p.extra_generation_params["Depth2Img mask band"]
+
+
+def test_an_empty_band_stops_the_job_with_a_message(env):
+    p = img2img_p(env, picture(size=(64, 48)))
+    _, runner = run_job(env, p, band_args(mask_low=60, depth_range=[0, 2]))  # the ramp is 0..50 % of 0..2
+    assert_stopped(p, runner, "no pixel lies in the depth band")
+    p = env.processing.StableDiffusionProcessingTxt2Img()
+    _, runner = run_job(env, p, band_args())
+    assert_stopped(p, runner, "'mask_from_depth'.*needs an init image")
+
+
+def test_a_reused_p_never_takes_the_last_images_mask_for_the_users(env):
+    """The batch tab (and XYZ) run one p per image: our mask of image 1 is no painted mask of image 2."""
+    p = img2img_p(env, picture(size=(64, 48)))
+    run_job(env, p, band_args(mask_low=50))
+    first = p.image_mask
+    run_job(env, p, band_args(mask_high=50, mask_combine="union"))  # a union with a "painted" mask would keep it
+    assert p.image_mask is not first and (np.asarray(p.image_mask)[:, 36:] == 0).all()
+    run_job(env, p, ui_args(enabled=True))  # the band off: the user's own mask (none) comes back
+    assert p.image_mask is None
+    painted = Image.new("L", (64, 48), 255)
+    p = img2img_p(env, picture(size=(64, 48)), mask=painted)
+    run_job(env, p, band_args(mask_low=50))
+    run_job(env, p, ui_args(enabled=True))
+    assert p.image_mask is painted
+
+
+def test_img2img_panel_has_the_mask_settings_in_the_positional_order(recorded):
+    env = recorded
+    img2img = panel(env).ui(is_img2img=True)
+    txt2img = panel(env, is_img2img=False).ui(is_img2img=False)
+    names = [f.name for f in __import__("dataclasses").fields(Depth2ImgArgs)]
+    assert len(img2img) == len(names)  # every setting, the schema's order: the UI's list is the API's
+    assert [c.elem_id for c in img2img[names.index("mask_from_depth"):names.index("mask_auto") + 1]] == [
+        f"depth2img_img2img_{n}" for n in names[names.index("mask_from_depth"):names.index("mask_auto") + 1]
+    ]
+    assert len(txt2img) == names.index("depth_range") + 1  # no init image: no mask
+    preview = next(c for c in env.created if c.elem_id == "depth2img_img2img_preview").events[0]
+    assert [c.elem_id for c in preview["outputs"]][-1] == "depth2img_img2img_preview_mask"
+
+
+def test_preview_shows_the_mask_of_the_band(recorded):
+    env = recorded
+    panel(env)
+    event = preview_event(env)
+    settings = {"source": "upload", "depth_image": png_bytes(ramp16()), "mask_from_depth": True, "mask_low": 50.0}
+    values = list(IMG2IMG_PANEL_VALUES)
+    names = [*__import__("depth2img.ui", fromlist=["PANEL_SETTINGS"]).PANEL_SETTINGS, "depth_range", *MASK_DEFAULTS]
+    for name, value in settings.items():
+        values[names.index(name)] = value
+    image = picture(size=(64, 48))
+    _, _, mask = event["fn"](0, image, None, None, None, None, *values)
+    mask = np.asarray(mask)
+    assert mask.shape == (48, 64) and (mask[:, :28] == 0).all() and (mask[:, 36:] == 255).all()
+
+
+def test_the_band_xyz_axes_turn_the_mask_on_for_their_cell(env):
+    class AxisOption:
+        def __init__(self, label, type, apply, choices=None, **kwargs):
+            self.label, self.apply = label, apply
+
+    xyz = SimpleNamespace(AxisOption=AxisOption, axis_options=[])
+    env.scripts.scripts_data.append(
+        env.scripts.ScriptClassData(SimpleNamespace(__module__="xyz_grid.py"), "xyz_grid.py", ".", xyz)
+    )
+    env.script.add_xyz_axes()
+    axes = {axis.label: axis for axis in xyz.axis_options}
+    p = img2img_p(env, picture(size=(64, 48)))
+    axes["[Depth2Img] Mask band low"].apply(p, "50", None)
+    axes["[Depth2Img] Mask band high"].apply(p, "75", None)
+    run_job(env, p, ui_args(source="upload", depth_image=ramp_upload()))
+    assert p.extra_generation_params["Depth2Img mask_from_depth"] == "True"
+    mask = np.asarray(p.image_mask)
+    assert (mask[:, 36:44] == 255).all() and (mask[:, :28] == 0).all() and (mask[:, 52:] == 0).all()
+
+
+# ---- POST /depth2img/v1/mask (issue 9 #3) --------------------------------------------------------------------
+
+
+def test_mask_route_estimates_under_the_queue_lock_or_takes_a_depth_map(env):
+    route = mounted(env)["/depth2img/v1/mask"]
+    schema = route["openapi_extra"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["mask_low"]["maximum"] == 100
+    answer = route["endpoint"]({"image": rgb_b64(picture(size=(128, 96))), "mask_low": 0, "mask_high": 100})
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask"]))))
+    assert mask.shape == (96, 128) and (mask == 255).all() and env.midas.lock_held == [True]
+    answer = route["endpoint"]({"image": rgb_b64(picture(size=(64, 48))), "depth_image": ramp_upload(),
+                                "mask_low": 50})  # fmt: skip
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask"]))))
+    assert (mask[:, :28] == 0).all() and (mask[:, 36:] == 255).all() and env.midas.calls == 1
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [({"mask_low": 101}, "mask_low"), ({"mask_low": 50, "mask_high": 50}, "mask_low"), ({"image": "%%"}, "image"),
+     ({"mask_low": 60, "depth_range": [0, 2]}, "mask_low"), ({"depth_image": "%%"}, "depth_image")],
+)  # fmt: skip
+def test_mask_route_rejects_bad_input_with_422_naming_the_field(env, body, field):
+    route = mounted(env)["/depth2img/v1/mask"]["endpoint"]
+    with pytest.raises(env.fastapi.HTTPException) as error:
+        route({"image": rgb_b64(picture(size=(64, 48))), "depth_image": ramp_upload(), **body})
+    assert error.value.status_code == 422 and field in error.value.detail
+
+
+# ---- the batch tab's one depth scale for the whole folder (issue 9 #4) ---------------------------------------
+
+
+def batch_folder(tmp_path, tops=(65535, 32767)):
+    """Inputs a.png, b.png and their depth maps: ramps to 1.0 and to 0.5 (decoded)."""
+    inputs, depths = tmp_path / "in", tmp_path / "depth"
+    for folder in (inputs, depths):
+        folder.mkdir()
+    for seed, (name, top) in enumerate(zip("ab", tops, strict=True)):
+        picture(seed, size=(64, 48)).save(inputs / f"{name}.png")
+        cv2.imwrite(str(depths / f"{name}.png"), (ramp16() // (65535 // top)).astype(np.uint16))
+    return inputs, depths
+
+
+def run_batch(env, inputs, args):
+    """The WebUI's batch tab over `inputs` with one p; returns p's infotext params and conditioning per image."""
+    env.script.install_batch_inputs_recorder()
+    script = env.script.Depth2ImgScript()
+    p = img2img_p(env)
+    p.scripts = env.scripts.ScriptRunner(script, args)
+    seen = []
+    real_process = p.scripts.process
+
+    def process(p):
+        real_process(p)
+        assert p.scripts.errors == []
+        cond = conditioning_of(p)
+        seen.append((dict(p.extra_generation_params), cond[0, 0]))
+
+    p.scripts.process = process
+    env.img2img.process_batch(p, str(inputs), "", "", args)
+    return seen
+
+
+def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
+    from depth2img import sequence, webui_hooks
+
+    inputs, depths = batch_folder(tmp_path)
+    passes = []
+    real_range = webui_hooks.folder_depth_range
+
+    def counted(*args, **kwargs):
+        passes.append(args[0])
+        return real_range(*args, **kwargs)
+
+    monkeypatch.setattr(webui_hooks, "folder_depth_range", counted)
+    texts = []
+    monkeypatch.setattr(type(env.shared.state), "textinfo", property(lambda s: None, lambda s, v: texts.append(v)))
+    seen = run_batch(env, inputs, ui_args(enabled=True, depth_dir=str(depths)) + [*MASK_DEFAULTS.values(), "global"])
+    assert [[path.name for path in inputs] for inputs in passes] == [["a.png", "b.png"]]  # pass 1 once, every input
+    assert texts == ["Depth2Img: depth scale of the folder, input 1 of 2", "Depth2Img: depth scale of the folder, "
+                     "input 2 of 2"]  # fmt: skip
+    maps = [depthmap.load_depth(depths / name) for name in ("a.png", "b.png")]
+    shared = sequence.shared_ranges([sequence.range_sample(m) for m in maps], sequence.ScaleSettings("global"))[0]
+    [(params_a, cond_a), (params_b, cond_b)] = seen
+    assert params_a["Depth2Img depth_range"] == params_b["Depth2Img depth_range"] == " ".join(map(repr, shared))
+    assert params_a["Depth2Img batch_depth_scale"] == "global"
+    # One scale: a's ramp spans it, b's (half as deep) only its lower half; per image both would span -1..1.
+    assert cond_a.max() > 0.8 and cond_b.max() < 0.05 and cond_b.min() < -0.8
+    per_image = run_batch(env, inputs, ui_args(enabled=True, depth_dir=str(depths)))
+    assert all("Depth2Img depth_range" not in params for params, _ in per_image)
+    assert per_image[1][1].max() > 0.99
+
+
+def test_one_depth_scale_for_the_folder_estimates_inputs_without_maps(env, tmp_path):
+    inputs, _ = batch_folder(tmp_path)
+    calls = []
+    real_estimate = env.script.estimate_with_loaded_model
+    env.script.estimate_with_loaded_model = lambda image: calls.append(image.size) or real_estimate(image)
+    seen = run_batch(env, inputs, [{"enabled": True, "batch_depth_scale": "global"}])
+    assert calls == [(64, 48), (64, 48)]  # pass 1 estimated each input
+    ranges = {params["Depth2Img depth_range"] for params, _ in seen}
+    [shared] = ranges  # the same for both
+    low, high = (float(v) for v in shared.split())
+    assert 1.0 <= low < high <= 3.0  # FakeMidas' units: brightness (-1..1 after MiDaS' preprocessing) + 2
+
+
+def test_one_depth_scale_for_the_folder_needs_v19_and_says_so(tmp_path, capsys):
+    with webui("1.8.0") as env:
+        env.load_script()
+        env.shared.sd_model = SimpleNamespace(depth_model=FakeMidas(env.call_queue.queue_lock), lowvram=False,
+                                              sd_checkpoint_info=SimpleNamespace(shorthash="f", filename="f"))
+        p = img2img_p(env)
+        _, runner = run_job(env, p, [{"enabled": True, "batch_depth_scale": "global"}])
+        assert runner.errors == [] and "Depth2Img depth_range" not in p.extra_generation_params
+        assert "one depth scale for the whole folder is not used" in capsys.readouterr().out

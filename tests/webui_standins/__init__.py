@@ -50,8 +50,8 @@ def webui(version: str = "1.10.1"):
         del sys.modules[name]
     sys.path.insert(0, str(STANDINS_DIR))
     try:
-        names = ("call_queue", "devices", "images", "processing", "script_callbacks", "scripts", "sd_models",
-                 "shared", "ui_components")
+        names = ("call_queue", "devices", "images", "img2img", "processing", "script_callbacks", "scripts",
+                 "sd_models", "shared", "ui_components")
         env = WebUIEnv(version=version, gradio=importlib.import_module("gradio"),
                        fastapi=importlib.import_module("fastapi"),
                        **{name: importlib.import_module(f"modules.{name}") for name in names})

@@ -30,12 +30,34 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
 
 
 class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
-    def __init__(self, init_images, resize_mode=0, **kwargs):
+    def __init__(self, init_images, resize_mode=0, mask=None, **kwargs):
         super().__init__(**kwargs)
         self.init_images = init_images
         self.resize_mode = resize_mode
         self.inpaint_full_res = False
         self.paste_to = None
+        self.image_mask = mask  # the WebUI's __post_init__: the painted/uploaded mask, read by init()
+        self.mask_round = True
+        self.inpainting_mask_invert = 0
+
+
+def create_binary_mask(image, round=True):
+    """The WebUI's own code (modules/processing.py, v1.8-v1.10): how it reads a mask before blurring it."""
+    if image.mode == 'RGBA' and image.getextrema()[-1] != (255, 255):
+        if round:
+            image = image.split()[-1].convert("L").point(lambda x: 255 if x > 128 else 0)
+        else:
+            image = image.split()[-1].convert("L")
+    else:
+        image = image.convert('L')
+    return image
+
+
+def process_images(p):
+    """The script hooks of one job, in the WebUI's order (the generation itself is the tests' business)."""
+    p.scripts.before_process(p)
+    p.scripts.process(p)
+    return p
 
 
 class Processed:

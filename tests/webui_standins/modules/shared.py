@@ -35,3 +35,34 @@ opts.add_option("img2img_background_color", OptionInfo("#ffffff", "fill transpar
 opts.add_option("samples_format", OptionInfo("png", "File format for images"))
 
 sd_model = None
+
+
+class State:
+    """The WebUI's shared.state, as far as the script uses it: the status text under the progress bar."""
+
+    textinfo = None
+    job = ""
+
+
+state = State()
+
+
+def walk_files(path, allowed_extensions=None):
+    """The WebUI's shared.walk_files (modules/util.py, v1.8-v1.10), what the batch tab lists: natural order,
+    subfolders included (without its hidden-files option)."""
+    import os
+    import re
+
+    def natural_sort_key(s, regex=re.compile("([0-9]+)")):
+        return [int(text) if text.isdigit() else text.lower() for text in regex.split(s)]
+
+    if not os.path.exists(path):
+        return
+    if allowed_extensions is not None:
+        allowed_extensions = set(allowed_extensions)
+    items = sorted(os.walk(path, followlinks=True), key=lambda x: natural_sort_key(x[0]))
+    for root, _, files in items:
+        for filename in sorted(files, key=natural_sort_key):
+            if allowed_extensions is not None and os.path.splitext(filename)[1].lower() not in allowed_extensions:
+                continue
+            yield os.path.join(root, filename)
