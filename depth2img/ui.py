@@ -118,6 +118,7 @@ class DepthPanel:
     preview_gray: Any
     preview_color: Any
     preview_mask: Any = None  # with the "mask" extra: the mask the band gives
+    mask_over_image: bool = False  # show the mask over the init image (red = repaint) rather than alone
     max_pixels: Callable[[], int] = lambda: depthmap.DEFAULT_MAX_PIXELS  # read per call: a host setting
 
     def __getitem__(self, name: str):
@@ -171,7 +172,10 @@ class DepthPanel:
             views = depth_views(depth)
             if self.preview_mask is None:
                 return views
-            return (*views, preview_mask(args, depth, image))
+            mask = preview_mask(args, depth, image)
+            if mask is not None and self.mask_over_image and image is not None:
+                mask = mask_over_image(image, mask)
+            return (*views, mask)
 
         fn = _as_gradio_errors(preview)
         # Named parameters (all optional) so the HTTP API documents and accepts them by name.
@@ -205,6 +209,7 @@ def build_depth_panel(
     estimators: list | None = None,
     max_pixels: Callable[[], int] | None = None,
     extras: Sequence[str] = (),
+    mask_over_image: bool = False,
 ) -> DepthPanel:
     """Create the panel's components in the current gradio layout context and wire its own events
     (visibility, upload thumbnail). The host then calls `panel.wire_preview(...)`.
@@ -213,6 +218,7 @@ def build_depth_panel(
     "upload" and the estimator is hidden. estimators: depth2img.estimators.EstimatorInfo list (default: the
     registry, availability not judged). max_pixels: the host's size limit for depth maps, read per call.
     extras: names in EXTRAS the host applies ("depth_range", "mask"); a host shows only what it applies.
+    mask_over_image: the preview shows the band's mask over the init image (red = repaint), not the mask alone.
     """
     unknown = sorted(set(extras) - set(EXTRAS))
     if unknown:
@@ -330,7 +336,8 @@ def build_depth_panel(
         preview_color = output_image("Depth (colour)", elem_id=elem("preview_color"))
         preview_mask = None
         if "mask" in extras:
-            preview_mask = output_image("Mask from the band (white = repaint)", elem_id=elem("preview_mask"))
+            label = "Mask over the image (red = repaint)" if mask_over_image else "Mask from the band (white = repaint)"
+            preview_mask = output_image(label, elem_id=elem("preview_mask"))
 
     upload_options = [c[name] for name in UPLOAD_SETTINGS]
     c["source"].change(
@@ -357,6 +364,7 @@ def build_depth_panel(
         preview_gray=preview_gray,
         preview_color=preview_color,
         preview_mask=preview_mask,
+        mask_over_image=mask_over_image,
         max_pixels=max_pixels,
     )
 
@@ -433,6 +441,15 @@ def preview_mask(args: Depth2ImgArgs, depth: np.ndarray, image=None):
     width, height = image.size if isinstance(image, Image.Image) else (depth.shape[1], depth.shape[0])
     mask, _ = masks.image_band_mask(depth, settings, None, width, height, args.depth_range)
     return mask
+
+
+def mask_over_image(image, mask):
+    """The mask over its picture (RGB, the picture's size): what it repaints tinted red, by the mask's strength."""
+    from PIL import Image
+
+    picture = image.convert("RGB")
+    tinted = Image.blend(picture, Image.new("RGB", picture.size, (255, 0, 0)), 0.5)
+    return Image.composite(tinted, picture, mask.convert("L").resize(picture.size))
 
 
 def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel="", max_pixels=depthmap.DEFAULT_MAX_PIXELS):

@@ -140,8 +140,9 @@ class Depth2ImgScript(scripts.Script):
             # img2img also makes inpainting masks from a depth band; txt2img has no image to mask.
             extras = ("depth_range", "mask") if is_img2img else ("depth_range",)
             panel = build_depth_panel(
-                f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=extras
-            )
+                f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=extras,
+                mask_over_image=True,
+            )  # fmt: skip
             with gr.Row(elem_classes=["depth2img-row"]):
                 return_depth = gr.Checkbox(
                     False, label="Add the depth map to the outputs", elem_id=f"depth2img_{tab}_return"

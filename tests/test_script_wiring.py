@@ -753,9 +753,11 @@ def test_preview_shows_the_mask_of_the_band(recorded):
     for name, value in settings.items():
         values[names.index(name)] = value
     image = picture(size=(64, 48))
-    _, _, mask = event["fn"](0, image, None, None, None, None, *values)
-    mask = np.asarray(mask)
-    assert mask.shape == (48, 64) and (mask[:, :28] == 0).all() and (mask[:, 36:] == 255).all()
+    _, _, shown = event["fn"](0, image, None, None, None, None, *values)
+    # Over the image: the kept half as it is, the repainted half tinted red.
+    shown, original = np.asarray(shown).astype(int), np.asarray(image).astype(int)
+    assert shown.shape == (48, 64, 3) and np.array_equal(shown[:, :28], original[:, :28])
+    assert np.abs(shown[:, 36:] - (original[:, 36:] + [255, 0, 0]) / 2).max() <= 1
 
 
 def test_the_band_xyz_axes_turn_the_mask_on_for_their_cell(env):
