@@ -113,6 +113,55 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_pat
     assert own > 0.95 and own > other, (own, other)
 
 
+def test_preview_shows_the_depth_band_mask_over_the_image(page, webui, tmp_path):
+    """img2img: a picture, a ramp uploaded as its depth, the band 50-100: Preview depth shows the picture with its
+    near (right) half tinted red and the far half as it is."""
+    import base64
+
+    import cv2
+    from PIL import Image
+
+    from .conftest import decode
+
+    picture = Image.fromarray(np.random.default_rng(9).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    picture.save(tmp_path / "picture.png")
+    cv2.imwrite(str(tmp_path / "ramp.png"), np.tile(np.linspace(0, 65535, 96), (64, 1)).astype(np.uint16))
+    page.click("#tabs > .tab-nav button:has-text('img2img')")
+    page.click("#mode_img2img > .tab-nav button:text-is('img2img')")
+    page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "picture.png"))
+    page.wait_for_timeout(1000)
+    if not page.locator("#depth2img_img2img_preview").is_visible():
+        page.locator("#depth2img_img2img").locator(".label-wrap").first.click()
+    page.locator("#depth2img_img2img_source label:has-text('upload')").click()
+    clear = page.locator("#depth2img_img2img_depth_file button[aria-label='Clear']")  # an earlier test's upload
+    if clear.count():
+        clear.first.click()
+    page.locator("#depth2img_img2img_depth_file input[type=file]").set_input_files(str(tmp_path / "ramp.png"))
+    page.wait_for_timeout(1000)
+    page.locator("#depth2img_img2img_mask_panel .label-wrap").first.click()  # open the band's accordion
+    page.locator("#depth2img_img2img_mask_from_depth input").check()
+    page.fill("#depth2img_img2img_mask_low input[type=number]", "50")
+    page.press("#depth2img_img2img_mask_low input[type=number]", "Enter")
+    page.wait_for_timeout(500)
+    page.click("#depth2img_img2img_preview")
+    shown = page.locator("#depth2img_img2img_preview_mask img")
+    shown.wait_for(state="visible", timeout=120_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#depth2img_img2img").screenshot(path=str(SCREENSHOTS / "img2img-depth-band-preview.png"))
+    src = shown.get_attribute("src")
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:
+        data = webui.http.get(src if src.startswith("http") else WEBUI_URL + src, timeout=60).content
+    view = decode(base64.b64encode(data).decode())[..., ::-1].astype(int)  # BGR -> RGB
+    original = np.asarray(picture).astype(int)
+    assert view.shape == original.shape
+    assert np.abs(view[:, :40] - original[:, :40]).max() <= 1  # kept: as it is
+    assert np.abs(view[:, 56:] - (original[:, 56:] + [255, 0, 0]) / 2).max() <= 1  # repainted: tinted red
+    page.locator("#depth2img_img2img_mask_from_depth input").uncheck()  # leave the panel as the others expect it
+    page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
+
+
 def open_img2img_batch_from_directory(page):
     page.click("#tabs > .tab-nav button:has-text('img2img')")
     page.click("#mode_img2img > .tab-nav button:has-text('Batch')")
@@ -130,17 +179,18 @@ def test_batch_folder_box_shows_only_in_the_batch_sub_tab(page, webui):
     accordion = page.locator("#depth2img_img2img")
     if not page.locator("#depth2img_img2img-checkbox input").is_checked():
         accordion.locator(".label-wrap").first.click()
-    box = page.locator("#depth2img_img2img_depth_dir")
+    boxes = [page.locator(f"#depth2img_img2img_{name}") for name in ("depth_dir", "batch_depth_scale")]
     for tab in ("img2img", "Inpaint upload"):
         page.click(f"#mode_img2img > .tab-nav button:text-is('{tab}')")
         page.wait_for_timeout(500)
-        assert not box.is_visible(), tab
+        assert not any(box.is_visible() for box in boxes), tab
     open_img2img_batch_from_directory(page)
     note = page.locator("#depth2img_img2img_depth_dir_note")
     if note.count():  # WebUI before v1.9: no folder box, the panel says why
         assert "v1.9" in note.first.inner_text()
     else:
-        box.wait_for(state="visible", timeout=5000)
+        for box in boxes:
+            box.wait_for(state="visible", timeout=5000)
 
 
 def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
@@ -212,3 +262,81 @@ def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
         # The UI's batch and the API run the same job on the same CPU: equal up to a level of rounding on
         # average (different code paths to the same sampler); the other map's picture is clearly further away.
         assert own <= 1.0 and other > own, json.dumps({"file": path.name, "own": own, "other": other})
+
+
+def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
+    """Two inputs whose depth maps are ramps to 1.0 and to 0.5: with one scale for the folder, both outputs'
+    infotexts carry the same depth range, the folder's (a sequence's global range over both maps), and each output
+    is what the API gives for that infotext and map; per image, the half-deep map would be stretched instead."""
+    import base64
+    import time
+
+    import cv2
+    from PIL import Image
+
+    from depth2img import depthmap, sequence
+
+    from .conftest import decode, png_b64, rgb_b64
+
+    open_img2img_batch_from_directory(page)
+    accordion = page.locator("#depth2img_img2img")
+    if not page.locator("#depth2img_img2img-checkbox input").is_checked():
+        accordion.locator(".label-wrap").first.click()
+    if not page.locator("#depth2img_img2img_batch_depth_scale").is_visible():
+        assert "v1.9" in page.locator("#depth2img_img2img_depth_dir_note").first.inner_text()
+        pytest.skip("one depth scale for a batch folder needs WebUI v1.9+; the panel says so")
+
+    inputs, depths, outputs = tmp_path / "in", tmp_path / "depth", tmp_path / "out"
+    for folder in (inputs, depths, outputs):
+        folder.mkdir()
+    rng = np.random.default_rng(12)
+    pictures, maps = {}, {}
+    for name, top in (("a", 65535), ("b", 32767)):
+        pictures[name] = Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        pictures[name].save(inputs / f"{name}.png")
+        maps[name] = (np.tile(np.linspace(0, 1, 64), (64, 1)) * top).astype(np.uint16)
+        cv2.imwrite(str(depths / f"{name}.png"), maps[name])
+    decoded = [depthmap.load_depth(depths / f"{name}.png") for name in "ab"]
+    expected = sequence.shared_ranges([sequence.range_sample(m) for m in decoded], sequence.ScaleSettings("global"))[0]
+
+    page.fill("#img2img_batch_input_dir textarea", str(inputs))
+    page.fill("#img2img_batch_output_dir textarea", str(outputs))
+    for field, value in (("#img2img_steps", "3"), ("#img2img_width", "64"), ("#img2img_height", "64")):
+        page.fill(f"{field} input[type=number]", value)
+        page.press(f"{field} input[type=number]", "Enter")
+    page.fill("#img2img_seed input[type=number]", "6")
+    page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
+    page.fill("#depth2img_img2img_depth_dir textarea", str(depths))
+    page.locator("#depth2img_img2img_batch_depth_scale label:has-text('one for the whole folder')").click()
+    page.click("#img2img_generate")
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(outputs.glob("*.png"))) < 2:
+        time.sleep(1)
+    page.locator("#depth2img_img2img_batch_depth_scale label:has-text('each image')").click()  # back to default
+    produced = sorted(outputs.glob("*.png"))
+    assert [p.stem.split("-")[-1] for p in produced] == ["a", "b"], produced
+
+    def api_result(infotext, name, depth_range):
+        # The job's own settings (its PNG info: seed, steps, ...) with the map uploaded and the range named: the
+        # API's named args are the whole of the script's settings.
+        args = {"enabled": True, "source": "upload", "depth_image": png_b64(maps[name]), "depth_range": depth_range}
+        body = {"infotext": infotext, "init_images": [rgb_b64(pictures[name])], "width": 64, "height": 64,
+                "alwayson_scripts": {"depth2img": {"args": [args]}}}  # fmt: skip
+        response = webui.post("/sdapi/v1/img2img", body)
+        assert response.status_code == 200, response.text[:2000]
+        return decode(response.json()["images"][0])[..., ::-1].astype(int)  # BGR -> RGB
+
+    ranges = []
+    for path in produced:
+        name = path.stem.split("-")[-1]
+        infotext = webui.ok("/sdapi/v1/png-info", {"image": base64.b64encode(path.read_bytes()).decode()})["info"]
+        assert "Depth2Img batch_depth_scale: global" in infotext, infotext
+        ranges.append(infotext.split("Depth2Img depth_range: ", 1)[1].split(",")[0])
+        depth_range = [float(v) for v in ranges[-1].split()]
+        out = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        own = np.abs(out - api_result(infotext, name, depth_range)).mean()
+        assert own <= 1.0, (name, own)  # the UI's batch and the API: the same job on the same CPU
+        if name == "b":  # per image, the half-deep map is stretched to the full scale: another picture
+            assert np.abs(out - api_result(infotext, name, None)).mean() > 5 * max(own, 0.1)
+    assert ranges[0] == ranges[1]
+    assert np.allclose([float(v) for v in ranges[0].split()], expected, rtol=1e-5)
