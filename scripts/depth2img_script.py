@@ -286,7 +286,11 @@ class Depth2ImgScript(scripts.Script):
         def progress(done, total, path):
             shared.state.textinfo = f"Depth2Img: depth scale of the folder, input {done + 1} of {total}"
 
-        return hooks.batch_depth_scale(settings, p, shared.walk_files, depth_of, progress)
+        try:
+            return hooks.batch_depth_scale(settings, p, shared.walk_files, depth_of, progress)
+        finally:
+            if (shared.state.textinfo or "").startswith("Depth2Img:"):
+                shared.state.textinfo = None  # pass 1 is over: the WebUI's own status again
 
     def postprocess(self, p, processed, *args):
         hooks.append_depth_output(p, processed, _opt("samples_format", "png"), DEPTH_INFO_KEY)

@@ -855,11 +855,13 @@ def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
 
     monkeypatch.setattr(webui_hooks, "folder_depth_range", counted)
     texts = []
-    monkeypatch.setattr(type(env.shared.state), "textinfo", property(lambda s: None, lambda s, v: texts.append(v)))
+    shown = property(lambda s: texts[-1] if texts else None, lambda s, v: texts.append(v))
+    monkeypatch.setattr(type(env.shared.state), "textinfo", shown)
     seen = run_batch(env, inputs, ui_args(enabled=True, depth_dir=str(depths)) + [*MASK_DEFAULTS.values(), "global"])
     assert [[path.name for path in inputs] for inputs in passes] == [["a.png", "b.png"]]  # pass 1 once, every input
+    # The WebUI's status text counts pass 1, then is the WebUI's own again.
     assert texts == ["Depth2Img: depth scale of the folder, input 1 of 2", "Depth2Img: depth scale of the folder, "
-                     "input 2 of 2"]  # fmt: skip
+                     "input 2 of 2", None]  # fmt: skip
     maps = [depthmap.load_depth(depths / name) for name in ("a.png", "b.png")]
     shared = sequence.shared_ranges([sequence.range_sample(m) for m in maps], sequence.ScaleSettings("global"))[0]
     [(params_a, cond_a), (params_b, cond_b)] = seen
