@@ -2,8 +2,8 @@
 
 Here: the panel's components (defaults from the args schema), its visibility rules, the preview callback
 and the infotext keys. The host keeps what is its own: where the panel sits, the WebUI's `enabled`,
-`return_depth`, `checkpoint` and `depth_dir`, and how depth is estimated (`estimate(image, estimator name)` ->
-an HxW array, larger = nearer).
+`return_depth`, `checkpoint`, `depth_dir` and `batch_depth_scale`, and how depth is estimated
+(`estimate(image, estimator name)` -> an HxW array, larger = nearer).
 
 gradio is imported lazily (the core imports without it). The few API differences between gradio 3.41 and
 current gradio are the small helpers below, chosen from the installed gradio's signatures, not its version.
