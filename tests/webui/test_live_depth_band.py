@@ -133,3 +133,27 @@ def test_mask_route_estimates_or_takes_a_depth_map(webui):
 def test_mask_route_rejects_bad_input_naming_the_field(webui, body, field):
     response = webui.post("/depth2img/v1/mask", {"image": rgb_b64(scene(1)), "depth_image": png_b64(ramp16()), **body})
     assert response.status_code == 422 and field in response.json()["detail"], response.text
+
+
+def test_xyz_band_axis_masks_each_cell_by_its_band(webui):
+    """X/Y/Z plot over "[Depth2Img] Mask band low" (the panel left off: the axis turns the mask on): each cell's
+    picture keeps the input's pixels outside its own band's mask."""
+    infos = webui.get("/sdapi/v1/script-info").json()
+    xyz = next(s for s in infos if s["name"] == "x/y/z plot" and s["is_img2img"])
+    script_args = [arg.get("value") for arg in xyz["args"]]
+    script_args[0], script_args[1] = xyz["args"][0]["choices"].index("[Depth2Img] Mask band low"), "50, 80"
+    script_args[3] = script_args[6] = 0  # Y and Z: "Nothing" (the API takes axis indices)
+    script_args[2] = script_args[5] = script_args[8] = []  # no dropdown values
+    script_args[10] = True  # include the single images besides the grid
+    image, blur = scene(24), 4
+    body = {**BASE, "init_images": [rgb_b64(image)], "denoising_strength": 0.9, "mask_blur": blur,
+            "inpainting_fill": 1, "inpaint_full_res": False, "script_name": "x/y/z plot", "script_args": script_args,
+            **depth_args(source="upload", depth_image=png_b64(ramp16()))}  # fmt: skip
+    response = webui.post("/sdapi/v1/img2img", body)
+    pictures = images_of(response)
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    cells = [(p, t) for p, t in zip(pictures, infotexts, strict=True) if p.shape == (SIZE, SIZE, 3)]
+    assert len(cells) == 2, [t[:80] for t in infotexts]
+    for (out, infotext), low in zip(cells, (50, 80), strict=True):
+        assert f"Depth2Img mask_low: {float(low)}" in infotext and "Depth2Img mask_from_depth: True" in infotext
+        assert_kept_outside(out, image, band_mask(webui, image, ramp16(), mask_low=low), blur)
