@@ -266,8 +266,9 @@ def _uint8_images(images) -> list[np.ndarray]:
     return list(x255.to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
-class TransformersFolderEstimator(DepthEstimator):
-    """A transformers depth model from a local folder; see the module docstring."""
+class FolderEstimator(DepthEstimator):
+    """What every model-folder estimator shares: its FolderInfo, where its weights go, its cache key (the
+    folder's fingerprint). Subclasses load the weights on first estimate and free them in release()."""
 
     source = "folder"
 
@@ -283,13 +284,22 @@ class TransformersFolderEstimator(DepthEstimator):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype or torch.float32
         self._cache_key = f"folder:{info.name}:{folder_fingerprint(info.path)}"
-        self.model = None
-        self.processor = None
-        self._runtime: NetworkRuntime | None = None
 
     @property
     def cache_key(self) -> str:
         return self._cache_key
+
+
+class TransformersFolderEstimator(FolderEstimator):
+    """A transformers depth model from a local folder; see the module docstring."""
+
+    def __init__(
+        self, info: FolderInfo, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ):
+        super().__init__(info, device, dtype)
+        self.model = None
+        self.processor = None
+        self._runtime: NetworkRuntime | None = None
 
     def load(self) -> None:
         """Load weights and image processor (once; again after release())."""
@@ -398,29 +408,15 @@ def relative_distance_to_inverse(distance: torch.Tensor) -> torch.Tensor:
     return 1.0 / (near + distance.clamp(0.0, 1.0) * (far - near))
 
 
-class MarigoldFolderEstimator(DepthEstimator):
+class MarigoldFolderEstimator(FolderEstimator):
     """diffusers' MarigoldDepthPipeline from a local folder: one ensemble member, the model's default steps and
     processing resolution, output at the image's size, a fixed seed."""
-
-    source = "folder"
 
     def __init__(
         self, info: FolderInfo, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ):
-        if not info.available:
-            raise ValueError(f"estimator {info.name!r} is unavailable: {info.reason}")
-        self.info = info
-        self.name = info.name
-        self.label = info.label
-        self.kind = info.kind
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = dtype or torch.float32
-        self._cache_key = f"folder:{info.name}:{folder_fingerprint(info.path)}"
+        super().__init__(info, device, dtype)
         self.pipe = None
-
-    @property
-    def cache_key(self) -> str:
-        return self._cache_key
 
     def load(self) -> None:
         if self.pipe is not None:

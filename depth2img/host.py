@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from . import depthmap, midas
 from .args import Depth2ImgArgs
 from .conditioning import depth_conditioning
 from .depth_cache import DepthCache
-from .devices import module_placement
-from .estimators import DepthEstimator, PrecisionCaps, autocast_off, caller_device, probe_precision_caps
+from .estimators import DepthEstimator, NetworkRuntime, PrecisionCaps, caller_device, to_network
 
 # The latent is 1/8 of the image's size in SD's VAE: depth outputs are sized from the latent they conditioned.
 LATENT_SCALE = 8
@@ -86,7 +84,9 @@ def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Imag
 class ModuleMidasEstimator(DepthEstimator):
     """The loaded checkpoint's own MiDaS module (ldm's MiDaSInference in the WebUI): no second copy in memory.
 
-    `module(pixel_values)` must return inverse depth [B, 1, h, w] or [B, h, w].
+    `module(pixel_values)` must return inverse depth [B, 1, h, w] or [B, h, w]. It runs under the runtime policy
+    every estimator shares (estimators.NetworkRuntime): inputs on the weights' device and dtype, a float32 copy
+    where the backend lacks the dtype, autocast off.
     `execution_device`: where the module computes when that differs from where its weights rest (the
     WebUI's --lowvram/--medvram hooks move it to the GPU on call).
     """
@@ -104,35 +104,23 @@ class ModuleMidasEstimator(DepthEstimator):
         """caps: which dtypes the compute device runs (None: probed on first use; injectable for tests)."""
         self.module = module
         self._cache_key = f"{self.name}:{cache_key}"
-        self.execution_device = execution_device
-        self.caps = caps
-        self._float32_copy: torch.nn.Module | None = None
+        self._runtime = NetworkRuntime(module, caps=caps, execution_device=execution_device)
 
     @property
     def cache_key(self) -> str:
         return self._cache_key
 
-    def _runtime(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-        weights_device, dtype = module_placement(self.module)
-        device = self.execution_device or weights_device
-        caps = self.caps if self.caps is not None else probe_precision_caps(device)
-        if caps.supports(dtype):
-            return self.module, device, dtype
-        # The backend lacks a kernel for this dtype (e.g. float16 on the CPU): run a float32 copy.
-        if self._float32_copy is None:
-            self._float32_copy = copy.deepcopy(self.module).float()
-        return self._float32_copy.to(device), device, torch.float32
-
-    @torch.no_grad()
     def estimate(self, images) -> torch.Tensor:
         caller = caller_device(images)
-        pixel_values = midas.preprocess(images)
-        module, device, dtype = self._runtime()
-        with autocast_off(device):
-            depth = module(pixel_values.to(device=device, dtype=dtype))
+        pixel_values = midas.preprocess(images)  # OpenCV on the CPU, float32, as the reference does
+        with self._runtime.session() as (module, device, dtype):
+            depth = module(to_network(pixel_values, device, dtype))
         if depth.ndim == 4:
             depth = depth[:, 0]
         return depth.to(torch.float32).to(caller)
+
+    def release(self) -> None:
+        self._runtime.release()  # only the float32 copy: the module is the checkpoint's
 
 
 @dataclass

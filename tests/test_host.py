@@ -315,8 +315,12 @@ def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
                                                padding=1)[:, 0]
     # The same float32 weights and input through one conv: float32 summation order only.
     assert torch.allclose(depth, reference, atol=1e-5)
+    copy_that_ran = estimator._runtime.resolve()[0]
+    assert copy_that_ran is not net
     estimator.estimate(images)
-    assert estimator._float32_copy is not None  # built once, reused
+    assert estimator._runtime.resolve()[0] is copy_that_ran  # built once, reused
+    estimator.release()  # frees the copy only: the module is the checkpoint's
+    assert estimator._runtime.resolve()[0] is not copy_that_ran and net.conv.weight.dtype == torch.bfloat16
 
 
 def test_lowvram_execution_device_gets_the_inputs():
