@@ -87,12 +87,10 @@ def estimate_response(depth: np.ndarray, size: tuple[int, int] | None = None) ->
 
 
 def estimators_response(has_depth_checkpoint: bool | None) -> list[dict[str, Any]]:
-    from .estimators import list_estimators
-
-    return [
-        {"name": e.name, "label": e.label, "available": e.available, "reason": e.reason}
-        for e in list_estimators(has_depth_checkpoint)
-    ]
+    """GET /depth2img/v1/estimators: each estimator, what its network outputs (kind: inverse, metric or distance),
+    where it comes from (source: checkpoint, folder or controlnet), whether it can run now and if not, why."""
+    fields = ("name", "label", "kind", "source", "available", "reason")
+    return [{field: getattr(e, field) for field in fields} for e in list_estimators(has_depth_checkpoint)]
 
 
 def checkpoints_response(entries: list[tuple[str, str]]) -> list[dict[str, Any]]:

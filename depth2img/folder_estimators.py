@@ -42,6 +42,7 @@ from .estimators import (
     caller_device,
     probe_precision_caps,
     to_network,
+    uint8_images,
 )
 from .paths import MODELS_DIR
 
@@ -251,21 +252,6 @@ def _zoedepth_postprocess(predicted: torch.Tensor, height: int, width: int, padd
     return depth[:, pad_h : pad_h + height, pad_w : pad_w + width]
 
 
-def _uint8_images(images) -> list[np.ndarray]:
-    """HxWx3 uint8 arrays, as the depth-estimation pipeline hands images to the processor."""
-    from PIL import Image
-
-    if isinstance(images, Image.Image):
-        images = [images]
-    if isinstance(images, (list, tuple)):
-        return [np.asarray(image.convert("RGB")) for image in images]
-    x = images if images.ndim == 4 else images.unsqueeze(0)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(images.shape)}")
-    x255 = ((x.detach().to("cpu", torch.float32) + 1.0) * 127.5).round().clamp(0, 255)
-    return list(x255.to(torch.uint8).permute(0, 2, 3, 1).numpy())
-
-
 class FolderEstimator(DepthEstimator):
     """What every model-folder estimator shares: its FolderInfo, where its weights go, its cache key (the
     folder's fingerprint). Subclasses load the weights on first estimate and free them in release()."""
@@ -332,7 +318,7 @@ class TransformersFolderEstimator(FolderEstimator):
     def estimate(self, images) -> torch.Tensor:
         self.load()
         caller = caller_device(images)
-        arrays = _uint8_images(images)
+        arrays = uint8_images(images)
         height, width = arrays[0].shape[:2]
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError("images in one batch must have the same size")
@@ -437,7 +423,7 @@ class MarigoldFolderEstimator(FolderEstimator):
 
         self.load()
         caller = caller_device(images)
-        pictures = [Image.fromarray(array) for array in _uint8_images(images)]
+        pictures = [Image.fromarray(array) for array in uint8_images(images)]
         generator = torch.Generator("cpu").manual_seed(MARIGOLD_SEED)
         with torch.no_grad(), autocast_off(self.device):
             output = self.pipe(pictures, generator=generator, output_type="pt", match_input_resolution=True)

@@ -89,7 +89,8 @@ def test_estimators_response_says_why_one_is_unavailable():
     assert "depth checkpoint" in without["reason"]
     [with_model] = estimators_response(True)
     assert with_model["available"] and with_model["reason"] == ""
-    assert set(with_model) == {"name", "label", "available", "reason"}
+    assert set(with_model) == {"name", "label", "kind", "source", "available", "reason"}
+    assert (with_model["kind"], with_model["source"]) == ("inverse", "checkpoint")
 
 
 def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them(tiny_checkpoint, tmp_path, caplog):
