@@ -133,8 +133,11 @@ class JobGeometry:
     crop_region: tuple[int, int, int, int] | None = None  # inpaint "only masked": (x1, y1, x2, y2) in the init
 
 
-def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs) -> np.ndarray:
-    """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> depth map.
+def decode_depth_argument(
+    value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
+) -> depthmap.DecodedDepth:
+    """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> the depth map, with how it was
+    read (its notice, e.g. "approximate": show it to the user).
 
     decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
     Every failure is a Depth2ImgError naming the field 'depth_image' (status 422).
@@ -149,7 +152,7 @@ def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, 
     if isinstance(value, bytearray):
         value = bytes(value)
     try:
-        return depthmap.load_depth(value, max_pixels=max_pixels, **decode_kwargs)
+        return depthmap.decode_depth(value, max_pixels=max_pixels, **decode_kwargs)
     except depthmap.DepthMapError as error:
         raise Depth2ImgError(f"{field}: {error}") from error
 
@@ -173,7 +176,7 @@ class DepthConditioner:
         inpainting: bool = False,
         background: str = "#ffffff",
         max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
-        depth: np.ndarray | None = None,
+        depth: depthmap.DecodedDepth | None = None,
     ):
         """background: the colour transparent init images are flattened on (the WebUI's img2img_background_color).
         depth: a map already decoded (the batch tab's file), used instead of args.depth_image.
@@ -185,12 +188,11 @@ class DepthConditioner:
         self.init_images = init_images
         self.inpainting = inpainting
         self.background = background
-        if depth is not None:
-            self.uploaded = depth
-        else:
-            self.uploaded = None
-            if args.source == "upload":
-                self.uploaded = decode_depth_argument(args.depth_image, max_pixels, **args.decode_kwargs())
+        if depth is None and args.source == "upload":
+            depth = decode_depth_argument(args.depth_image, max_pixels, **args.decode_kwargs())
+        self.uploaded = depth.depth if depth is not None else None
+        # What the user should know about the uploaded map (e.g. converted without its distance range: approximate).
+        self.notices = [depth.notice] if depth is not None and depth.notice else []
         self.estimator_calls = 0  # this job's calls (the cache's total counts every caller's)
         self.last_depth: np.ndarray | None = None  # the processed map of the first sample, for outputs
         self.last_size: tuple[int, int] | None = None  # (width, height) of the image it conditioned
@@ -283,17 +285,18 @@ def find_depth_for(depth_dir: str | Path, input_path: str | Path) -> Path | None
 
 
 def load_batch_depth(
-    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS
-) -> tuple[Path, np.ndarray] | None:
+    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
+) -> tuple[Path, depthmap.DecodedDepth] | None:
     """The batch tab's depth map for one input (path and decoded map), or None when the folder has none.
 
+    decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
     A map that exists but cannot be read is an error naming the file: it must never be skipped silently.
     """
     path = find_depth_for(depth_dir, input_path)
     if path is None:
         return None
     try:
-        return path, depthmap.load_depth(path, max_pixels=max_pixels)
+        return path, depthmap.decode_depth(path, max_pixels=max_pixels, **decode_kwargs)
     except (OSError, depthmap.DepthMapError) as error:
         raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error
 
