@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import io
 import json
 import os
+import signal
 import statistics
 import threading
 import time
@@ -195,6 +197,18 @@ def options_set(http: requests.Session, url: str, changes: dict) -> Iterator[dic
         http.post(f"{url}/sdapi/v1/options", json=before).raise_for_status()
 
 
+@contextmanager
+def interrupt_on_abort(http: requests.Session, url: str) -> Iterator[None]:
+    """Stop the WebUI's current job when the block fails or is interrupted: else the WebUI would finish the
+    abandoned job first, and the options restore after it would wait for that."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(requests.RequestException):
+            http.post(f"{url}/sdapi/v1/interrupt", timeout=30)
+        raise
+
+
 def checkpoint_title(http: requests.Session, url: str, model: str) -> str:
     http.post(f"{url}/sdapi/v1/refresh-checkpoints").raise_for_status()
     models = http.get(f"{url}/sdapi/v1/sd-models").json()
@@ -240,6 +254,31 @@ def load_line() -> str:
     return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min) on {os.cpu_count()} cores"
 
 
+def stop_on_signal(signum, frame):
+    raise SystemExit(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def measure_all(http: requests.Session, url: str, webui: WebUIProcess, args) -> tuple[dict, list[float]]:
+    """Every run of the schedule: {(batch, mode): [Measurement per repeat]}, and the 1-min load before each run."""
+    rng = np.random.default_rng(0)
+    results: dict[tuple[int, str], list[Measurement]] = {}
+    loads: list[float] = []
+    image_b64, image_key = "", None
+    for run in schedule(args.batch, args.repeats):
+        if image_key != (run.repeat, run.batch):  # a new init image for each pair of runs
+            image = Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8))
+            image_b64, image_key = b64_png(image), (run.repeat, run.batch)
+        body = img2img_body(image_b64, args.size, args.steps, run.batch, run.mode)
+        loads.append(os.getloadavg()[0])
+        measurement = webui.measure(functools.partial(post_img2img, http, url, body, run.mode))
+        label = "warm-up" if run.repeat is None else f"repeat {run.repeat + 1}"
+        print(f"  {label:>9} batch {run.batch} {run.mode:>9}: {measurement.wall_s:8.2f} s wall "
+              f"{measurement.cpu_s:8.1f} s CPU, +{measurement.added_peak_bytes / 2**20:7.0f} MiB", flush=True)
+        if run.repeat is not None:
+            results.setdefault((run.batch, run.mode), []).append(measurement)
+    return results, loads
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:7860")
@@ -255,28 +294,18 @@ def main() -> None:
     url = args.url.rstrip("/")
     http = requests.Session()
     webui = WebUIProcess(args.pid or find_webui_pid(url))
-    rng = np.random.default_rng(0)
 
     print(f"{args.model}, {args.size}x{args.size}, img2img, {args.steps} steps Euler, batch {args.batch}, "
           f"{args.repeats} repeats (+1 warm-up per mode and batch size), order alternating; peak memory: "
           f"{webui.peak_method}\nat start: {load_line()}")
     title = checkpoint_title(http, url, args.model)
-    results: dict[tuple[int, str], list[Measurement]] = {}
-    loads: list[float] = []
+    # A bench started in the background has SIGINT ignored and `kill` sends SIGTERM: both must still reach the
+    # clean-up below (stop the WebUI's job, put the options back).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_on_signal)
     with options_set(http, url, {"sd_model_checkpoint": title, "depth2img_takeover": False}):
-        image_b64, image_key = "", None
-        for run in schedule(args.batch, args.repeats):
-            if image_key != (run.repeat, run.batch):  # a new init image for each pair of runs
-                image = Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8))
-                image_b64, image_key = b64_png(image), (run.repeat, run.batch)
-            body = img2img_body(image_b64, args.size, args.steps, run.batch, run.mode)
-            loads.append(os.getloadavg()[0])
-            measurement = webui.measure(functools.partial(post_img2img, http, url, body, run.mode))
-            label = "warm-up" if run.repeat is None else f"repeat {run.repeat + 1}"
-            print(f"  {label:>9} batch {run.batch} {run.mode:>9}: {measurement.wall_s:8.2f} s wall "
-                  f"{measurement.cpu_s:8.1f} s CPU, +{measurement.added_peak_bytes / 2**20:7.0f} MiB", flush=True)
-            if run.repeat is not None:
-                results.setdefault((run.batch, run.mode), []).append(measurement)
+        with interrupt_on_abort(http, url):
+            results, loads = measure_all(http, url, webui, args)
     print(f"at end: {load_line()}; 1-min load at the start of each run {min(loads):.2f}-{max(loads):.2f}")
     for batch in args.batch:
         native, extension = results[(batch, "native")], results[(batch, "extension")]

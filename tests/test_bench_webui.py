@@ -14,6 +14,7 @@ from bench.bench_webui import (
     Run,
     Spread,
     added_peak,
+    interrupt_on_abort,
     options_set,
     paired_ratios,
     schedule,
@@ -73,11 +74,15 @@ class OptionsStandIn(BaseHTTPRequestHandler):
 
     options: dict = {}
     posts: list = []
+    interrupts: int = 0
 
     def do_GET(self):
         self._answer(self.options)
 
     def do_POST(self):
+        if self.path == "/sdapi/v1/interrupt":
+            type(self).interrupts += 1
+            return self._answer({})
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.posts.append(body)
         self.options.update(body)
@@ -99,6 +104,7 @@ class OptionsStandIn(BaseHTTPRequestHandler):
 def options_server():
     OptionsStandIn.options = {"sd_model_checkpoint": "mine.safetensors", "depth2img_takeover": True, "other": 1}
     OptionsStandIn.posts = []
+    OptionsStandIn.interrupts = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), OptionsStandIn)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -116,6 +122,19 @@ def test_options_are_set_for_the_run_and_put_back_when_it_fails(options_server):
     assert OptionsStandIn.options == {"sd_model_checkpoint": "mine.safetensors", "depth2img_takeover": True,
                                       "other": 1}
     assert OptionsStandIn.posts[-1] == {"sd_model_checkpoint": "mine.safetensors", "depth2img_takeover": True}
+
+
+def test_an_aborted_run_stops_the_webui_job_before_the_options_are_put_back(options_server):
+    with interrupt_on_abort(requests.Session(), options_server):
+        pass
+    assert OptionsStandIn.interrupts == 0
+    with pytest.raises(KeyboardInterrupt):
+        with options_set(requests.Session(), options_server, {"depth2img_takeover": False}):
+            with interrupt_on_abort(requests.Session(), options_server):
+                assert OptionsStandIn.interrupts == 0
+                raise KeyboardInterrupt
+    assert OptionsStandIn.interrupts == 1
+    assert OptionsStandIn.options["depth2img_takeover"] is True
 
 
 def test_options_missing_in_the_webui_name_the_option(options_server):
