@@ -144,7 +144,17 @@ class Depth2ImgArgs:
         known = {f.name for f in fields(cls)}
         # Other "Depth2Img ..." entries are facts about the run (e.g. estimator calls), not settings.
         values = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix) and k[len(prefix) :] in known}
-        return cls.from_dict(values) if values else None
+        if not values:
+            return None
+        # An upload job's map is never in the infotext (as the WebUI's init image is not): its settings come back
+        # with source "upload" and no map, for the user to give the map again; a job run so still asks for it.
+        source = values.pop("source", None)
+        args = cls.from_dict(values)
+        if source is not None:
+            args.source = _coerce("source", source)
+            if args.source not in SOURCES:
+                raise ArgsError(f"depth2img arg 'source' must be one of {', '.join(SOURCES)}, got {args.source!r}")
+        return args
 
 
 _CHECKS: dict[str, dict] = {

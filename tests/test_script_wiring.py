@@ -20,6 +20,7 @@ from PIL import Image
 from depth2img import depthmap
 from depth2img.args import Depth2ImgArgs
 from depth2img.host import Depth2ImgError
+from depth2img.webui_hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
 
 from .webui_standins import VERSIONS, webui
 
@@ -184,7 +185,7 @@ def test_a_depth_map_from_the_panel_that_fails_to_decode_stops_the_job(env, txt2
 def test_a_batch_folder_map_that_cannot_be_read_stops_the_job_naming_the_file(env, tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG truncated")
     image = picture()
-    image.info[env.script.BATCH_PATH_KEY] = str(tmp_path / "inputs" / "photo.jpg")
+    image.info[BATCH_PATH_KEY] = str(tmp_path / "inputs" / "photo.jpg")
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(tmp_path)))
     assert_stopped(p, runner, "photo.png")
@@ -298,7 +299,7 @@ def panel(env, is_img2img=True):
     script = env.script.Depth2ImgScript()
     components = {}
     if is_img2img:
-        for elem_id in env.script.INIT_IMAGE_ELEM_IDS:
+        for elem_id in INIT_IMAGE_ELEM_IDS:
             components[elem_id] = env.gradio.Image(elem_id=elem_id)
             script.after_component(components[elem_id], elem_id=elem_id)
     script.ui(is_img2img=is_img2img)
@@ -342,7 +343,7 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
     event = preview_event(env)
     assert event["_js"] == "depth2img_preview_args"  # javascript/depth2img.js fills in the tab index
     assert event["inputs"][0].visible is False  # the sub-tab index, first: the js sees inputs, then outputs
-    assert [c.elem_id for c in event["inputs"][1:6]] == list(env.script.INIT_IMAGE_ELEM_IDS)
+    assert [c.elem_id for c in event["inputs"][1:6]] == list(INIT_IMAGE_ELEM_IDS)
     # A different picture in each tab; the inpaint tab's editor hands a dict.
     pictures = [picture(seed=10 + k) for k in range(5)]
     values = [pictures[0], pictures[1], {"image": pictures[2], "mask": None}, pictures[3], pictures[4]]
@@ -406,10 +407,10 @@ def test_batch_tab_uses_the_map_with_the_inputs_file_name(env, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), ramp16(vertical=True))
     image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
-    image.info[env.script.BATCH_PATH_KEY] = "/inputs/a.jpg"
+    image.info[BATCH_PATH_KEY] = "/inputs/a.jpg"
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder)))
-    assert runner.errors == [] and env.script.BATCH_PATH_KEY not in image.info
+    assert runner.errors == [] and BATCH_PATH_KEY not in image.info
     cond = conditioning_of(p)
     expected = torch.from_numpy(np.linspace(-1, 1, 6, dtype=np.float32))[:, None].expand(6, 8)
     # Bicubic 48 -> 6 rows of a linear ramp, min-max normalised: linear again up to the kernel's edge effect.
