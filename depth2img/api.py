@@ -7,6 +7,8 @@ own lock); errors are Depth2ImgError with status 422 and a message naming the fi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,51 +17,96 @@ from . import depthmap
 from .args import ArgsError, Depth2ImgArgs, json_schema
 from .checkpoints import inspect_checkpoint_cached
 from .estimators import get_estimator_info, list_estimators
-from .host import Depth2ImgError, decode_base64, png16_base64
+from .host import Depth2ImgError, decode_base64, decode_depth_argument, png16_base64
 
 logger = logging.getLogger(__name__)
 
-# The estimate route's settings: the args schema's estimator and post-processing fields, plus the image.
-ESTIMATE_SETTINGS = ("estimator", "invert", "clip_near", "clip_far", "gamma", "blur")
-ESTIMATE_FIELDS = ("image", *ESTIMATE_SETTINGS)
+# The estimate route's settings: the args schema's estimator, upload-reading and post-processing fields; with the
+# picture to estimate from (`image`) or an uploaded depth map to read (`depth_image`: EXR, distance maps, ...).
+ESTIMATE_SETTINGS = (
+    "estimator", "depth_kind", "distance_range", "exr_channel", "invert", "clip_near", "clip_far", "gamma", "blur",
+)  # fmt: skip
+ESTIMATE_FIELDS = ("image", "depth_image", *ESTIMATE_SETTINGS)
+
+
+@dataclass
+class EstimateRequest:
+    """A POST /depth2img/v1/estimate body, validated: one of image / depth, and the settings."""
+
+    settings: Depth2ImgArgs
+    image: Any = None  # PIL image to estimate from (settings.estimator), fully decoded
+    depth: depthmap.DecodedDepth | None = None  # or the uploaded depth map, read with the settings' depth kind
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) the answer has: the picture's, or the uploaded map's."""
+        if self.image is not None:
+            return self.image.size
+        return self.depth.depth.shape[1], self.depth.depth.shape[0]
 
 
 def estimate_request_schema() -> dict[str, Any]:
     """JSON Schema of POST /depth2img/v1/estimate's body, from the one args schema (for the OpenAPI page)."""
-    schema = json_schema(ESTIMATE_SETTINGS)
+    schema = json_schema(("depth_image", *ESTIMATE_SETTINGS))
     schema["properties"] = {
-        "image": {"type": "string", "description": "base64 image (data URL accepted)"},
+        "image": {"type": "string", "description": "base64 image to estimate depth from (data URL accepted)"},
         **schema["properties"],
     }
+    schema["properties"]["depth_image"]["description"] = (
+        "instead of image: a base64 depth map (PNG, TIFF, .npy, EXR) to read as depth_kind says"
+    )
     schema["properties"]["estimator"]["enum"] = [entry.name for entry in list_estimators()]
-    schema["required"] = ["image"]
+    schema["oneOf"] = [{"required": ["image"]}, {"required": ["depth_image"]}]
     return schema
 
 
-def parse_estimate_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> tuple[Any, Depth2ImgArgs]:
-    """The image (PIL, fully decoded) and the settings of a POST /depth2img/v1/estimate body."""
+def parse_estimate_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> EstimateRequest:
+    """A POST /depth2img/v1/estimate body, validated and decoded; Depth2ImgError (422) naming the bad field."""
     if not isinstance(body, dict):
         raise Depth2ImgError("the request body must be a JSON object")
     unknown = sorted(set(body) - set(ESTIMATE_FIELDS))
     if unknown:
         raise Depth2ImgError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(ESTIMATE_FIELDS)}")
-    value = body.get("image")
+    settings = {k: v for k, v in body.items() if k not in ("image", "depth_image") and v is not None}
+    try:
+        args = Depth2ImgArgs.from_dict(settings)
+    except ArgsError as error:
+        raise Depth2ImgError(str(error).replace("depth2img arg", "field")) from error
+    given = [field for field in ("image", "depth_image") if body.get(field) is not None]
+    if len(given) != 1:
+        raise Depth2ImgError(
+            "field 'image' is required: a base64-encoded image to estimate depth from (or instead 'depth_image', "
+            "a depth map to read)" if not given else "send either field 'image' or field 'depth_image', not both"
+        )
+    if given == ["depth_image"]:
+        value = body["depth_image"]
+        if not isinstance(value, str) or not value:
+            raise Depth2ImgError("field 'depth_image' must be a base64-encoded depth map")
+        depth = decode_depth_argument(value, max_pixels, **args.decode_kwargs())
+        return EstimateRequest(args, depth=depth)
+    value = body["image"]
     if not isinstance(value, str) or not value:
         raise Depth2ImgError("field 'image' is required: a base64-encoded image")
     try:
         image = depthmap.open_image(decode_base64(value, "field 'image'"), "field 'image'", max_pixels=max_pixels)
     except depthmap.DepthMapError as error:
         raise Depth2ImgError(str(error)) from error
-    settings = {k: v for k, v in body.items() if k != "image" and v is not None}
-    try:
-        args = Depth2ImgArgs.from_dict(settings)
-    except ArgsError as error:
-        raise Depth2ImgError(str(error).replace("depth2img arg", "field")) from error
     try:
         get_estimator_info(args.estimator)
     except ValueError as error:
         raise Depth2ImgError(f"field 'estimator': {error}") from error
-    return image, args
+    return EstimateRequest(args, image=image)
+
+
+def answer_estimate_request(request: EstimateRequest, estimate: Callable[[Any, str], np.ndarray]) -> dict[str, Any]:
+    """The route's answer: estimate(image, estimator name) or the uploaded map, post-processed, at its size."""
+    if request.image is not None:
+        depth = estimate(request.image, request.settings.estimator)
+        notice = ""
+    else:
+        depth, notice = request.depth.depth, request.depth.notice
+    depth = depthmap.postprocess(np.asarray(depth, dtype=np.float32), **request.settings.postprocess_kwargs())
+    return {**estimate_response(depth, size=request.size), "notice": notice}
 
 
 def check_estimator(name: str, has_depth_checkpoint: bool) -> None:
@@ -69,7 +116,8 @@ def check_estimator(name: str, has_depth_checkpoint: bool) -> None:
 
 
 def estimate_response(depth: np.ndarray, size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """A processed depth map as the API returns it: a 16-bit PNG (white = near) and its value range.
+    """A processed depth map as the API returns it: a 16-bit PNG (white = near) and its value range (the route
+    adds "notice": what to know about how an uploaded map was read, e.g. approximate; "" when nothing).
 
     size: (width, height) of the request's image; the map is resized to it (bicubic) so it lines up with
     the picture it came from, whatever resolution the estimator worked at.
@@ -87,12 +135,10 @@ def estimate_response(depth: np.ndarray, size: tuple[int, int] | None = None) ->
 
 
 def estimators_response(has_depth_checkpoint: bool | None) -> list[dict[str, Any]]:
-    from .estimators import list_estimators
-
-    return [
-        {"name": e.name, "label": e.label, "available": e.available, "reason": e.reason}
-        for e in list_estimators(has_depth_checkpoint)
-    ]
+    """GET /depth2img/v1/estimators: each estimator, what its network outputs (kind: inverse, metric or distance),
+    where it comes from (source: checkpoint, folder or controlnet), whether it can run now and if not, why."""
+    fields = ("name", "label", "kind", "source", "available", "reason")
+    return [{field: getattr(e, field) for field in fields} for e in list_estimators(has_depth_checkpoint)]
 
 
 def checkpoints_response(entries: list[tuple[str, str]]) -> list[dict[str, Any]]:

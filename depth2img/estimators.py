@@ -1,7 +1,8 @@
 """Depth estimators: one interface, one runtime policy, a registry.
 
-Members: the depth checkpoint's own MiDaS (CheckpointMidasEstimator), and transformers model folders
-(depth2img.folder_estimators: DPT, GLPN, Depth Anything, ZoeDepth, ... whatever the installed transformers has).
+Members: the depth checkpoint's own MiDaS (CheckpointMidasEstimator), transformers model folders
+(depth2img.folder_estimators: DPT, GLPN, Depth Anything, ZoeDepth, ... whatever the installed transformers has),
+and, in a WebUI with the ControlNet extension, its depth preprocessors (depth2img.controlnet_bridge).
 
 Contract of `DepthEstimator.estimate(images)`:
 - images: [B, 3, H, W] in [-1, 1] (the WebUI's convention), any dtype, any device; or PIL image(s);
@@ -28,8 +29,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import midas
 from .devices import module_placement
@@ -161,6 +164,20 @@ def to_network(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -
     return tensor.to(device=device)
 
 
+def uint8_images(images) -> list[np.ndarray]:
+    """HxWx3 uint8 RGB arrays of [B, 3, H, W] images in [-1, 1] (rounded back to the 8 bits the WebUI made them
+    from) or of PIL image(s): what depth-estimation pipelines and ControlNet's preprocessors take."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)):
+        return [np.asarray(image.convert("RGB")) for image in images]
+    x = images if images.ndim == 4 else images.unsqueeze(0)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(images.shape)}")
+    x255 = ((x.detach().to("cpu", torch.float32) + 1.0) * 127.5).round().clamp(0, 255)
+    return list(x255.to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Interface
 # ---------------------------------------------------------------------------------------------------------
@@ -172,7 +189,7 @@ class DepthEstimator(ABC):
     name: str = ""
     label: str = ""
     kind: str = "inverse"  # what the network outputs (EstimatorInfo.kind); estimate() always returns inverse depth
-    source: str = "checkpoint"  # "checkpoint" (the depth model's own MiDaS) | "folder" (a model folder)
+    source: str = "checkpoint"  # "checkpoint" (the depth model's MiDaS) | "folder" | "controlnet" (its preprocessor)
 
     @property
     def cache_key(self) -> str:
@@ -247,7 +264,9 @@ class EstimatorInfo:
     # what the network outputs (estimate() always returns inverse depth): "inverse" (relative inverse depth),
     # "metric" (meters) or "distance" (relative, 0 = near .. 1 = far: Marigold)
     kind: str = "inverse"
-    source: str = "checkpoint"  # "checkpoint" (the depth model's MiDaS) | "folder" (a transformers/diffusers folder)
+    # "checkpoint" (the depth model's MiDaS) | "folder" (a transformers/diffusers folder) | "controlnet" (a
+    # preprocessor of the ControlNet extension)
+    source: str = "checkpoint"
 
 
 def _checkpoint_midas_missing() -> str:
@@ -293,13 +312,28 @@ def _folders() -> list:
     return [f for f in list_folders() if f.name != CheckpointMidasEstimator.name]
 
 
+def _controlnet_entry(preprocessor) -> EstimatorInfo:
+    from .controlnet_bridge import ControlNetEstimator
+
+    estimator = ControlNetEstimator(preprocessor)  # only named here: nothing loads
+    return EstimatorInfo(estimator.name, estimator.label, True, kind=estimator.kind, source=estimator.source)
+
+
+def _controlnet_entries() -> list[EstimatorInfo]:
+    from .controlnet_bridge import depth_preprocessors
+
+    return [_controlnet_entry(p) for p in depth_preprocessors()]
+
+
 def list_estimators(has_depth_checkpoint: bool | None = None) -> list[EstimatorInfo]:
     """Every estimator, with whether it can run here. has_depth_checkpoint None: not known, not judged.
 
     The checkpoint's MiDaS first, then the model folders (folder_estimators.ESTIMATOR_DIRS), read again on
-    every call so a folder dropped in appears without a restart.
+    every call so a folder dropped in appears without a restart, then ControlNet's depth preprocessors (only
+    where the ControlNet extension is loaded).
     """
-    return [_checkpoint_midas_info(has_depth_checkpoint)] + [_folder_entry(f) for f in _folders()]
+    folders = [_folder_entry(f) for f in _folders()]
+    return [_checkpoint_midas_info(has_depth_checkpoint), *folders, *_controlnet_entries()]
 
 
 def _find_folder(name: str):
@@ -323,6 +357,10 @@ def get_estimator_info(name: str, has_depth_checkpoint: bool | None = None) -> E
     """The registry entry of `name`, or of the model folder at path `name`; ValueError naming the choices."""
     if name == CheckpointMidasEstimator.name:
         return _checkpoint_midas_info(has_depth_checkpoint)
+    from . import controlnet_bridge
+
+    if controlnet_bridge.is_controlnet_name(name):
+        return _controlnet_entry(controlnet_bridge.find_preprocessor(name))  # raises, saying why, if there is none
     folder = _find_folder(name)
     if folder is None:
         choices = ", ".join(info.name for info in list_estimators())
@@ -330,7 +368,8 @@ def get_estimator_info(name: str, has_depth_checkpoint: bool | None = None) -> E
     return _folder_entry(folder)
 
 
-# Folder estimators built so far, by (path, device, dtype): weights load once and are shared by every caller.
+# Folder estimators built so far, by (path, device, dtype), and ControlNet's, by name: weights load once and are
+# shared by every caller.
 _LOADED: dict[tuple, DepthEstimator] = {}
 
 
@@ -343,7 +382,8 @@ def create_estimator(
     """Build an estimator by name (or model folder path); raises ValueError saying why when it is unavailable.
 
     checkpoint-midas is built from checkpoint_state_dict each call (it shares the checkpoint's tensors); a folder
-    estimator is built once per folder, device and dtype, and its weights load on its first estimate.
+    estimator is built once per folder, device and dtype, and its weights load on its first estimate; a ControlNet
+    preprocessor runs where ControlNet puts it (device and dtype do not apply).
     """
     if name == CheckpointMidasEstimator.name:
         has_depth_checkpoint = checkpoint_state_dict is not None and midas.has_midas(checkpoint_state_dict)
@@ -351,8 +391,15 @@ def create_estimator(
         if not info.available:
             raise ValueError(f"estimator {name!r} is unavailable: {info.reason}")
         return CheckpointMidasEstimator.from_checkpoint_state_dict(checkpoint_state_dict, dtype=dtype, device=device)
+    from . import controlnet_bridge
     from .folder_estimators import MarigoldFolderEstimator, TransformersFolderEstimator
 
+    if controlnet_bridge.is_controlnet_name(name):
+        preprocessor = controlnet_bridge.find_preprocessor(name)  # raises, saying why, when there is none
+        key = ("controlnet", name)
+        if key not in _LOADED or _LOADED[key].preprocessor is not preprocessor:
+            _LOADED[key] = controlnet_bridge.ControlNetEstimator(preprocessor)
+        return _LOADED[key]
     folder = _find_folder(name)
     if folder is None:
         get_estimator_info(name)  # raises, naming the choices
@@ -366,7 +413,7 @@ def create_estimator(
 
 
 def release_estimators() -> None:
-    """Free the weights of every folder estimator built so far (they load again when next used): the core of
-    the WebUI's "keep estimators in memory" setting, called after each job when it is off."""
+    """Free the weights of every folder or ControlNet estimator built so far (they load again when next used):
+    the core of the WebUI's "keep estimator in memory" setting, called after each job when it is off."""
     for estimator in _LOADED.values():
         estimator.release()

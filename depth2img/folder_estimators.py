@@ -42,6 +42,7 @@ from .estimators import (
     caller_device,
     probe_precision_caps,
     to_network,
+    uint8_images,
 )
 from .paths import MODELS_DIR
 
@@ -251,23 +252,9 @@ def _zoedepth_postprocess(predicted: torch.Tensor, height: int, width: int, padd
     return depth[:, pad_h : pad_h + height, pad_w : pad_w + width]
 
 
-def _uint8_images(images) -> list[np.ndarray]:
-    """HxWx3 uint8 arrays, as the depth-estimation pipeline hands images to the processor."""
-    from PIL import Image
-
-    if isinstance(images, Image.Image):
-        images = [images]
-    if isinstance(images, (list, tuple)):
-        return [np.asarray(image.convert("RGB")) for image in images]
-    x = images if images.ndim == 4 else images.unsqueeze(0)
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(images.shape)}")
-    x255 = ((x.detach().to("cpu", torch.float32) + 1.0) * 127.5).round().clamp(0, 255)
-    return list(x255.to(torch.uint8).permute(0, 2, 3, 1).numpy())
-
-
-class TransformersFolderEstimator(DepthEstimator):
-    """A transformers depth model from a local folder; see the module docstring."""
+class FolderEstimator(DepthEstimator):
+    """What every model-folder estimator shares: its FolderInfo, where its weights go, its cache key (the
+    folder's fingerprint). Subclasses load the weights on first estimate and free them in release()."""
 
     source = "folder"
 
@@ -283,13 +270,22 @@ class TransformersFolderEstimator(DepthEstimator):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.dtype = dtype or torch.float32
         self._cache_key = f"folder:{info.name}:{folder_fingerprint(info.path)}"
-        self.model = None
-        self.processor = None
-        self._runtime: NetworkRuntime | None = None
 
     @property
     def cache_key(self) -> str:
         return self._cache_key
+
+
+class TransformersFolderEstimator(FolderEstimator):
+    """A transformers depth model from a local folder; see the module docstring."""
+
+    def __init__(
+        self, info: FolderInfo, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ):
+        super().__init__(info, device, dtype)
+        self.model = None
+        self.processor = None
+        self._runtime: NetworkRuntime | None = None
 
     def load(self) -> None:
         """Load weights and image processor (once; again after release())."""
@@ -322,7 +318,7 @@ class TransformersFolderEstimator(DepthEstimator):
     def estimate(self, images) -> torch.Tensor:
         self.load()
         caller = caller_device(images)
-        arrays = _uint8_images(images)
+        arrays = uint8_images(images)
         height, width = arrays[0].shape[:2]
         if any(a.shape != arrays[0].shape for a in arrays):
             raise ValueError("images in one batch must have the same size")
@@ -398,29 +394,15 @@ def relative_distance_to_inverse(distance: torch.Tensor) -> torch.Tensor:
     return 1.0 / (near + distance.clamp(0.0, 1.0) * (far - near))
 
 
-class MarigoldFolderEstimator(DepthEstimator):
+class MarigoldFolderEstimator(FolderEstimator):
     """diffusers' MarigoldDepthPipeline from a local folder: one ensemble member, the model's default steps and
     processing resolution, output at the image's size, a fixed seed."""
-
-    source = "folder"
 
     def __init__(
         self, info: FolderInfo, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ):
-        if not info.available:
-            raise ValueError(f"estimator {info.name!r} is unavailable: {info.reason}")
-        self.info = info
-        self.name = info.name
-        self.label = info.label
-        self.kind = info.kind
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        self.dtype = dtype or torch.float32
-        self._cache_key = f"folder:{info.name}:{folder_fingerprint(info.path)}"
+        super().__init__(info, device, dtype)
         self.pipe = None
-
-    @property
-    def cache_key(self) -> str:
-        return self._cache_key
 
     def load(self) -> None:
         if self.pipe is not None:
@@ -441,7 +423,7 @@ class MarigoldFolderEstimator(DepthEstimator):
 
         self.load()
         caller = caller_device(images)
-        pictures = [Image.fromarray(array) for array in _uint8_images(images)]
+        pictures = [Image.fromarray(array) for array in uint8_images(images)]
         generator = torch.Generator("cpu").manual_seed(MARIGOLD_SEED)
         with torch.no_grad(), autocast_off(self.device):
             output = self.pipe(pictures, generator=generator, output_type="pt", match_input_resolution=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,7 @@ from . import depthmap, midas
 from .args import Depth2ImgArgs
 from .conditioning import depth_conditioning
 from .depth_cache import DepthCache
-from .devices import module_placement
-from .estimators import DepthEstimator, PrecisionCaps, autocast_off, caller_device, probe_precision_caps
+from .estimators import DepthEstimator, NetworkRuntime, PrecisionCaps, caller_device, to_network
 
 # The latent is 1/8 of the image's size in SD's VAE: depth outputs are sized from the latent they conditioned.
 LATENT_SCALE = 8
@@ -86,7 +84,9 @@ def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Imag
 class ModuleMidasEstimator(DepthEstimator):
     """The loaded checkpoint's own MiDaS module (ldm's MiDaSInference in the WebUI): no second copy in memory.
 
-    `module(pixel_values)` must return inverse depth [B, 1, h, w] or [B, h, w].
+    `module(pixel_values)` must return inverse depth [B, 1, h, w] or [B, h, w]. It runs under the runtime policy
+    every estimator shares (estimators.NetworkRuntime): inputs on the weights' device and dtype, a float32 copy
+    where the backend lacks the dtype, autocast off.
     `execution_device`: where the module computes when that differs from where its weights rest (the
     WebUI's --lowvram/--medvram hooks move it to the GPU on call).
     """
@@ -104,35 +104,23 @@ class ModuleMidasEstimator(DepthEstimator):
         """caps: which dtypes the compute device runs (None: probed on first use; injectable for tests)."""
         self.module = module
         self._cache_key = f"{self.name}:{cache_key}"
-        self.execution_device = execution_device
-        self.caps = caps
-        self._float32_copy: torch.nn.Module | None = None
+        self._runtime = NetworkRuntime(module, caps=caps, execution_device=execution_device)
 
     @property
     def cache_key(self) -> str:
         return self._cache_key
 
-    def _runtime(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
-        weights_device, dtype = module_placement(self.module)
-        device = self.execution_device or weights_device
-        caps = self.caps if self.caps is not None else probe_precision_caps(device)
-        if caps.supports(dtype):
-            return self.module, device, dtype
-        # The backend lacks a kernel for this dtype (e.g. float16 on the CPU): run a float32 copy.
-        if self._float32_copy is None:
-            self._float32_copy = copy.deepcopy(self.module).float()
-        return self._float32_copy.to(device), device, torch.float32
-
-    @torch.no_grad()
     def estimate(self, images) -> torch.Tensor:
         caller = caller_device(images)
-        pixel_values = midas.preprocess(images)
-        module, device, dtype = self._runtime()
-        with autocast_off(device):
-            depth = module(pixel_values.to(device=device, dtype=dtype))
+        pixel_values = midas.preprocess(images)  # OpenCV on the CPU, float32, as the reference does
+        with self._runtime.session() as (module, device, dtype):
+            depth = module(to_network(pixel_values, device, dtype))
         if depth.ndim == 4:
             depth = depth[:, 0]
         return depth.to(torch.float32).to(caller)
+
+    def release(self) -> None:
+        self._runtime.release()  # only the float32 copy: the module is the checkpoint's
 
 
 @dataclass
@@ -145,8 +133,11 @@ class JobGeometry:
     crop_region: tuple[int, int, int, int] | None = None  # inpaint "only masked": (x1, y1, x2, y2) in the init
 
 
-def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs) -> np.ndarray:
-    """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> depth map.
+def decode_depth_argument(
+    value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
+) -> depthmap.DecodedDepth:
+    """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> the depth map, with how it was
+    read (its notice, e.g. "approximate": show it to the user).
 
     decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
     Every failure is a Depth2ImgError naming the field 'depth_image' (status 422).
@@ -161,7 +152,7 @@ def decode_depth_argument(value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, 
     if isinstance(value, bytearray):
         value = bytes(value)
     try:
-        return depthmap.load_depth(value, max_pixels=max_pixels, **decode_kwargs)
+        return depthmap.decode_depth(value, max_pixels=max_pixels, **decode_kwargs)
     except depthmap.DepthMapError as error:
         raise Depth2ImgError(f"{field}: {error}") from error
 
@@ -185,7 +176,7 @@ class DepthConditioner:
         inpainting: bool = False,
         background: str = "#ffffff",
         max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
-        depth: np.ndarray | None = None,
+        depth: depthmap.DecodedDepth | None = None,
     ):
         """background: the colour transparent init images are flattened on (the WebUI's img2img_background_color).
         depth: a map already decoded (the batch tab's file), used instead of args.depth_image.
@@ -197,12 +188,11 @@ class DepthConditioner:
         self.init_images = init_images
         self.inpainting = inpainting
         self.background = background
-        if depth is not None:
-            self.uploaded = depth
-        else:
-            self.uploaded = None
-            if args.source == "upload":
-                self.uploaded = decode_depth_argument(args.depth_image, max_pixels, **args.decode_kwargs())
+        if depth is None and args.source == "upload":
+            depth = decode_depth_argument(args.depth_image, max_pixels, **args.decode_kwargs())
+        self.uploaded = depth.depth if depth is not None else None
+        # What the user should know about the uploaded map (e.g. converted without its distance range: approximate).
+        self.notices = [depth.notice] if depth is not None and depth.notice else []
         self.estimator_calls = 0  # this job's calls (the cache's total counts every caller's)
         self.last_depth: np.ndarray | None = None  # the processed map of the first sample, for outputs
         self.last_size: tuple[int, int] | None = None  # (width, height) of the image it conditioned
@@ -295,17 +285,18 @@ def find_depth_for(depth_dir: str | Path, input_path: str | Path) -> Path | None
 
 
 def load_batch_depth(
-    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS
-) -> tuple[Path, np.ndarray] | None:
+    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
+) -> tuple[Path, depthmap.DecodedDepth] | None:
     """The batch tab's depth map for one input (path and decoded map), or None when the folder has none.
 
+    decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
     A map that exists but cannot be read is an error naming the file: it must never be skipped silently.
     """
     path = find_depth_for(depth_dir, input_path)
     if path is None:
         return None
     try:
-        return path, depthmap.load_depth(path, max_pixels=max_pixels)
+        return path, depthmap.decode_depth(path, max_pixels=max_pixels, **decode_kwargs)
     except (OSError, depthmap.DepthMapError) as error:
         raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import paths
+from . import estimators, paths
 from .args import Depth2ImgArgs
 from .checkpoints import find_checkpoints, inspect_checkpoint_cached
 from .depthmap import DEFAULT_MAX_PIXELS
@@ -81,6 +81,33 @@ def pick_init_image(tab_index, images_by_id: dict) -> Image.Image | None:
     return as_pil(images_by_id.get(INIT_IMAGE_ELEM_IDS[index]))
 
 
+# ---- estimators --------------------------------------------------------------------------------------
+
+KEEP_ESTIMATOR_SETTING = "depth2img_keep_estimator"
+NO_DEPTH_MODEL_TO_ESTIMATE = "estimating with checkpoint-midas needs a loaded SD 2 depth model (or upload a depth map)"
+
+
+def job_estimator(name: str, loaded_midas: Callable, device, dtype) -> estimators.DepthEstimator:
+    """The estimator called `name` for a job, the preview or the API: for checkpoint-midas the loaded model's own
+    MiDaS module (loaded_midas(), never a second copy), otherwise the registry's (a model folder, loaded once on
+    `device` in `dtype`; a ControlNet preprocessor, where ControlNet runs it). ValueError saying why when it
+    cannot run."""
+    if name == estimators.CheckpointMidasEstimator.name:
+        estimator = loaded_midas()
+        if estimator is None:
+            raise Depth2ImgError(NO_DEPTH_MODEL_TO_ESTIMATE)
+        return estimator
+    return estimators.create_estimator(name, device=device, dtype=dtype)
+
+
+def release_estimators(keep: bool) -> None:
+    """After a job or request: free the model folders' and ControlNet's estimator weights unless the user keeps
+    them (the "keep estimator in memory" setting; VRAM is short in the WebUI). The checkpoint's MiDaS is the
+    model's and stays."""
+    if not keep:
+        estimators.release_estimators()
+
+
 # ---- the job's hooks ------------------------------------------------------------------------------
 
 
@@ -109,6 +136,8 @@ def attach_conditioning(p, conditioner: DepthConditioner, calls_key: str = "Dept
     p.img2img_image_conditioning = img2img_conditioning
     p.txt2img_image_conditioning = txt2img_conditioning
     p._depth2img_conditioner = conditioner
+    for notice in conditioner.notices:  # shown under the result in the UI (the WebUI's job comments)
+        p.comment(f"Depth2Img: {notice}")
 
 
 def stop_job(p, message: str, status_code: int = 422) -> None:
@@ -185,7 +214,8 @@ def xyz_axes(estimator_names: Callable[[], list[str]]) -> list[tuple]:
 
 
 def batch_depth(settings: Depth2ImgArgs, sources: list, supported: bool, max_pixels: int):
-    """(settings, decoded map or None) for a batch-tab input: the map of the same file name in settings.depth_dir.
+    """(settings, decoded map or None) for a batch-tab input: the map of the same file name in settings.depth_dir,
+    read as the panel says (depth kind, distance range, EXR channel).
 
     Without a map of that name the job estimates, and the log says so.
     """
@@ -196,7 +226,7 @@ def batch_depth(settings: Depth2ImgArgs, sources: list, supported: bool, max_pix
         return settings, None
     if not (sources and sources[0]):
         return settings, None
-    found = load_batch_depth(settings.depth_dir, sources[0], max_pixels)
+    found = load_batch_depth(settings.depth_dir, sources[0], max_pixels, **settings.decode_kwargs())
     if found is None:
         print(f"[Depth2Img] no depth map for {sources[0]} in {settings.depth_dir}: estimating")
         return settings, None
@@ -221,6 +251,15 @@ def append_depth_output(p, processed, samples_format: str, info_key: str) -> Non
     if getattr(p, "is_api", False):
         # A new dict: p's is reused by the batch tab and XYZ runs, and this must never reach an image's PNG info.
         processed.extra_generation_params = {**processed.extra_generation_params, info_key: png16_base64(depth)}
+
+
+def add_api_notices(p, processed, info_key: str) -> None:
+    """API jobs: the notices the UI shows as comments (which the API's info lacks), under info_key in the info's
+    extra_generation_params (a new dict: never in an image's PNG info)."""
+    conditioner = getattr(p, "_depth2img_conditioner", None)
+    if conditioner is None or not conditioner.notices or not getattr(p, "is_api", False):
+        return
+    processed.extra_generation_params = {**processed.extra_generation_params, info_key: " ".join(conditioner.notices)}
 
 
 def checkpoints_to_register(known_filenames, is_depth_checkpoint: Callable) -> list[Path]:
@@ -250,6 +289,13 @@ SETTINGS = (
         None,
     ),
     ("depth2img_cache_size", 8, "Depth maps kept in memory across jobs", {"minimum": 0, "maximum": 64, "step": 1}),
+    (
+        KEEP_ESTIMATOR_SETTING,
+        False,
+        "Keep the estimator in memory between jobs (model folders, ControlNet's preprocessors; off: loaded for "
+        "each job and freed after it. The depth checkpoint's own MiDaS is part of the model and always stays)",
+        None,
+    ),
     (
         "depth2img_max_megapixels",
         DEFAULT_MAX_PIXELS / 1e6,

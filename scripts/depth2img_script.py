@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import traceback
+from pathlib import Path
 
 import gradio as gr
 from fastapi import Body, FastAPI, HTTPException
@@ -21,6 +22,7 @@ from depth2img import webui_hooks as hooks
 from depth2img.args import Depth2ImgArgs
 from depth2img.depth_cache import DepthCache
 from depth2img.estimators import get_estimator_info, list_estimators
+from depth2img.folder_estimators import add_estimator_dir
 from depth2img.host import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, job_error
 from depth2img.ui import build_depth_panel, infotext_key, js_kwargs
 
@@ -29,6 +31,8 @@ CACHE = DepthCache()
 # API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
 # whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
 DEPTH_INFO_KEY = "Depth2Img depth map"
+# ... and what the UI shows as the job's comments (e.g. an uploaded distance map read without its range).
+NOTICE_INFO_KEY = "Depth2Img notice"
 
 
 def _opt(name: str, default):
@@ -63,16 +67,23 @@ def loaded_estimator() -> ModuleMidasEstimator | None:
     return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=devices.device if lowvram else None)
 
 
-def estimate_with_loaded_model(image):
-    """Depth of one PIL image with the loaded checkpoint's MiDaS, through the shared cache.
+def estimator_named(name: str):
+    """The estimator a job or request runs (the loaded model's MiDaS for checkpoint-midas, never a copy)."""
+    return hooks.job_estimator(name, loaded_estimator, devices.device, devices.dtype)
 
-    Callers outside a generation (preview, API) hold the WebUI's queue_lock: the module must not run beside
-    a generation or a model reload (--lowvram/--medvram move modules on call).
-    """
-    estimator = loaded_estimator()
-    if estimator is None:
-        raise Depth2ImgError("estimating needs a loaded SD 2 depth model (or upload a depth map)")
-    return host.estimate_image(estimator, CACHE, image, background_color())
+
+def release_estimators() -> None:
+    hooks.release_estimators(keep=bool(_opt(hooks.KEEP_ESTIMATOR_SETTING, False)))
+
+
+def estimate_outside_a_job(image, estimator: str):
+    """Depth of one PIL image (preview, API) through the shared cache, under the WebUI's queue_lock: no network
+    runs beside a generation or a model reload (--lowvram/--medvram move modules on call)."""
+    with call_queue.queue_lock:
+        try:
+            return host.estimate_image(estimator_named(estimator), CACHE, image, background_color())
+        finally:
+            release_estimators()
 
 
 def register_extension_checkpoints() -> None:
@@ -92,6 +103,8 @@ def depth_checkpoint_titles() -> list[str]:
 
 
 hooks.register_demo_text_arch()
+# Estimator folders in the WebUI's models/depth too (besides the extension's own models/depth).
+add_estimator_dir(Path(shared.models_path) / "depth")
 # Batch inputs' paths (v1.9+'s images.read), to match each input with its depth map by file name.
 BATCH_DEPTH_DIR_SUPPORTED = hooks.install_batch_path_recorder(images)
 if not BATCH_DEPTH_DIR_SUPPORTED:
@@ -102,10 +115,9 @@ if not BATCH_DEPTH_DIR_SUPPORTED:
 
 
 def estimate_for_preview(image, estimator: str):
-    """The panel's estimate callback: the loaded model's MiDaS, never beside a generation or a model reload."""
+    """The panel's estimate callback, with the panel's estimator."""
     api.check_estimator(estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-    with call_queue.queue_lock:
-        return estimate_with_loaded_model(image)
+    return estimate_outside_a_job(image, estimator)
 
 
 class Depth2ImgScript(scripts.Script):
@@ -221,7 +233,7 @@ class Depth2ImgScript(scripts.Script):
         conditioner = DepthConditioner(
             settings,
             JobGeometry(p.width, p.height, getattr(p, "resize_mode", 0)),
-            estimator=loaded_estimator(),
+            estimator=None if settings.source == "upload" else estimator_named(settings.estimator),
             cache=CACHE,
             init_images=list(p.init_images) if is_img2img and p.init_images else None,
             background=background_color(),
@@ -235,6 +247,8 @@ class Depth2ImgScript(scripts.Script):
 
     def postprocess(self, p, processed, *args):
         hooks.append_depth_output(p, processed, _opt("samples_format", "png"), DEPTH_INFO_KEY)
+        hooks.add_api_notices(p, processed, NOTICE_INFO_KEY)
+        release_estimators()
 
 
 # ---- settings, XYZ axes, API ------------------------------------------------------------------------
@@ -266,14 +280,15 @@ RAW_JSON_BODY = Body(...)
 
 def estimate_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
     try:
-        image, settings = api.parse_estimate_request(body, max_pixels())
-        api.check_estimator(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-        with call_queue.queue_lock:  # the loaded model: never beside a generation or a model reload
-            depth = estimate_with_loaded_model(image)
-        depth = depthmap.postprocess(depth, **settings.postprocess_kwargs())
-        return api.estimate_response(depth, size=image.size)  # at the input image's size
-    except Depth2ImgError as error:
-        raise HTTPException(status_code=error.status_code, detail=error.detail) from error
+        request = api.parse_estimate_request(body, max_pixels())
+        if request.image is not None:
+            api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        return api.answer_estimate_request(request, estimate_outside_a_job)  # at the image's (or map's) size
+    except Exception as error:
+        failure = job_error(error)  # the core's ValueErrors: 422 with their message; anything else: 500
+        if failure.status_code >= 500:
+            traceback.print_exc()
+        raise HTTPException(status_code=failure.status_code, detail=failure.detail) from error
 
 
 def mount_api(_demo, app: FastAPI):

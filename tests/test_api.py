@@ -31,11 +31,15 @@ def image_b64(size=(8, 8), mode="RGB") -> str:
 
 
 def test_estimate_request_validation():
-    image, settings = parse_estimate_request({"image": image_b64(), "invert": True, "gamma": 2})
-    assert image.size == (8, 8) and settings.invert and settings.gamma == 2.0
-    image, _ = parse_estimate_request({"image": "data:image/png;base64," + image_b64((5, 3))})
-    assert image.size == (5, 3)
+    request = parse_estimate_request({"image": image_b64(), "invert": True, "gamma": 2})
+    assert request.image.size == (8, 8) and request.settings.invert and request.settings.gamma == 2.0
+    assert request.depth is None and request.size == (8, 8)
+    request = parse_estimate_request({"image": "data:image/png;base64," + image_b64((5, 3))})
+    assert request.image.size == (5, 3)
     for body, field in [({"image": "%%"}, "'image'"), ({}, "'image'"), ({"image": image_b64(), "size": 1}, "size"),
+                        ({"image": image_b64(), "depth_image": image_b64()}, "either field 'image' or field"),
+                        ({"depth_image": "%%"}, "'depth_image'"), ({"depth_image": 3}, "'depth_image'"),
+                        ({"depth_image": image_b64(), "distance_range": [2, 1]}, "'distance_range'"),
                         ({"image": image_b64(), "blur": -1}, "'blur'"), ([], "object"),
                         ({"image": base64.b64encode(b"text").decode()}, "'image'"),
                         ({"image": image_b64(), "estimator": "zoe"}, "'estimator'")]:
@@ -51,12 +55,13 @@ def test_estimate_request_above_the_size_limit_names_the_field():
 
 def test_the_request_schema_is_the_args_schema():
     schema = estimate_request_schema()
-    assert set(schema["properties"]) == set(ESTIMATE_FIELDS) and schema["required"] == ["image"]
+    assert set(schema["properties"]) == set(ESTIMATE_FIELDS)
+    assert schema["oneOf"] == [{"required": ["image"]}, {"required": ["depth_image"]}]
     defaults = Depth2ImgArgs()
     for name, prop in schema["properties"].items():
-        if name == "image":
+        if name in ("image", "depth_image"):
             continue
-        assert prop["default"] == getattr(defaults, name), name
+        assert prop.get("default") == getattr(defaults, name), name
         if "minimum" in prop:  # the bounds the schema states are the ones the args schema enforces
             low, high = prop["minimum"], prop["maximum"]
             other = {"clip_near": {"clip_far": 0.0}, "clip_far": {"clip_near": 100.0}}.get(name, {})
@@ -89,7 +94,8 @@ def test_estimators_response_says_why_one_is_unavailable():
     assert "depth checkpoint" in without["reason"]
     [with_model] = estimators_response(True)
     assert with_model["available"] and with_model["reason"] == ""
-    assert set(with_model) == {"name", "label", "available", "reason"}
+    assert set(with_model) == {"name", "label", "kind", "source", "available", "reason"}
+    assert (with_model["kind"], with_model["source"]) == ("inverse", "checkpoint")
 
 
 def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them(tiny_checkpoint, tmp_path, caplog):
@@ -109,3 +115,25 @@ def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them
     for bad in (truncated, junk):
         assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1, bad
     assert not any(str(plain) in r.getMessage() for r in caplog.records)  # not a depth model: not an error
+
+
+def test_an_uploaded_distance_map_is_answered_as_inverse_depth_with_its_notice():
+    """depth_image instead of image: read as depth_kind says (here a normalized Z-pass PNG, black = near)."""
+    from depth2img.api import answer_estimate_request
+
+    distance = np.tile(np.linspace(0, 65535, 40), (30, 1)).astype(np.uint16)  # left near, right far
+    body = {"depth_image": base64.b64encode(cv2.imencode(".png", distance)[1].tobytes()).decode(),
+            "depth_kind": "distance"}
+
+    def no_estimate(image, name):
+        raise AssertionError("an uploaded map is not estimated")
+
+    approximate = answer_estimate_request(parse_estimate_request(body), no_estimate)
+    exact = answer_estimate_request(parse_estimate_request({**body, "distance_range": [1, 4]}), no_estimate)
+    assert "approximate" in approximate["notice"] and exact["notice"] == ""
+    assert (exact["width"], exact["height"]) == (40, 30)
+    decoded = cv2.imdecode(np.frombuffer(base64.b64decode(exact["depth"]), np.uint8), cv2.IMREAD_UNCHANGED)
+    # 1/d for d = 1 + v * 3, computed here, against the 16-bit min-max answer (and its min and max)
+    inverse = 1 / (1 + distance[0].astype(np.float64) / 65535 * 3)
+    assert exact["min"] == pytest.approx(inverse.min(), rel=1e-5) and exact["max"] == pytest.approx(inverse.max())
+    assert np.allclose(decoded[0] / 65535, (inverse - inverse.min()) / (inverse.max() - inverse.min()), atol=2e-5)

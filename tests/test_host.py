@@ -219,7 +219,7 @@ def test_depth_argument_in_every_form_and_errors_name_the_field():
     expected = RAMP.astype(np.float32) / 65535
     for value in (png, bytearray(png), b64_png(RAMP), "data:image/png;base64," + b64_png(RAMP),
                   RAMP, Image.fromarray(RAMP)):
-        assert np.allclose(decode_depth_argument(value), expected, atol=1e-6), type(value)
+        assert np.allclose(decode_depth_argument(value).depth, expected, atol=1e-6), type(value)
     for value, problem in ((b"junk", "not a readable image"), ("@@", "base64"), (12, "unsupported type int"),
                            (np.full((4, 4), np.nan, np.float32), "NaN"), (np.zeros((2, 2, 2, 2)), "shape")):
         with pytest.raises(Depth2ImgError, match="'depth_image'.*" + problem) as error:
@@ -315,8 +315,12 @@ def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
                                                padding=1)[:, 0]
     # The same float32 weights and input through one conv: float32 summation order only.
     assert torch.allclose(depth, reference, atol=1e-5)
+    copy_that_ran = estimator._runtime.resolve()[0]
+    assert copy_that_ran is not net
     estimator.estimate(images)
-    assert estimator._float32_copy is not None  # built once, reused
+    assert estimator._runtime.resolve()[0] is copy_that_ran  # built once, reused
+    estimator.release()  # frees the copy only: the module is the checkpoint's
+    assert estimator._runtime.resolve()[0] is not copy_that_ran and net.conv.weight.dtype == torch.bfloat16
 
 
 def test_lowvram_execution_device_gets_the_inputs():
@@ -476,7 +480,7 @@ def test_a_batch_depth_map_that_cannot_be_read_is_an_error_naming_it(tmp_path):
     cv2.imwrite(str(tmp_path / "good.png"), RAMP)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n cut short")
     path, depth = load_batch_depth(tmp_path, "/in/good.jpg")
-    assert path == tmp_path / "good.png" and np.allclose(depth, RAMP / 65535, atol=1e-6)
+    assert path == tmp_path / "good.png" and np.allclose(depth.depth, RAMP / 65535, atol=1e-6)
     assert load_batch_depth(tmp_path, "/in/none.jpg") is None
     with pytest.raises(Depth2ImgError, match="bad.png.*bad.jpg"):
         load_batch_depth(tmp_path, "/in/bad.jpg")

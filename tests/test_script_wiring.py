@@ -419,6 +419,19 @@ def test_batch_tab_uses_the_map_with_the_inputs_file_name(env, tmp_path):
     assert p.extra_generation_params["Depth2Img source"] == "upload"
 
 
+def test_batch_tab_maps_are_read_as_the_panel_says(env, tmp_path):
+    folder = tmp_path / "depth"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), ramp16())  # a Z pass: larger = farther, the left edge is near
+    image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
+    image.info[BATCH_PATH_KEY] = "/inputs/a.jpg"
+    p = img2img_p(env, image)
+    _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder), depth_kind="distance"))
+    assert runner.errors == [] and any("approximate" in comment for comment in p.comments)
+    cond = conditioning_of(p)
+    assert cond[0, 0, :, 0].mean() > cond[0, 0, :, -1].mean()  # near (left) is high
+
+
 # ---- infotext, XYZ, takeover ---------------------------------------------------------------------------------
 
 
@@ -581,3 +594,110 @@ def test_an_uploaded_distance_map_is_read_as_the_panel_says(env):
     assert runner.errors == []
     cond = p.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))
     assert cond[0, 0, :, 0].mean() > cond[0, 0, :, -1].mean()  # near (left) is high in the conditioning
+
+
+# ---- estimators other than the loaded model's MiDaS (issue 8) ------------------------------------------------
+
+
+@pytest.fixture
+def dpt_folder(tmp_path, monkeypatch):
+    """A tiny transformers DPT folder in a models/depth folder: the estimator "dpt"."""
+    from depth2img import estimators, folder_estimators
+
+    from .estimator_fixtures import build_folder
+
+    root = tmp_path / "models" / "depth"
+    build_folder("dpt", root)
+    monkeypatch.setattr(folder_estimators, "ESTIMATOR_DIRS", [root])
+    monkeypatch.setattr(estimators, "_LOADED", {})
+    return root / "dpt"
+
+
+def photo_tensor(height=48, width=64, seed=0) -> torch.Tensor:
+    return torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("api_args", [False, True])
+def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, dpt_folder, api_args):
+    from depth2img import estimators
+    from depth2img.conditioning import depth_conditioning
+
+    p = img2img_p(env, is_api=api_args)
+    # The API's alwayson args (named, first) or the UI's positional list.
+    args = [{"enabled": True, "estimator": "dpt"}] if api_args else ui_args(enabled=True, estimator="dpt")
+    script, runner = run_job(env, p, args)
+    assert runner.errors == []
+    source, latent = photo_tensor(), torch.zeros(1, 4, 6, 8)
+    conditioning = p.img2img_image_conditioning(source, latent)
+    assert env.midas.calls == 0  # not the loaded model's MiDaS
+    folder_estimator = estimators.create_estimator("dpt")
+    expected = depth_conditioning(folder_estimator.estimate(source), (6, 8))
+    assert torch.allclose(conditioning, expected, atol=1e-6)
+    assert p.extra_generation_params["Depth2Img estimator"] == "dpt"
+    assert folder_estimator.model is not None
+    finish(env, p, script)
+    assert folder_estimator.model is None  # freed after the job ("keep estimator in memory" is off by default)
+
+
+def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt_folder):
+    from depth2img import estimators
+
+    env.shared.opts.data["depth2img_keep_estimator"] = True
+    p = img2img_p(env)
+    script, _ = run_job(env, p, ui_args(enabled=True, estimator="dpt"))
+    p.img2img_image_conditioning(photo_tensor(), torch.zeros(1, 4, 6, 8))
+    finish(env, p, script)
+    assert estimators.create_estimator("dpt").model is not None
+
+
+def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_folder):
+    from depth2img import estimators, ui
+
+    image = picture(size=(64, 48))
+    answer = mounted(env)["/depth2img/v1/estimate"]["endpoint"]({"image": rgb_b64(image), "estimator": "dpt"})
+    assert env.midas.calls == 0 and (answer["width"], answer["height"]) == (64, 48)
+    expected = estimators.create_estimator("dpt").estimate(image)[0].numpy()  # weights load again: freed after
+    assert answer["min"] == pytest.approx(float(expected.min()), rel=1e-4)
+    assert answer["max"] == pytest.approx(float(expected.max()), rel=1e-4)
+    settings = ui.settings_from_values(["estimate", None, "dpt", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""])
+    ui.preview_images(settings, image, env.script.estimate_for_preview)
+    assert env.midas.calls == 0
+
+
+def test_a_job_with_a_controlnet_preprocessor_runs_it_at_the_jobs_size_and_unloads_it(env, monkeypatch):
+    from depth2img import estimators
+    from depth2img.conditioning import depth_conditioning
+
+    from .webui_standins import controlnet
+
+    p = img2img_p(env, picture(size=(128, 96)), width=128, height=96)
+    _, runner = run_job(env, p, ui_args(enabled=True, estimator="controlnet:depth_midas"))
+    assert_stopped(p, runner, "needs the sd-webui-controlnet extension")  # not loaded: said, nothing runs
+
+    monkeypatch.setattr(estimators, "_LOADED", {})
+    registry = controlnet.installed(monkeypatch)
+    p = img2img_p(env, picture(size=(128, 96)), width=128, height=96)
+    script, runner = run_job(env, p, ui_args(enabled=True, estimator="controlnet:depth_midas"))
+    source = photo_tensor(96, 128)
+    conditioning = p.img2img_image_conditioning(source, torch.zeros(1, 4, 12, 16))
+    preprocessor = registry.get_preprocessor("depth_midas")
+    assert [call["resolution"] for call in preprocessor.calls] == [96] and env.midas.calls == 0
+    red = ((source[0, 0] + 1) * 127.5).round().clamp(0, 255) / 255  # the stand-in's network: the red channel
+    assert torch.allclose(conditioning, depth_conditioning(red[None], (12, 16)), atol=1e-6)
+    finish(env, p, script)
+    assert preprocessor.unloads == 1 and not preprocessor.loaded
+
+
+def test_an_approximate_upload_is_said_under_the_result_and_to_api_callers(env):
+    distance = png_bytes(ramp16())  # a normalized Z pass without its distance range: approximate
+    for is_api in (False, True):
+        p = img2img_p(env, is_api=is_api)
+        args = ui_args(enabled=True, source="upload", depth_image=distance, depth_kind="distance")
+        script, runner = run_job(env, p, args)
+        assert runner.errors == []
+        [comment] = p.comments
+        assert comment.startswith("Depth2Img: ") and "approximate" in comment
+        processed = finish(env, p, script)
+        key = env.script.NOTICE_INFO_KEY
+        assert ("approximate" in processed.extra_generation_params.get(key, "")) == is_api
+        assert key not in p.extra_generation_params  # never in an image's PNG info

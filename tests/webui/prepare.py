@@ -5,6 +5,8 @@
 Writes models/Stable-diffusion/tiny-depth.{safetensors,yaml} (the core's tiny depth checkpoint) and
 tiny-sd2.{safetensors,yaml} (the same weights as a plain 4-channel SD 2 model without MiDaS: the
 "non-depth model" of the tests). The extension registers the tiny OpenCLIP arch both name.
+Also models/depth/tiny-dpt/: a tiny transformers DPT folder (tests/estimator_fixtures.py), the suite's folder
+estimator (a folder saved by a newer transformers loads in the WebUI's 4.30).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from depth2img.tiny import build_tiny_depth_checkpoint
 
 DEPTH_NAME = "tiny-depth"
 PLAIN_NAME = "tiny-sd2"
+FOLDER_ESTIMATOR_NAME = "tiny-dpt"
 
 
 def write_plain_sd2(depth_checkpoint: Path, out_dir: Path) -> Path:
@@ -51,6 +54,21 @@ def main(webui_dir: str) -> None:
             shutil.copyfile(source.with_suffix(suffix), destination)
     write_plain_sd2(source, target)
     print(f"wrote {DEPTH_NAME} and {PLAIN_NAME} checkpoints to {target}")
+    folder = write_folder_estimator(Path(webui_dir) / "models" / "depth")
+    print(f"wrote the folder estimator {folder}")
+
+
+def write_folder_estimator(depth_dir: Path) -> Path:
+    import tempfile
+
+    from tests.estimator_fixtures import build_folder
+
+    destination = depth_dir / FOLDER_ESTIMATOR_NAME
+    with tempfile.TemporaryDirectory() as scratch:
+        built = build_folder("dpt", Path(scratch))
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(built, destination)
+    return destination
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ class StableDiffusionProcessing:
         self.extra_generation_params = {}
         self.override_settings = {}
         self.override_settings_restore_afterwards = True
+        self.comments = {}
+
+    def comment(self, text):
+        self.comments[text] = 1
 
     def txt2img_image_conditioning(self, x, width=None, height=None):
         # The WebUI's native txt2img path with a depth model: a 9-channel UNet input for a 5-channel UNet.

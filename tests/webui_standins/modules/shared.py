@@ -35,3 +35,5 @@ opts.add_option("img2img_background_color", OptionInfo("#ffffff", "fill transpar
 opts.add_option("samples_format", OptionInfo("png", "File format for images"))
 
 sd_model = None
+# The WebUI's models folder (modules.paths_internal.models_path): none here, so no models/depth either.
+models_path = "/nonexistent-webui/models"
