@@ -130,9 +130,32 @@ def _estimate(estimator, image):
     return depthmap.resize(depth, image.width, image.height)
 
 
+def _request_from_args(args, settings, **inputs):
+    """The GenerationRequest that the render flags describe (generate's and sequence's); inputs: image, depth,
+    mask."""
+    from . import depthmap
+    from .engine import GenerationRequest
+
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        strength=args.strength,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
+        postprocess=settings.postprocess_kwargs(),
+        depth_range=settings.depth_range,
+        depth_mask=settings.mask_settings(),
+        **inputs,
+    )
+
+
 def cmd_generate(args) -> int:
     from . import depthmap
-    from .engine import GenerationRequest, check_request, generate, load_pipeline
+    from .engine import check_request, generate, load_pipeline
     from .files import check_output
 
     max_pixels = _max_pixels(args)
@@ -160,23 +183,7 @@ def cmd_generate(args) -> int:
     estimator = _folder_estimator(args.estimator)
     if estimator is not None and depth is None and image is not None:
         depth = _estimate(estimator, image)  # the engine takes it as the depth map, as it takes its own estimate
-    request = GenerationRequest(
-        prompt=args.prompt,
-        image=image,
-        depth=depth,
-        mask=mask,
-        negative_prompt=args.negative_prompt,
-        strength=args.strength,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        width=args.width,
-        height=args.height,
-        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
-        postprocess=settings.postprocess_kwargs(),
-        depth_range=settings.depth_range,
-        depth_mask=settings.mask_settings(),
-    )
+    request = _request_from_args(args, settings, image=image, depth=depth, mask=mask)
     check_request(request)
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     result = generate(pipe, request)
@@ -271,8 +278,7 @@ def _parse_scale(values: list[str]) -> tuple[str, int]:
 def cmd_sequence(args) -> int:
     from tqdm import tqdm
 
-    from . import depthmap
-    from .engine import GenerationRequest, load_pipeline
+    from .engine import load_pipeline
     from .sequence import ScaleSettings, run_sequence
 
     max_pixels = _max_pixels(args)
@@ -287,19 +293,7 @@ def cmd_sequence(args) -> int:
                                 or settings.clip_far > 0.0):
         print("note: --invert, --gamma and --clip-* work on each frame's own range, before the shared range is "
               "taken: frames can still shift against each other", file=sys.stderr)
-    template = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        strength=args.strength,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        width=args.width,
-        height=args.height,
-        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
-        postprocess=settings.postprocess_kwargs(),
-        depth_mask=settings.mask_settings(),
-    )
+    template = _request_from_args(args, settings)  # each frame's image, depth and range come in pass 2
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
     report = run_sequence(
         args.frames,
@@ -524,7 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["global"],
         metavar="global|window N|per-frame",
-        help="one depth range for all frames (default), a centred window of N frames, or each frame's own",
+        help="one depth range for all frames (default), a centred window of N frames, or each frame's own. "
+        "--invert, --clip-*, --gamma and --blur apply to each frame's map first, on that frame's own values "
+        "(percentiles, min-max); the shared range is then taken over the processed maps",
     )
     seq.add_argument(
         "--range-percentiles",
