@@ -6,16 +6,19 @@ own lock); errors are Depth2ImgError with status 422 and a message naming the fi
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import depthmap
+from . import depthmap, masks
 from .args import ArgsError, Depth2ImgArgs, json_schema
 from .checkpoints import inspect_checkpoint_cached
 from .estimators import get_estimator_info, list_estimators
-from .host import Depth2ImgError, decode_base64, png16_base64
+from .host import Depth2ImgError, decode_base64, decode_depth_argument, png16_base64
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,105 @@ def parse_estimate_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIX
     except ValueError as error:
         raise Depth2ImgError(f"field 'estimator': {error}") from error
     return image, args
+
+
+# The mask route's settings: how depth is made (as the estimate route), read (an uploaded map) and scaled, and
+# the band's; the route always makes a mask (no mask_from_depth).
+MASK_SETTINGS = (
+    *ESTIMATE_SETTINGS, "depth_kind", "distance_range", "exr_channel", "depth_range",
+    "mask_low", "mask_high", "mask_band_mode", "mask_feather", "mask_grow", "mask_invert", "mask_combine", "mask_auto",
+)  # fmt: skip
+MASK_IMAGES = {
+    "image": "base64 image (data URL accepted): the picture the mask is for",
+    "depth_image": "optional base64 depth map of the image (PNG/TIFF/EXR/.npy, read as depth_kind says); "
+    "else estimated with 'estimator'",
+    "mask": "optional base64 painted mask (white = repaint), combined by mask_combine; its strokes pick the "
+    "band with mask_auto",
+}
+
+
+def mask_request_schema() -> dict[str, Any]:
+    """JSON Schema of POST /depth2img/v1/mask's body, from the one args schema."""
+    schema = json_schema(MASK_SETTINGS)
+    images = {name: {"type": "string", "description": text} for name, text in MASK_IMAGES.items()}
+    schema["properties"] = {**images, **schema["properties"]}
+    schema["properties"]["estimator"]["enum"] = [entry.name for entry in list_estimators()]
+    schema["required"] = ["image"]
+    return schema
+
+
+@dataclass
+class MaskRequest:
+    image: Any  # PIL
+    depth: np.ndarray | None  # the uploaded map, unprocessed; None: estimate from the image
+    painted: Any  # PIL or None
+    args: Depth2ImgArgs  # with mask_from_depth on
+
+
+def parse_mask_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> MaskRequest:
+    """A POST /depth2img/v1/mask body, decoded and checked; every error names its field."""
+    if not isinstance(body, dict):
+        raise Depth2ImgError("the request body must be a JSON object")
+    known = (*MASK_IMAGES, *MASK_SETTINGS)
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise Depth2ImgError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    settings = {k: v for k, v in body.items() if k in MASK_SETTINGS and v is not None}
+    try:
+        args = Depth2ImgArgs.from_dict({**settings, "mask_from_depth": True})
+    except ArgsError as error:
+        raise Depth2ImgError(str(error).replace("depth2img arg", "field")) from error
+    try:
+        get_estimator_info(args.estimator)
+    except ValueError as error:
+        raise Depth2ImgError(f"field 'estimator': {error}") from error
+    image = _image_field(body, "image", max_pixels, required=True)
+    painted = _image_field(body, "mask", max_pixels)
+    if painted is not None and painted.size != image.size:
+        raise Depth2ImgError(
+            f"field 'mask' is {painted.width}x{painted.height}, field 'image' {image.width}x{image.height}: send a "
+            "mask of the image's size"
+        )
+    depth = None
+    if body.get("depth_image") is not None:
+        try:
+            depth = decode_depth_argument(body["depth_image"], max_pixels, **args.decode_kwargs())
+        except Depth2ImgError as error:
+            raise Depth2ImgError(str(error).replace("depth2img arg", "field")) from error
+    return MaskRequest(image, depth, painted, args)
+
+
+def _image_field(body: dict, field: str, max_pixels: int, required: bool = False):
+    value = body.get(field)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value:
+        raise Depth2ImgError(f"field '{field}' {'is required: ' if required else 'must be '}a base64-encoded image")
+    try:
+        return depthmap.open_image(decode_base64(value, f"field '{field}'"), f"field '{field}'", max_pixels=max_pixels)
+    except depthmap.DepthMapError as error:
+        raise Depth2ImgError(str(error)) from error
+
+
+def mask_response(request: MaskRequest, depth: np.ndarray) -> dict[str, Any]:
+    """The mask (8-bit PNG, base64, white = repaint, at the image's size) from `depth`: the request's map or the
+    estimate of its image, not yet post-processed. An empty band is a 422 naming the band's fields."""
+    args = request.args
+    depth = depthmap.postprocess(depth, **args.postprocess_kwargs())
+    try:
+        mask, note = masks.image_band_mask(
+            depth, args.mask_settings(), request.painted, *request.image.size, args.depth_range
+        )
+    except masks.MaskError as error:
+        raise Depth2ImgError(f"fields 'mask_low', 'mask_high' (the depth band): {error}") from error
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return {
+        "mask": base64.b64encode(buffer.getvalue()).decode(),
+        "width": mask.width,
+        "height": mask.height,
+        "note": note,
+    }
 
 
 def check_estimator(name: str, has_depth_checkpoint: bool) -> None:

@@ -18,6 +18,7 @@ SOURCES = ("estimate", "upload")
 # The same choices as depth2img.masks (not imported: this schema stays free of OpenCV).
 MASK_BAND_MODES = ("range", "percentile")
 MASK_COMBINE_MODES = ("replace", "intersect", "union")
+BATCH_DEPTH_SCALES = ("per-image", "global")
 INFOTEXT_PREFIX = "Depth2Img"
 
 
@@ -61,6 +62,9 @@ class Depth2ImgArgs:
     mask_invert: bool = False
     mask_combine: str = "replace"  # with a painted mask: "replace" | "intersect" | "union"
     mask_auto: bool = False  # band from the painted strokes' depth, or Otsu when nothing is painted
+    # WebUI img2img batch tab: "global" = one depth range for the whole folder (a depth pass over every input
+    # first, as a sequence's), "per-image" = each map's own min-max.
+    batch_depth_scale: str = "per-image"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -144,7 +148,17 @@ class Depth2ImgArgs:
         known = {f.name for f in fields(cls)}
         # Other "Depth2Img ..." entries are facts about the run (e.g. estimator calls), not settings.
         values = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix) and k[len(prefix) :] in known}
-        return cls.from_dict(values) if values else None
+        if not values:
+            return None
+        # An upload job's map is never in the infotext (as the WebUI's init image is not): its settings come back
+        # with source "upload" and no map, for the user to give the map again; a job run so still asks for it.
+        source = values.pop("source", None)
+        args = cls.from_dict(values)
+        if source is not None:
+            args.source = _coerce("source", source)
+            if args.source not in SOURCES:
+                raise ArgsError(f"depth2img arg 'source' must be one of {', '.join(SOURCES)}, got {args.source!r}")
+        return args
 
 
 _CHECKS: dict[str, dict] = {
@@ -162,6 +176,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "depth_kind": DEPTH_KINDS,
     "mask_band_mode": MASK_BAND_MODES,
     "mask_combine": MASK_COMBINE_MODES,
+    "batch_depth_scale": BATCH_DEPTH_SCALES,
 }
 
 

@@ -513,15 +513,8 @@ def depth_band_mask(
     depth_range: tuple[float, float] | None = None,
 ) -> tuple[Image.Image, str]:
     """The inpainting mask (L, width x height) from a band of the processed, fitted depth map, and a note
-    naming the band. Percent of range is of the map's own min-max, or of depth_range when given (a
-    sequence's shared scale), so the band means the same depths in every frame."""
-    full = depthmap.resize(depth, width, height)
-    # The range of the map itself, not of its bicubic resize (which overshoots a little at edges).
-    value_range = depth_range if depth_range is not None else (float(depth.min()), float(depth.max()))
-    painted_array = np.asarray(painted.convert("L")) if painted is not None else None
-    array, (low, high), mode = masks.depth_band_mask(full, settings, painted_array, value_range)
-    note = f"mask from the depth band {masks.describe_band(low, high, mode)}" + (" (auto)" if settings.auto else "")
-    return Image.fromarray(array), note
+    naming the band: depth2img.masks.image_band_mask, the one recipe every host uses."""
+    return masks.image_band_mask(depth, settings, painted, width, height, depth_range)
 
 
 def _step_reporter(on_step: Callable[[int, int], None]):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import depthmap, midas
+from . import depthmap, masks, midas
 from .args import Depth2ImgArgs
 from .conditioning import depth_conditioning
 from .depth_cache import DepthCache
@@ -221,11 +222,11 @@ class DepthConditioner:
         self.last_depth = maps[0] if isinstance(maps[0], np.ndarray) else maps[0].numpy()
         size = tuple(latent.shape[2:])
         self.last_size = (size[1] * LATENT_SCALE, size[0] * LATENT_SCALE)
+        # A given range (args.depth_range) holds one scale across samples and jobs; None: each map's min-max.
+        scale = dict(device=latent.device, dtype=latent.dtype, depth_range=self.args.depth_range)
         if all(isinstance(m, torch.Tensor) for m in maps):  # straight from the estimator: one batched resize
-            return depth_conditioning(torch.stack(maps), size, device=latent.device, dtype=latent.dtype)
-        parts = [
-            depth_conditioning(np.ascontiguousarray(m), size, device=latent.device, dtype=latent.dtype) for m in maps
-        ]
+            return depth_conditioning(torch.stack(maps), size, **scale)
+        parts = [depth_conditioning(np.ascontiguousarray(m), size, **scale) for m in maps]
         return torch.cat(parts)
 
     def output_depth(self) -> np.ndarray | None:
@@ -260,10 +261,45 @@ class DepthConditioner:
         return [depthmap.postprocess(d.numpy(), **post) for d in depth]
 
     def _whole_image_depth(self, image: Image.Image) -> np.ndarray:
-        rgb = flatten_image(image, self.background)
-        depth = self._estimate(midas.images_to_tensor(rgb))[0].numpy()
-        depth = depthmap.postprocess(depth, **self.args.postprocess_kwargs())
-        return self._fit(depth, rgb.size)
+        return self._fit(self._processed_depth_of(image), image.size)
+
+    def _processed_depth_of(self, image: Image.Image) -> np.ndarray:
+        """The processed map of a whole init image (transparency flattened as the WebUI does), at the
+        estimator's resolution."""
+        depth = self._estimate(midas.images_to_tensor(flatten_image(image, self.background)))[0].numpy()
+        return depthmap.postprocess(depth, **self.args.postprocess_kwargs())
+
+    # ---- an inpainting mask from a depth band ----
+    def inpaint_mask(self, painted: Image.Image | None = None) -> tuple[Image.Image, str]:
+        """The job's inpainting mask from args' depth band (L, the first init image's size: where the WebUI's
+        own masks live, before its blur, "only masked" crop and resize), combined with the painted mask as
+        args.mask_combine says; and a note naming the band.
+
+        The depth is the whole init image's (or the uploaded map, taken as the init image's); percent of range
+        is of args.depth_range when given. painted: the WebUI's mask as it reads it (create_binary_mask), any
+        size (fitted to the image's like the WebUI fits masks: stretched). A band with no pixel stops the job.
+        """
+        settings = self.args.mask_settings()
+        if settings is None:
+            raise Depth2ImgError("depth2img arg 'mask_from_depth' is off: no depth band to make a mask from")
+        if not self.init_images:
+            raise Depth2ImgError(
+                "depth2img arg 'mask_from_depth': a mask from a depth band needs an init image; use img2img or "
+                "inpaint (txt2img has none)"
+            )
+        image = self.init_images[0]
+        if self.uploaded is not None:
+            depth = depthmap.postprocess(self.uploaded, **self.args.postprocess_kwargs())
+        else:
+            if self.estimator is None:
+                raise Depth2ImgError("no depth estimator: load an SD 2 depth checkpoint or upload a depth map")
+            depth = self._processed_depth_of(image)
+        if painted is not None and painted.size != image.size:
+            painted = painted.convert("L").resize(image.size, Image.NEAREST)
+        try:
+            return masks.image_band_mask(depth, settings, painted, *image.size, self.args.depth_range)
+        except masks.MaskError as error:
+            raise Depth2ImgError(f"Depth2Img mask from a depth band: {error}") from error
 
     def _fit(self, depth: np.ndarray, image_size: tuple[int, int] | None) -> np.ndarray:
         """Apply the job's geometry to a depth map of the whole init image (or the uploaded map)."""
@@ -308,6 +344,39 @@ def load_batch_depth(
         return path, depthmap.load_depth(path, max_pixels=max_pixels)
     except (OSError, depthmap.DepthMapError) as error:
         raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error
+
+
+def folder_depth_range(
+    inputs: list[Path],
+    depth_of: Callable[[Path], np.ndarray | None],
+    postprocess: dict,
+    progress: Callable[[int, int, Path], None] | None = None,
+) -> tuple[float, float]:
+    """One depth range for a whole batch folder: pass 1 of the batch tab's "one depth scale for the whole
+    folder", the range a sequence's `global` scale takes (depth2img.sequence: near/far percentiles over every
+    map), in the processed maps' units.
+
+    depth_of(path): the input's depth map (its file in the depth folder, or estimated), or None to leave the
+    input out (the WebUI skips unreadable inputs too). progress(done, total, path) before each input.
+    """
+    from .sequence import ScaleSettings, SequenceError, range_sample, shared_ranges
+
+    samples = []
+    for done, path in enumerate(inputs):
+        if progress is not None:
+            progress(done, len(inputs), path)
+        depth = depth_of(path)
+        if depth is not None:
+            samples.append(range_sample(depthmap.postprocess(depth, **postprocess)))
+    if not samples:
+        raise Depth2ImgError("one depth scale for the whole folder: no input of the batch folder could be read")
+    try:
+        return shared_ranges(samples, ScaleSettings("global"))[0]
+    except SequenceError as error:  # its advice is the CLI's
+        raise Depth2ImgError(
+            "one depth scale for the whole folder: the folder's depth maps are flat, no depth range to share; "
+            "choose 'per-image' (depth2img arg 'batch_depth_scale')"
+        ) from error
 
 
 # ---- depth maps as outputs ----------------------------------------------------------------------------

@@ -225,3 +225,30 @@ def depth_band_mask(
         depth, low, high, mode, settings.feather, settings.grow, settings.invert, value_range=value_range
     )
     return combine(mask, painted, settings.combine), (low, high), mode
+
+
+def image_band_mask(
+    depth: np.ndarray,
+    settings: MaskSettings,
+    painted,
+    width: int,
+    height: int,
+    depth_range: tuple[float, float] | None = None,
+):
+    """The inpainting mask (PIL L, width x height) of a picture from its processed depth map (any resolution of
+    the picture's aspect), combined with a painted mask (PIL, that size, or None); and a note naming the band.
+
+    Percent of range is of the map's own min-max, or of depth_range when given (a sequence's or a batch's
+    shared scale), so the band means the same depths in every picture. Every host makes its masks here.
+    """
+    from PIL import Image
+
+    from . import depthmap
+
+    full = depthmap.resize(depth, width, height)
+    # The range of the map itself, not of its bicubic resize (which overshoots a little at edges).
+    value_range = depth_range if depth_range is not None else (float(depth.min()), float(depth.max()))
+    painted_array = np.asarray(painted.convert("L")) if painted is not None else None
+    array, (low, high), mode = depth_band_mask(full, settings, painted_array, value_range)
+    note = f"mask from the depth band {describe_band(low, high, mode)}" + (" (auto)" if settings.auto else "")
+    return Image.fromarray(array), note

@@ -421,7 +421,7 @@ def preview_images(
 def preview_mask(args: Depth2ImgArgs, depth: np.ndarray, image=None):
     """The mask the depth band gives (L, the init image's size, else the map's), or None when the band is off.
 
-    As the engine makes it (depth2img.engine.depth_band_mask), without a painted mask: "auto" uses Otsu here.
+    As every host makes it (depth2img.masks.image_band_mask), without a painted mask: "auto" uses Otsu here.
     """
     from PIL import Image
 
@@ -431,9 +431,8 @@ def preview_mask(args: Depth2ImgArgs, depth: np.ndarray, image=None):
     if settings is None:
         return None
     width, height = image.size if isinstance(image, Image.Image) else (depth.shape[1], depth.shape[0])
-    value_range = args.depth_range or (float(depth.min()), float(depth.max()))
-    mask, _, _ = masks.depth_band_mask(depthmap.resize(depth, width, height), settings, None, value_range)
-    return Image.fromarray(mask)
+    mask, _ = masks.image_band_mask(depth, settings, None, width, height, args.depth_range)
+    return mask
 
 
 def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel="", max_pixels=depthmap.DEFAULT_MAX_PIXELS):

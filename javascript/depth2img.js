@@ -19,3 +19,22 @@ function depth2img_preview_args() {
     args[0] = get_tab_index('mode_img2img');
     return args;
 }
+
+// The batch tab's depth-map folder does something only in the img2img "Batch" sub-tab (index 5): show it
+// there alone. onUiUpdate runs after every change of the page, which includes switching sub-tabs by a click or
+// by the WebUI's "send to" buttons; the work is one lookup while the sub-tab stays the same.
+(function() {
+    var shownFor = null;
+    onUiUpdate(function() {
+        var box = gradioApp().getElementById("depth2img_img2img_depth_dir");
+        var tabs = gradioApp().getElementById("mode_img2img");
+        if (!box || !tabs) {
+            return;
+        }
+        var batch = get_tab_index("mode_img2img") === 5;
+        if (shownFor !== batch) {
+            shownFor = batch;
+            box.style.display = batch ? "" : "none";
+        }
+    });
+})();

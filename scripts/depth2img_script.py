@@ -1,51 +1,27 @@
-"""AUTOMATIC1111 WebUI adapter: wiring only. The logic lives in the `depth2img` package.
+"""AUTOMATIC1111 WebUI adapter (v1.8-v1.10): wiring only; the logic lives in the `depth2img` package.
 
-One AlwaysVisible script (title "Depth2Img", API key `depth2img`) in txt2img and img2img; API routes
-under /depth2img/v1/; settings; infotext; XYZ-grid axes.
-
-WebUI v1.8.x-v1.10.x. Everything used here exists from v1.8.0 (InputAccordion, settings categories,
-override_settings_restore_afterwards, call_queue.queue_lock, get_tab_index in the page) except `images.read`
-(v1.9), which the batch tab's depth folder needs: feature-detected, and said in the panel and the log.
+One AlwaysVisible script (title "Depth2Img", API key `depth2img`) in txt2img and img2img; API routes under
+/depth2img/v1/; settings; infotext; XYZ-grid axes. All of it exists from v1.8.0 except `images.read` (v1.9),
+which the batch tab's depth folder needs: feature-detected, and said in the panel and the log.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import shutil
 import traceback
-from pathlib import Path
 
 import gradio as gr
 from fastapi import Body, FastAPI, HTTPException
 from modules import call_queue, devices, images, script_callbacks, scripts, sd_models, shared
 from modules.ui_components import InputAccordion
 
-from depth2img import depthmap
-from depth2img.api import (
-    check_estimator,
-    checkpoints_response,
-    estimate_request_schema,
-    estimate_response,
-    estimators_response,
-    parse_estimate_request,
-)
+from depth2img import api, depthmap, host
+from depth2img import webui_hooks as hooks
 from depth2img.args import Depth2ImgArgs
-from depth2img.checkpoints import find_checkpoints, inspect_checkpoint_cached
 from depth2img.depth_cache import DepthCache
 from depth2img.estimators import get_estimator_info, list_estimators
-from depth2img.host import (
-    Depth2ImgError,
-    DepthConditioner,
-    JobGeometry,
-    ModuleMidasEstimator,
-    depth_output_image,
-    estimate_image,
-    job_error,
-    load_batch_depth,
-    png16_base64,
-)
-from depth2img.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
+from depth2img.host import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, job_error
 from depth2img.ui import build_depth_panel, infotext_key, js_kwargs
 
 USE_LOADED_MODEL = "Use the loaded model"
@@ -53,8 +29,6 @@ CACHE = DepthCache()
 # API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
 # whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
 DEPTH_INFO_KEY = "Depth2Img depth map"
-# The init image components of the img2img sub-tabs, in the order of the WebUI's mode index (5 = batch).
-INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
 
 
 def _opt(name: str, default):
@@ -98,111 +72,40 @@ def estimate_with_loaded_model(image):
     estimator = loaded_estimator()
     if estimator is None:
         raise Depth2ImgError("estimating needs a loaded SD 2 depth model (or upload a depth map)")
-    return estimate_image(estimator, CACHE, image, background_color())
-
-
-def _is_depth_checkpoint(path) -> bool:
-    try:
-        return inspect_checkpoint_cached(path).is_depth_model
-    except Exception as error:  # a bad file must not break the model list
-        print(f"[Depth2Img] skipped {path}: {error}")
-        return False
+    return host.estimate_image(estimator, CACHE, image, background_color())
 
 
 def register_extension_checkpoints() -> None:
-    """Depth checkpoints dropped into this extension's models/Stable-diffusion appear in the WebUI's model list.
-
-    Only that folder: the CLI's embedded demo checkpoint (models/demo, random weights) is no user's model.
-    """
-    for path in find_checkpoints(USER_CHECKPOINT_DIR):
-        if any(Path(info.filename) == path for info in sd_models.checkpoints_list.values()):
-            continue
-        if not _is_depth_checkpoint(path):
-            continue
-        if not path.with_suffix(".yaml").exists():
-            # The WebUI reads <checkpoint>.yaml beside a checkpoint: give ours the shipped config.
-            shutil.copyfile(SHIPPED_DEPTH_CONFIG, path.with_suffix(".yaml"))
+    """Depth checkpoints in this extension's models/Stable-diffusion join the WebUI's model list."""
+    known = [info.filename for info in sd_models.checkpoints_list.values()]
+    for path in hooks.checkpoints_to_register(known, hooks.is_depth_checkpoint):
         sd_models.CheckpointInfo(str(path)).register()
 
 
 def depth_checkpoint_entries() -> list[dict]:
     register_extension_checkpoints()  # again: the WebUI's "refresh" rebuilds its list without them
-    return checkpoints_response([(info.title, info.filename) for info in sd_models.checkpoints_list.values()])
+    return api.checkpoints_response([(info.title, info.filename) for info in sd_models.checkpoints_list.values()])
 
 
 def depth_checkpoint_titles() -> list[str]:
     return [entry["title"] for entry in depth_checkpoint_entries()]
 
 
-def _register_demo_text_arch() -> None:
-    # The embedded demo/test checkpoint names a tiny OpenCLIP arch; teach open_clip its sizes.
-    try:
-        from depth2img.tiny import register_tiny_open_clip_arch
-
-        register_tiny_open_clip_arch()
-    except Exception as error:  # never block the WebUI over the demo checkpoint
-        print(f"[Depth2Img] demo text encoder not registered: {error}")
-
-
-_register_demo_text_arch()
-
-# The img2img batch tab reads each input with images.read(path) (WebUI v1.9+) and hands the script only the
-# image. Record the path in the image's info so the depth map of the same name can be found; process() pops
-# it again before anything could save it. v1.8 opens batch inputs with PIL directly: no path to match by.
-BATCH_PATH_KEY = "depth2img_batch_source_path"
-BATCH_DEPTH_DIR_SUPPORTED = hasattr(images, "read")
-BATCH_DEPTH_DIR_NOTE = (
-    "a batch-tab folder of depth maps needs WebUI v1.9 or newer (older ones do not tell extensions which "
-    "file a batch input came from): update the WebUI, or upload one depth map for all inputs"
-)
-
-
-def _install_batch_path_recorder() -> None:
-    if not BATCH_DEPTH_DIR_SUPPORTED:
-        print(f"[Depth2Img] {BATCH_DEPTH_DIR_NOTE}")
-        return
-    if getattr(images.read, "_depth2img", False):
-        return
-    original_read = images.read
-
-    def read(fp, **kwargs):
-        image = original_read(fp, **kwargs)
-        if isinstance(fp, (str, Path)) and image is not None:
-            image.info[BATCH_PATH_KEY] = str(fp)
-        return image
-
-    read._depth2img = True
-    images.read = read
-
-
-_install_batch_path_recorder()
+hooks.register_demo_text_arch()
+# Batch inputs' paths (v1.9+'s images.read), to match each input with its depth map by file name.
+BATCH_DEPTH_DIR_SUPPORTED = hooks.install_batch_path_recorder(images)
+if not BATCH_DEPTH_DIR_SUPPORTED:
+    print(f"[Depth2Img] {hooks.BATCH_DEPTH_DIR_NOTE}")
 
 
 # ---- the script ----------------------------------------------------------------------------------
 
 
-def _raising(message: str, status_code: int):
-    def fail(*_args, **_kwargs):
-        raise Depth2ImgError(message, status_code)
-
-    return fail
-
-
 def estimate_for_preview(image, estimator: str):
     """The panel's estimate callback: the loaded model's MiDaS, never beside a generation or a model reload."""
-    check_estimator(estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+    api.check_estimator(estimator, has_depth_checkpoint=loaded_depth_model() is not None)
     with call_queue.queue_lock:
         return estimate_with_loaded_model(image)
-
-
-def pick_init_image(tab_index, images_by_id: dict):
-    """The init image of the img2img sub-tab the user is in (the WebUI's mode index), as PIL or None."""
-    index = int(tab_index or 0)
-    if index >= len(INIT_IMAGE_ELEM_IDS):
-        raise Depth2ImgError(
-            "the batch tab has no single init image to preview: preview in another img2img tab, or upload a depth map"
-        )
-    return _as_pil(images_by_id.get(INIT_IMAGE_ELEM_IDS[index]))
 
 
 class Depth2ImgScript(scripts.Script):
@@ -217,14 +120,16 @@ class Depth2ImgScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        if kwargs.get("elem_id") in INIT_IMAGE_ELEM_IDS:
+        if kwargs.get("elem_id") in hooks.INIT_IMAGE_ELEM_IDS:
             self.init_image_components[kwargs["elem_id"]] = component
 
     def ui(self, is_img2img):
         tab = "img2img" if is_img2img else "txt2img"
         with InputAccordion(False, label="Depth2Img", elem_id=f"depth2img_{tab}") as enabled:
             # The panel both hosts show (depth2img.ui); below it what only the WebUI has.
-            panel = build_depth_panel(f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels)
+            panel = build_depth_panel(
+                f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=("depth_range",)
+            )
             with gr.Row(elem_classes=["depth2img-row"]):
                 return_depth = gr.Checkbox(
                     False, label="Add the depth map to the outputs", elem_id=f"depth2img_{tab}_return"
@@ -241,16 +146,16 @@ class Depth2ImgScript(scripts.Script):
                 elem_id=f"depth2img_{tab}_depth_dir",
             )
             if is_img2img and not BATCH_DEPTH_DIR_SUPPORTED:
-                gr.Markdown(f"Batch tab: {BATCH_DEPTH_DIR_NOTE}.", elem_id=f"depth2img_{tab}_depth_dir_note")
+                gr.Markdown(f"Batch tab: {hooks.BATCH_DEPTH_DIR_NOTE}.", elem_id=f"depth2img_{tab}_depth_dir_note")
             # Filled in the browser with the img2img sub-tab in use (javascript/depth2img.js).
             preview_tab = gr.Number(value=0, visible=False, elem_id=f"depth2img_{tab}_preview_tab")
 
         if is_img2img:
-            image_ids = [i for i in INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
+            image_ids = [i for i in hooks.INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
             image_inputs = {"tab_index": preview_tab, **{i: self.init_image_components[i] for i in image_ids}}
 
             def pick(tab_index, *images):
-                return pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
+                return hooks.pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
 
             panel.wire_preview(
                 estimate_for_preview, image_inputs=image_inputs, pick_image=pick, **js_kwargs("depth2img_preview_args")
@@ -269,7 +174,7 @@ class Depth2ImgScript(scripts.Script):
         if len(values) > 10 and values[10] == USE_LOADED_MODEL:
             values[10] = ""
         parsed = Depth2ImgArgs.from_request(values)
-        overrides = getattr(p, "_depth2img_xyz", None)
+        overrides = getattr(p, hooks.XYZ_OVERRIDES_ATTR, None)
         return dataclasses.replace(parsed, **overrides) if overrides else parsed
 
     def before_process(self, p, *args):
@@ -278,7 +183,7 @@ class Depth2ImgScript(scripts.Script):
             if not (settings.enabled and settings.checkpoint and loaded_depth_model() is None):
                 return
             info = sd_models.get_closet_checkpoint_match(settings.checkpoint)
-            if info is not None and _is_depth_checkpoint(info.filename):
+            if info is not None and hooks.is_depth_checkpoint(info.filename):
                 # The WebUI loads it for this job and restores the user's model afterwards.
                 p.override_settings["sd_model_checkpoint"] = info.title
                 p.override_settings_restore_afterwards = True
@@ -295,7 +200,7 @@ class Depth2ImgScript(scripts.Script):
             stop = job_error(error)
             if stop.status_code >= 500:
                 traceback.print_exc()
-            self._stop(p, str(stop), stop.status_code)
+            hooks.stop_job(p, str(stop), stop.status_code)
 
     def _prepare(self, p, args) -> None:
         settings = self._args(p, args)
@@ -303,26 +208,17 @@ class Depth2ImgScript(scripts.Script):
             get_estimator_info(settings.estimator)
         except ValueError as error:
             raise Depth2ImgError(f"depth2img arg 'estimator': {error}") from error
-        batch_sources = [img.info.pop(BATCH_PATH_KEY, None) for img in getattr(p, "init_images", None) or []]
-        batch_depth = None
-        if settings.enabled and settings.depth_dir:
-            if not BATCH_DEPTH_DIR_SUPPORTED:
-                print(f"[Depth2Img] the depth map folder is not used: {BATCH_DEPTH_DIR_NOTE}")
-            elif batch_sources and batch_sources[0]:
-                found = load_batch_depth(settings.depth_dir, batch_sources[0], max_pixels())
-                if found is None:
-                    print(f"[Depth2Img] no depth map for {batch_sources[0]} in {settings.depth_dir}: estimating")
-                else:
-                    depth_path, batch_depth = found
-                    # The decoded map goes in as depth=; depth_image names the file (infotext skips it).
-                    settings = dataclasses.replace(settings, source="upload", depth_image=str(depth_path))
+        settings, batch_depth = hooks.batch_depth(
+            settings, hooks.pop_batch_sources(p), BATCH_DEPTH_DIR_SUPPORTED, max_pixels()
+        )
         is_depth_model = loaded_depth_model() is not None
         if not settings.enabled:
             if not (is_depth_model and _opt("depth2img_takeover", True)):
                 return  # the WebUI's own behaviour
             settings = Depth2ImgArgs()  # takeover: the native estimate, with our fixes
         elif not is_depth_model:
-            raise Depth2ImgError(no_depth_model_message(settings.checkpoint))
+            find = sd_models.get_closet_checkpoint_match
+            raise Depth2ImgError(hooks.no_depth_model_message(settings.checkpoint, find, hooks.is_depth_checkpoint))
         is_img2img = hasattr(p, "init_images")
         conditioner = DepthConditioner(
             settings,
@@ -335,124 +231,23 @@ class Depth2ImgScript(scripts.Script):
             depth=batch_depth,
         )
         CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
-
-        def record(result):
-            p.extra_generation_params["Depth2Img estimator calls"] = conditioner.estimator_calls
-            return result
-
-        def img2img_conditioning(source_image, latent_image, image_mask=None, round_image_mask=True):
-            conditioner.inpainting = image_mask is not None
-            paste_to = getattr(p, "paste_to", None)
-            if image_mask is not None and getattr(p, "inpaint_full_res", False) and paste_to:
-                x, y, w, h = paste_to
-                conditioner.geometry.crop_region = (x, y, x + w, y + h)
-            return record(conditioner.conditioning(latent_image, source_image))
-
-        def txt2img_conditioning(x, width=None, height=None):
-            return record(conditioner.conditioning(x, None))
-
-        p.img2img_image_conditioning = img2img_conditioning
-        p.txt2img_image_conditioning = txt2img_conditioning
-        p._depth2img_conditioner = conditioner
+        hooks.attach_conditioning(p, conditioner)
         if settings.enabled:
             p.extra_generation_params.update(settings.to_infotext())
 
-    def _stop(self, p, message: str, status_code: int = 422) -> None:
-        """Stop the job with a message (the WebUI catches exceptions from process(), not from these)."""
-        p.img2img_image_conditioning = _raising(message, status_code)
-        p.txt2img_image_conditioning = _raising(message, status_code)
-
     def postprocess(self, p, processed, *args):
-        conditioner = getattr(p, "_depth2img_conditioner", None)
-        if conditioner is None or not conditioner.args.return_depth:
-            return
-        depth = conditioner.output_depth()
-        if depth is None:
-            return
-        # Documented position: the depth map is the last image (16-bit for PNG, 8-bit for JPEG/WebP).
-        processed.images.append(depth_output_image(depth, _opt("samples_format", "png")))
-        processed.infotexts.append("Depth2Img depth map (white = near)")
-        if getattr(p, "is_api", False):
-            # All 16 bits for API users whatever samples_format is. A new dict: p's is reused by the batch tab
-            # and XYZ runs, and this must never reach an image's PNG info.
-            extra = {**processed.extra_generation_params, DEPTH_INFO_KEY: png16_base64(depth)}
-            processed.extra_generation_params = extra
-
-
-def no_depth_model_message(checkpoint: str) -> str:
-    """Why a Depth2Img job has no depth model, naming the chosen checkpoint when there is one."""
-    if not checkpoint:
-        return (
-            "Depth2Img is enabled but the loaded model is not an SD 2 depth model: load one "
-            "(512-depth-ema) or choose a depth checkpoint in the Depth2Img panel"
-        )
-    info = sd_models.get_closet_checkpoint_match(checkpoint)
-    if info is None:
-        return (
-            f"the depth checkpoint '{checkpoint}' chosen in the Depth2Img panel was not found among the WebUI's "
-            "models: choose one from the list (refresh it after adding files to models/Stable-diffusion)"
-        )
-    if not _is_depth_checkpoint(info.filename):
-        return (
-            f"the checkpoint '{info.title}' chosen in the Depth2Img panel is not an SD 2 depth model: choose a "
-            "depth checkpoint (512-depth-ema)"
-        )
-    return (
-        f"the depth checkpoint '{info.title}' chosen in the Depth2Img panel did not load for this job: see the "
-        "console for the WebUI's error"
-    )
-
-
-def _as_pil(value):
-    from PIL import Image
-
-    if value is None:
-        return None
-    if isinstance(value, dict):  # gradio 3 sketch/inpaint editors
-        value = value.get("image")
-    if value is None or isinstance(value, Image.Image):
-        return value
-    try:
-        import numpy as np
-
-        return Image.fromarray(np.asarray(value))
-    except Exception:
-        return None
+        hooks.append_depth_output(p, processed, _opt("samples_format", "png"), DEPTH_INFO_KEY)
 
 
 # ---- settings, XYZ axes, API ------------------------------------------------------------------------
 
 
-def _option(default, label, component=None, component_args=None):
+def on_ui_settings():
     kwargs = {"section": ("depth2img", "Depth2Img")}
     if "category_id" in inspect.signature(shared.OptionInfo.__init__).parameters:
         kwargs["category_id"] = "sd"  # settings categories (v1.8+): listed under "Stable Diffusion"
-    return shared.OptionInfo(default, label, component, component_args, **kwargs)
-
-
-def on_ui_settings():
-    shared.opts.add_option(
-        "depth2img_takeover",
-        _option(
-            True,
-            "With a depth model loaded, use Depth2Img's conditioning even when its panel is off "
-            "(fp16/OpenCV, device, batch and flat-map fixes)",
-        ),
-    )
-    shared.opts.add_option(
-        "depth2img_cache_size",
-        _option(8, "Depth maps kept in memory across jobs", gr.Slider, {"minimum": 0, "maximum": 64, "step": 1}),
-    )
-    shared.opts.add_option(
-        "depth2img_max_megapixels",
-        _option(
-            depthmap.DEFAULT_MAX_PIXELS / 1e6,
-            "Largest depth map or estimate-API image accepted, in megapixels (larger ones are refused before "
-            "decoding)",
-            gr.Slider,
-            {"minimum": 1, "maximum": 1024, "step": 1},
-        ),
-    )
+    for name, default, label, slider in hooks.SETTINGS:
+        shared.opts.add_option(name, shared.OptionInfo(default, label, gr.Slider if slider else None, slider, **kwargs))
 
 
 def add_xyz_axes():
@@ -460,27 +255,9 @@ def add_xyz_axes():
     if xyz is None:
         return
 
-    def setter(field, convert):
-        def apply(p, value, _values):
-            overrides = dict(getattr(p, "_depth2img_xyz", None) or {})
-            overrides[field] = convert(value)
-            overrides.setdefault("enabled", True)
-            p._depth2img_xyz = overrides
-
-        return apply
-
-    def as_bool(value):
-        return str(value).strip().lower() in ("true", "1", "yes", "on")
-
     axes = [
-        xyz.AxisOption(
-            "[Depth2Img] Estimator", str, setter("estimator", str), choices=lambda: [e.name for e in list_estimators()]
-        ),
-        xyz.AxisOption("[Depth2Img] Invert", str, setter("invert", as_bool), choices=lambda: ["False", "True"]),
-        xyz.AxisOption("[Depth2Img] Near clip", float, setter("clip_near", float)),
-        xyz.AxisOption("[Depth2Img] Far clip", float, setter("clip_far", float)),
-        xyz.AxisOption("[Depth2Img] Gamma", float, setter("gamma", float)),
-        xyz.AxisOption("[Depth2Img] Blur", float, setter("blur", float)),
+        xyz.AxisOption(label, kind, apply, choices=choices) if choices else xyz.AxisOption(label, kind, apply)
+        for label, kind, apply, choices in hooks.xyz_axes(lambda: [e.name for e in list_estimators()])
     ]
     known = {axis.label for axis in xyz.axis_options}
     xyz.axis_options.extend(axis for axis in axes if axis.label not in known)
@@ -491,39 +268,26 @@ RAW_JSON_BODY = Body(...)
 
 def estimate_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
     try:
-        image, settings = parse_estimate_request(body, max_pixels())
-        check_estimator(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        image, settings = api.parse_estimate_request(body, max_pixels())
+        api.check_estimator(settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
         with call_queue.queue_lock:  # the loaded model: never beside a generation or a model reload
             depth = estimate_with_loaded_model(image)
         depth = depthmap.postprocess(depth, **settings.postprocess_kwargs())
-        return estimate_response(depth, size=image.size)  # at the input image's size
+        return api.estimate_response(depth, size=image.size)  # at the input image's size
     except Depth2ImgError as error:
         raise HTTPException(status_code=error.status_code, detail=error.detail) from error
 
 
 def mount_api(_demo, app: FastAPI):
-    app.add_api_route(
-        "/depth2img/v1/estimate",
-        estimate_route,
-        methods=["POST"],
-        tags=["depth2img"],
-        summary="Estimate a depth map: 16-bit PNG (base64, white = near) at the image's size, and its value range",
-        openapi_extra={"requestBody": {"content": {"application/json": {"schema": estimate_request_schema()}}}},
-    )
-    app.add_api_route(
-        "/depth2img/v1/estimators",
-        lambda: estimators_response(loaded_depth_model() is not None),
-        methods=["GET"],
-        tags=["depth2img"],
-        summary="Depth estimators and whether each can run now",
-    )
-    app.add_api_route(
-        "/depth2img/v1/checkpoints",
-        depth_checkpoint_entries,
-        methods=["GET"],
-        tags=["depth2img"],
-        summary="Depth checkpoints the WebUI knows",
-    )
+    schema = {"requestBody": {"content": {"application/json": {"schema": api.estimate_request_schema()}}}}
+    routes = [
+        ("estimate", estimate_route, "POST", "Estimate a depth map: 16-bit PNG (base64, white = near) at the image's size, and its value range", schema),  # noqa: E501
+        ("estimators", lambda: api.estimators_response(loaded_depth_model() is not None), "GET", "Depth estimators and whether each can run now", None),  # noqa: E501
+        ("checkpoints", depth_checkpoint_entries, "GET", "Depth checkpoints the WebUI knows", None),
+    ]  # fmt: skip
+    for name, endpoint, method, summary, extra in routes:
+        path = f"/depth2img/v1/{name}"
+        app.add_api_route(path, endpoint, methods=[method], tags=["depth2img"], summary=summary, openapi_extra=extra)
 
 
 script_callbacks.on_ui_settings(on_ui_settings)

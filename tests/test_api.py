@@ -109,3 +109,80 @@ def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them
     for bad in (truncated, junk):
         assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1, bad
     assert not any(str(plain) in r.getMessage() for r in caplog.records)  # not a depth model: not an error
+
+
+# ---- POST /depth2img/v1/mask (issue 9) ---------------------------------------------------------------------
+
+
+def ramp_b64(width=16, height=8) -> str:
+    ok, data = cv2.imencode(".png", np.tile(np.linspace(0, 65535, width), (height, 1)).astype(np.uint16))
+    return base64.b64encode(data.tobytes()).decode()
+
+
+def decode_mask(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(BytesIO(base64.b64decode(b64))))
+
+
+def test_mask_request_and_response_from_an_uploaded_depth_map():
+    from depth2img.api import mask_response, parse_mask_request
+
+    request = parse_mask_request({"image": image_b64((16, 8)), "depth_image": ramp_b64(), "mask_low": 50})
+    assert request.args.mask_from_depth and request.depth is not None and request.painted is None
+    answer = mask_response(request, request.depth)
+    mask = decode_mask(answer["mask"])
+    assert mask.shape == (8, 16) and mask.dtype == np.uint8 and (answer["width"], answer["height"]) == (16, 8)
+    assert (mask[:, :8] == 0).all() and (mask[:, 8:] == 255).all()
+    # Post-processing applies before the band: inverted, the far (left) half is the near one.
+    inverted = parse_mask_request({"image": image_b64((16, 8)), "depth_image": ramp_b64(), "mask_low": 50,
+                                   "invert": True})  # fmt: skip
+    assert (decode_mask(mask_response(inverted, inverted.depth)["mask"])[:, :8] == 255).all()
+
+
+def test_mask_request_combines_with_a_painted_mask():
+    from depth2img.api import mask_response, parse_mask_request
+
+    painted = np.zeros((8, 16), np.uint8)
+    painted[:4] = 255
+    buffer = BytesIO()
+    Image.fromarray(painted).save(buffer, format="PNG")
+    body = {"image": image_b64((16, 8)), "depth_image": ramp_b64(), "mask_low": 50, "mask_combine": "union",
+            "mask": base64.b64encode(buffer.getvalue()).decode()}  # fmt: skip
+    request = parse_mask_request(body)
+    mask = decode_mask(mask_response(request, request.depth)["mask"])
+    assert (mask[:4] == 255).all() and (mask[4:, 8:] == 255).all() and (mask[4:, :8] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [({"mask_low": 120}, "mask_low"), ({"mask_low": 60, "mask_high": 40}, "mask_low"), ({"image": "%%"}, "image"),
+     ({"image": None}, "image"), ({"depth_image": "%%"}, "depth_image"), ({"mask": image_b64((4, 4))}, "mask"),
+     ({"mask_from_depth": True}, "mask_from_depth"), ({"estimator": "nope"}, "estimator"),
+     ({"mask_combine": "xor"}, "mask_combine")],
+)  # fmt: skip
+def test_mask_request_errors_name_the_field(body, field):
+    from depth2img.api import parse_mask_request
+
+    body = {k: v for k, v in {"image": image_b64((16, 8)), **body}.items() if v is not None}
+    with pytest.raises(Depth2ImgError) as error:
+        parse_mask_request(body)
+    assert error.value.status_code == 422 and field in error.value.detail
+
+
+def test_an_empty_band_is_an_error_naming_the_band_fields():
+    from depth2img.api import mask_response, parse_mask_request
+
+    # A ramp conditioned on 0..2 lies in 0-50 percent of that range: 60-100 selects no pixel.
+    request = parse_mask_request({"image": image_b64((16, 8)), "depth_image": ramp_b64(), "mask_low": 60,
+                                  "depth_range": [0, 2]})  # fmt: skip
+    with pytest.raises(Depth2ImgError, match="'mask_low', 'mask_high'.*no pixel") as error:
+        mask_response(request, request.depth)
+    assert error.value.status_code == 422
+
+
+def test_the_mask_request_schema_is_the_args_schema():
+    from depth2img.api import MASK_SETTINGS, mask_request_schema
+
+    schema = mask_request_schema()
+    assert set(schema["properties"]) == {"image", "depth_image", "mask", *MASK_SETTINGS}
+    assert schema["properties"]["mask_low"]["maximum"] == 100 and schema["required"] == ["image"]
+    assert schema["properties"]["mask_combine"]["enum"] == ["replace", "intersect", "union"]

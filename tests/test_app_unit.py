@@ -61,7 +61,7 @@ def test_panel_settings_and_host_settings_in_the_schema_order():
     everything = (*ui.PANEL_SETTINGS, *(name for extra in ui.EXTRAS.values() for name in extra))
     assert list(everything) == [n for n in names if n in everything]
     panel = ui.DepthPanel({name: f"<{name}>" for name in everything}, None, None, None, None)
-    host = {name: f"<{name}>" for name in ("enabled", "return_depth", "checkpoint", "depth_dir")}
+    host = {name: f"<{name}>" for name in ("enabled", "return_depth", "checkpoint", "depth_dir", "batch_depth_scale")}
     assert panel.in_schema_order(host) == [f"<{name}>" for name in names]  # every field, the schema's order
 
 

@@ -61,8 +61,14 @@ def test_infotext_round_trip_never_carries_the_image():
     text = args.to_infotext()
     assert "AAAA" not in str(text)
     assert text["Depth2Img invert"] == "True" and "Depth2Img gamma" not in text
-    back = Depth2ImgArgs.from_infotext({**{k: v for k, v in text.items() if "source" not in k}, "Steps": "20"})
+    back = Depth2ImgArgs.from_infotext({**text, "Steps": "20"})
     assert back.enabled and back.invert and back.blur == 2.0
+    # The upload job's settings come back without its map: the user gives the map again, and a job asks for it.
+    assert back.source == "upload" and back.depth_image is None
+    with pytest.raises(ArgsError, match="'depth_image' is required"):
+        Depth2ImgArgs.from_dict({k: getattr(back, k) for k in ("enabled", "source", "invert")})
+    with pytest.raises(ArgsError, match="'source' must be one of"):
+        Depth2ImgArgs.from_infotext({"Depth2Img enabled": "True", "Depth2Img source": "webcam"})
     assert Depth2ImgArgs.from_infotext({"Steps": "20"}) is None
 
 

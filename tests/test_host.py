@@ -480,3 +480,81 @@ def test_a_batch_depth_map_that_cannot_be_read_is_an_error_naming_it(tmp_path):
     assert load_batch_depth(tmp_path, "/in/none.jpg") is None
     with pytest.raises(Depth2ImgError, match="bad.png.*bad.jpg"):
         load_batch_depth(tmp_path, "/in/bad.jpg")
+
+
+# ---- masks from a depth band, one scale for a batch folder (issue 9) -----------------------------------------
+
+
+def test_inpaint_mask_is_the_band_of_the_whole_init_image_at_its_size():
+    """Upload a left-to-right ramp (white = near) for a 128x96 init image: the band 50-100 is its right half."""
+    image = Image.new("RGB", (128, 96))
+    args = upload_args(mask_from_depth=True, mask_low=50.0)
+    conditioner = DepthConditioner(args, JobGeometry(64, 64, resize_mode=1), init_images=[image])
+    mask, note = conditioner.inpaint_mask()
+    assert mask.mode == "L" and mask.size == (128, 96)  # the init image's, not the job's 64x64
+    array = np.asarray(mask)
+    assert (array[:, :60] == 0).all() and (array[:, 68:] == 255).all()
+    assert "50-100" in note
+
+
+def test_inpaint_mask_combines_with_the_painted_mask_and_follows_the_range(cheap_module):
+    image = Image.new("RGB", (64, 48))
+    painted = np.zeros((48, 64), np.uint8)
+    painted[:24] = 255  # the top half
+    args = upload_args(mask_from_depth=True, mask_low=50.0, mask_combine="intersect")
+    mask, _ = DepthConditioner(args, JobGeometry(64, 48), init_images=[image]).inpaint_mask(Image.fromarray(painted))
+    array = np.asarray(mask)
+    assert (array[24:] == 0).all() and (array[:24, 40:] == 255).all() and (array[:24, :28] == 0).all()
+    # On a given range 0..2 the ramp (0..1) is the lower half: 60-100 percent of it selects nothing.
+    args = upload_args(mask_from_depth=True, mask_low=60.0, depth_range=(0.0, 2.0))
+    with pytest.raises(Depth2ImgError, match="no pixel lies in the depth band"):
+        DepthConditioner(args, JobGeometry(64, 48), init_images=[image]).inpaint_mask()
+
+
+def test_inpaint_mask_auto_band_from_painted_strokes_and_a_painted_mask_of_another_size():
+    image = Image.new("RGB", (64, 48))
+    strokes = np.zeros((24, 32), np.uint8)  # half the image's size: stretched to it, as the WebUI fits masks
+    strokes[10:14, 20:23] = 255  # strokes at about two thirds of the way to the near (right) end
+    args = upload_args(mask_from_depth=True, mask_auto=True, mask_combine="replace")
+    mask, note = DepthConditioner(args, JobGeometry(64, 48), init_images=[image]).inpaint_mask(Image.fromarray(strokes))
+    array = np.asarray(mask)
+    # The band around the strokes' depth (not Otsu's near half): neither end of the ramp.
+    assert "(auto)" in note and (array[:, 40:46] == 255).all()
+    assert (array[:, :32] == 0).all() and (array[:, -8:] == 0).all()
+
+
+def test_inpaint_mask_needs_an_init_image_and_an_estimate_flattens_it(cheap_module):
+    args = upload_args(mask_from_depth=True)
+    with pytest.raises(Depth2ImgError, match="needs an init image"):
+        DepthConditioner(args, JobGeometry(64, 48)).inpaint_mask()
+    # Estimated: the depth of the whole init image (the band 0-100 keeps every pixel).
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    estimated = Depth2ImgArgs(enabled=True, mask_from_depth=True, mask_low=0.0, mask_high=100.0)
+    estimator = ModuleMidasEstimator(cheap_module, cache_key="cheap")
+    conditioner = DepthConditioner(estimated, JobGeometry(64, 48), estimator=estimator, init_images=[image])
+    mask, _ = conditioner.inpaint_mask()
+    assert mask.size == (64, 48) and (np.asarray(mask) == 255).all() and conditioner.estimator_calls == 1
+
+
+def test_folder_depth_range_is_the_sequence_global_range_over_every_readable_input(tmp_path):
+    from depth2img.host import folder_depth_range
+    from depth2img.sequence import ScaleSettings, range_sample, shared_ranges
+
+    maps = {"a": np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10),
+            "b": np.linspace(2, 4, 100, dtype=np.float32).reshape(10, 10), "bad": None}  # fmt: skip
+    inputs = [tmp_path / f"{name}.png" for name in maps]
+    seen = []
+
+    def progress(done, total, path):
+        seen.append((done, total, path.stem))
+
+    low, high = folder_depth_range(inputs, lambda path: maps[path.stem], {"gamma": 1.0}, progress=progress)
+    expected = shared_ranges([range_sample(maps["a"]), range_sample(maps["b"])], ScaleSettings("global"))[0]
+    assert (low, high) == expected and 0.0 < low < 0.05 and 3.95 < high < 4.0
+    assert seen == [(0, 3, "a"), (1, 3, "b"), (2, 3, "bad")]
+    inverted = folder_depth_range(inputs[:2], lambda path: maps[path.stem], {"invert_depth": True})
+    assert inverted != (low, high)  # the processed maps' units
+    with pytest.raises(Depth2ImgError, match="no input"):
+        folder_depth_range(inputs[2:], lambda path: None, {})
+    with pytest.raises(Depth2ImgError, match="flat.*'per-image'"):
+        folder_depth_range(inputs[:1], lambda path: np.ones((4, 4), np.float32), {})

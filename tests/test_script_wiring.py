@@ -20,12 +20,13 @@ from PIL import Image
 from depth2img import depthmap
 from depth2img.args import Depth2ImgArgs
 from depth2img.host import Depth2ImgError
+from depth2img.webui_hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
 
 from .webui_standins import VERSIONS, webui
 
 FIELDS = [
     "enabled", "source", "depth_image", "estimator", "invert", "clip_near", "clip_far", "gamma", "blur",
-    "return_depth", "checkpoint", "depth_dir", "depth_kind", "distance_range", "exr_channel",
+    "return_depth", "checkpoint", "depth_dir", "depth_kind", "distance_range", "exr_channel", "depth_range",
 ]
 
 
@@ -184,7 +185,7 @@ def test_a_depth_map_from_the_panel_that_fails_to_decode_stops_the_job(env, txt2
 def test_a_batch_folder_map_that_cannot_be_read_stops_the_job_naming_the_file(env, tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG truncated")
     image = picture()
-    image.info[env.script.BATCH_PATH_KEY] = str(tmp_path / "inputs" / "photo.jpg")
+    image.info[BATCH_PATH_KEY] = str(tmp_path / "inputs" / "photo.jpg")
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(tmp_path)))
     assert_stopped(p, runner, "photo.png")
@@ -298,7 +299,7 @@ def panel(env, is_img2img=True):
     script = env.script.Depth2ImgScript()
     components = {}
     if is_img2img:
-        for elem_id in env.script.INIT_IMAGE_ELEM_IDS:
+        for elem_id in INIT_IMAGE_ELEM_IDS:
             components[elem_id] = env.gradio.Image(elem_id=elem_id)
             script.after_component(components[elem_id], elem_id=elem_id)
     script.ui(is_img2img=is_img2img)
@@ -327,6 +328,8 @@ def recorded(env):
 
 # The panel's values (depth2img.ui.PANEL_SETTINGS order) as the UI sends them.
 PREVIEW_SETTINGS = ["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""]
+# What the WebUI's panel sends: those, then its extras (the depth range box, empty).
+PANEL_VALUES = [*PREVIEW_SETTINGS, ""]
 
 
 def preview_of(env, image, settings=PREVIEW_SETTINGS):
@@ -342,20 +345,20 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
     event = preview_event(env)
     assert event["_js"] == "depth2img_preview_args"  # javascript/depth2img.js fills in the tab index
     assert event["inputs"][0].visible is False  # the sub-tab index, first: the js sees inputs, then outputs
-    assert [c.elem_id for c in event["inputs"][1:6]] == list(env.script.INIT_IMAGE_ELEM_IDS)
+    assert [c.elem_id for c in event["inputs"][1:6]] == list(INIT_IMAGE_ELEM_IDS)
     # A different picture in each tab; the inpaint tab's editor hands a dict.
     pictures = [picture(seed=10 + k) for k in range(5)]
     values = [pictures[0], pictures[1], {"image": pictures[2], "mask": None}, pictures[3], pictures[4]]
     grays = []
     for tab in range(5):
-        gray, _ = event["fn"](tab, *values, *PREVIEW_SETTINGS)
+        gray, _ = event["fn"](tab, *values, *PANEL_VALUES)
         alone, _ = preview_of(env, pictures[tab])
         assert np.array_equal(np.asarray(gray), np.asarray(alone)), f"tab {tab} previewed another tab's image"
         grays.append(np.asarray(gray))
     assert all(not np.array_equal(grays[0], other) for other in grays[1:])  # the pictures are told apart
     assert all(env.midas.lock_held)  # the WebUI's queue_lock around the loaded model
     with pytest.raises(env.gradio.Error, match="batch tab"):
-        event["fn"](5, *values, *PREVIEW_SETTINGS)
+        event["fn"](5, *values, *PANEL_VALUES)
 
 
 def test_preview_flattens_transparency_on_the_webui_background_colour(recorded):
@@ -376,9 +379,9 @@ def test_preview_errors_are_shown_in_the_ui(recorded):
     panel(env, is_img2img=False)
     preview = preview_event(env)["fn"]
     with pytest.raises(env.gradio.Error, match="not a readable image"):
-        preview("upload", b"junk", *PREVIEW_SETTINGS[2:])
+        preview("upload", b"junk", *PANEL_VALUES[2:])
     with pytest.raises(env.gradio.Error, match="no init image"):
-        preview(*PREVIEW_SETTINGS)
+        preview(*PANEL_VALUES)
 
 
 # ---- per-job estimator calls (issue 7 #8) -------------------------------------------------------------------
@@ -406,10 +409,10 @@ def test_batch_tab_uses_the_map_with_the_inputs_file_name(env, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), ramp16(vertical=True))
     image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
-    image.info[env.script.BATCH_PATH_KEY] = "/inputs/a.jpg"
+    image.info[BATCH_PATH_KEY] = "/inputs/a.jpg"
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder)))
-    assert runner.errors == [] and env.script.BATCH_PATH_KEY not in image.info
+    assert runner.errors == [] and BATCH_PATH_KEY not in image.info
     cond = conditioning_of(p)
     expected = torch.from_numpy(np.linspace(-1, 1, 6, dtype=np.float32))[:, None].expand(6, 8)
     # Bicubic 48 -> 6 rows of a linear ramp, min-max normalised: linear again up to the kernel's edge effect.
@@ -444,7 +447,7 @@ def test_xyz_axes_set_depth_settings_for_their_cell(env):
     env.script.add_xyz_axes()
     env.script.add_xyz_axes()  # the WebUI may call before_ui twice (UI reload): no duplicate axes
     labels = [axis.label for axis in xyz.axis_options]
-    assert len(labels) == len(set(labels)) == 6
+    assert len(labels) == len(set(labels)) == 7
     axes = {axis.label: axis for axis in xyz.axis_options}
     p = img2img_p(env)
     axes["[Depth2Img] Gamma"].apply(p, "2.5", None)
@@ -580,3 +583,61 @@ def test_an_uploaded_distance_map_is_read_as_the_panel_says(env):
     assert runner.errors == []
     cond = p.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))
     assert cond[0, 0, :, 0].mean() > cond[0, 0, :, -1].mean()  # near (left) is high in the conditioning
+
+
+# ---- a fixed depth range (issue 9 #1) -----------------------------------------------------------------------
+
+
+def test_a_fixed_depth_range_conditions_every_job_on_that_scale(env):
+    """An uploaded ramp (0..1 after decoding) on the range (0, 2): its far end at -1, its near end at 0, not +1."""
+    depth_image = base64.b64encode(png_bytes(ramp16())).decode()
+    own, fixed = (env.processing.StableDiffusionProcessingTxt2Img() for _ in range(2))
+    run_job(env, own, ui_args(enabled=True, source="upload", depth_image=depth_image))
+    _, runner = run_job(env, fixed, [{"enabled": True, "source": "upload", "depth_image": depth_image,
+                                      "depth_range": [0, 2]}])  # fmt: skip
+    assert runner.errors == []
+    own_cond = own.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))[0, 0]
+    fixed_cond = fixed.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))[0, 0]
+    assert own_cond.max() == pytest.approx(1.0) and own_cond.min() == pytest.approx(-1.0)
+    # The same map (min-max stretched: the map's own scale)...
+    stretched = (fixed_cond - fixed_cond.min()) / (fixed_cond.max() - fixed_cond.min()) * 2 - 1
+    assert torch.allclose(stretched, own_cond, atol=1e-5)
+    # ...on the given scale: x -> 2 * x / 2 - 1, so the ramp's resized values (inside 0..1) less one, never +1.
+    assert -1.0 < fixed_cond.min() < -0.9 and -0.1 < fixed_cond.max() < 0.0
+    assert fixed.extra_generation_params["Depth2Img depth_range"] == "0.0 2.0"
+
+
+def test_a_fixed_depth_range_applies_to_estimated_img2img_batches_and_comes_from_the_panel(env):
+    p = img2img_p(env, batch_size=2)
+    # The panel's textbox: "lo, hi". FakeMidas gives brightness + 2 (about 2..3): 10..20 puts all of it below lo.
+    _, runner = run_job(env, p, ui_args(enabled=True, depth_range="10, 20"))
+    assert runner.errors == []
+    source = torch.linspace(-1, 1, 64).expand(2, 3, 48, 64)  # the init image as the WebUI hands it: not flat
+    cond = p.img2img_image_conditioning(source, torch.zeros(2, 4, 6, 8))
+    assert cond.shape == (2, 1, 6, 8) and (cond == -1.0).all()
+    assert Depth2ImgArgs.from_infotext(p.extra_generation_params).depth_range == (10.0, 20.0)
+
+
+def test_a_bad_depth_range_stops_the_job_naming_the_field(env):
+    p = img2img_p(env)
+    _, runner = run_job(env, p, ui_args(enabled=True, depth_range="0.9, 0.1"))
+    assert_stopped(p, runner, "'depth_range'")
+
+
+def test_the_depth_range_xyz_axis_sets_the_cells_range(env):
+    class AxisOption:
+        def __init__(self, label, type, apply, choices=None, **kwargs):
+            self.label, self.apply = label, apply
+
+    xyz = SimpleNamespace(AxisOption=AxisOption, axis_options=[])
+    env.scripts.scripts_data.append(
+        env.scripts.ScriptClassData(SimpleNamespace(__module__="xyz_grid.py"), "xyz_grid.py", ".", xyz)
+    )
+    env.script.add_xyz_axes()
+    axis = next(a for a in xyz.axis_options if a.label == "[Depth2Img] Depth range")
+    p = img2img_p(env)
+    axis.apply(p, "10 20", None)
+    run_job(env, p, ui_args())
+    assert p.extra_generation_params["Depth2Img depth_range"] == "10.0 20.0"
+    cond = p.img2img_image_conditioning(torch.linspace(-1, 1, 64).expand(1, 3, 48, 64), torch.zeros(1, 4, 6, 8))
+    assert (cond == -1.0).all()

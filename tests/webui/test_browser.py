@@ -124,6 +124,25 @@ def open_img2img_batch_from_directory(page):
     page.locator("#img2img_batch_input_dir textarea").wait_for(state="visible")
 
 
+def test_batch_folder_box_shows_only_in_the_batch_sub_tab(page, webui):
+    """The depth-map folder does something only in img2img's Batch sub-tab: elsewhere it is hidden."""
+    page.click("#tabs > .tab-nav button:has-text('img2img')")
+    accordion = page.locator("#depth2img_img2img")
+    if not page.locator("#depth2img_img2img-checkbox input").is_checked():
+        accordion.locator(".label-wrap").first.click()
+    box = page.locator("#depth2img_img2img_depth_dir")
+    for tab in ("img2img", "Inpaint upload"):
+        page.click(f"#mode_img2img > .tab-nav button:text-is('{tab}')")
+        page.wait_for_timeout(500)
+        assert not box.is_visible(), tab
+    open_img2img_batch_from_directory(page)
+    note = page.locator("#depth2img_img2img_depth_dir_note")
+    if note.count():  # WebUI before v1.9: no folder box, the panel says why
+        assert "v1.9" in note.first.inner_text()
+    else:
+        box.wait_for(state="visible", timeout=5000)
+
+
 def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
     """Two identical inputs with different depth maps of the same names: each output is the one its own map
     gives (the same job sent over the API with that map uploaded), not the other's, not an estimate."""
