@@ -10,6 +10,7 @@ at the path given; a local instance (`--ray local`) has both.
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 from . import depthmap
@@ -35,6 +36,9 @@ class FrameRenderer:
     """The actor: loads the pipeline once, then renders frames (made a Ray actor class by ray_workers)."""
 
     def __init__(self, checkpoint: str | None, scheduler: str):
+        if checkpoint is not None and not os.path.exists(checkpoint):  # said before the engine's heavy imports
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found on Ray node {socket.gethostname()}: every "
+                                    "node needs it at the same path")
         from .engine import load_pipeline
 
         self.pipe = load_pipeline(checkpoint, scheduler=scheduler, announce=lambda message: None)

@@ -63,20 +63,21 @@ def template() -> GenerationRequest:
     return GenerationRequest(prompt="a street", steps=2, strength=1.0, seed=5, width=SIZE, height=SIZE)
 
 
-def test_ray_outputs_equal_a_local_run(ray_instance, tiny_checkpoint, tmp_path):
+def test_ray_outputs_equal_a_local_run(ray_instance, tiny_checkpoint, tmp_path, capsys):
     frames, depths = make_clip(tmp_path)
     pipe = load_pipeline(tiny_checkpoint, announce=lambda message: None)  # as an actor loads it
     local = run_sequence(frames, tmp_path / "local", template(), lambda: pipe, depth_dir=depths, say=lambda m: None)
-
-    def no_local_model():
-        raise AssertionError("the frames render on Ray: no local model may be loaded")
-
-    messages: list[str] = []
-    workers = ray_workers(str(tiny_checkpoint), "pndm", 2, max_pixels=10**7, say=messages.append)
-    on_ray = run_sequence(frames, tmp_path / "ray", template(), no_local_model, depth_dir=depths, say=messages.append,
-                          render_pass=lambda t, jobs: share_frames(workers, t, jobs, messages.append))
-    assert sorted(on_ray.rendered) == sorted(local.rendered) == ["f1.png", "f2.png", "f3.png"], messages
-    assert "ray: 2 actor(s), each 1 CPU and one pipeline" in messages
+    # The CLI joins the instance this process started (--ray auto) and renders every frame there.
+    code = main([str(a) for a in [
+        "sequence", "--frames", frames, "--out", tmp_path / "ray", "--depth-dir", depths, "--prompt", "a street",
+        "--steps", 2, "--strength", 1.0, "--seed", 5, "--width", SIZE, "--height", SIZE,
+        "--checkpoint", tiny_checkpoint, "--ray", "auto", "--ray-actors", 2,
+    ]])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "rendered 3, skipped 0 (done before), failed 0" in captured.out
+    assert "ray: 2 actor(s), each 1 CPU and one pipeline" in captured.err
+    assert sorted(local.rendered) == ["f1.png", "f2.png", "f3.png"]
     for name in local.rendered:
         here = np.asarray(Image.open(tmp_path / "local" / name), dtype=np.int16)
         there = np.asarray(Image.open(tmp_path / "ray" / name), dtype=np.int16)
@@ -93,7 +94,8 @@ def test_actors_that_cannot_start_fail_their_frames_with_the_reason(ray_instance
     report = run_sequence(frames, tmp_path / "out", template(), lambda: None, depth_dir=depths, say=messages.append,
                           render_pass=lambda t, jobs: share_frames(workers, t, jobs, messages.append))
     assert not report.rendered and sorted(report.failed) == ["f1.png", "f2.png"]
-    assert all("every worker failed" in why and "missing.safetensors" in why for why in report.failed.values())
+    assert all("every worker failed" in why and "missing.safetensors not found on Ray node" in why
+               for why in report.failed.values())
     assert any(m.startswith("worker ray actor 1 failed:") for m in messages)
 
 

@@ -62,6 +62,9 @@ def test_sequence_on_workers_equals_each_frame_sent_alone(webui, tmp_path, capsy
     from depth2img.cli import main
 
     frames, depths = make_clip(tmp_path)
+    # Measured on v1.8.0: the first img2img job after the WebUI starts differs from the same request sent again
+    # (up to 8 levels of 255), later ones are equal. A job first, so that no frame is a fresh WebUI's first.
+    alone(webui, Image.open(frames / "f1.png").convert("RGB"), np.load(depths / "f1.npy"), None)
     dead = unreachable_url()
     out = tmp_path / "out"
     code = main([str(a) for a in [
