@@ -101,14 +101,22 @@ def connect(address: str) -> None:
                              "or give its address, or --ray local to start one here") from error
 
 
+def actor_resources(gpus: int, actors: int | None) -> tuple[int, dict]:
+    """(how many actors, what each asks Ray for): one per GPU by default; more actors than GPUs share them
+    (Ray's fractional GPUs); without GPUs, one actor (or `actors`) of one CPU each."""
+    count = actors or max(1, gpus)
+    if gpus:
+        return count, {"num_gpus": min(1.0, gpus / count)}
+    return count, {"num_cpus": 1}
+
+
 def ray_workers(checkpoint: str | None, scheduler: str, actors: int | None, max_pixels: int,
                 say=print) -> list[RayWorker]:
-    """Start the actors: one per GPU of the cluster (or `actors`, or 1 on a cluster without GPUs)."""
+    """Start the actors (see actor_resources)."""
     ray = import_ray()
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    count = actors or max(1, gpus)
-    resources = {"num_gpus": 1} if gpus >= count else {"num_cpus": 1}
+    count, resources = actor_resources(int(ray.cluster_resources().get("GPU", 0)), actors)
     remote = ray.remote(**resources)(FrameRenderer)
-    say(f"ray: {count} actor(s), each {'1 GPU' if 'num_gpus' in resources else '1 CPU'} and one pipeline")
+    each = f"{resources['num_gpus']:g} GPU" if "num_gpus" in resources else "1 CPU"
+    say(f"ray: {count} actor(s), each {each} and one pipeline")
     return [RayWorker(f"ray actor {i + 1}", remote.remote(checkpoint, scheduler), max_pixels)
             for i in range(count)]

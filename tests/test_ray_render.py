@@ -16,7 +16,14 @@ from PIL import Image
 from depth2img.cli import main
 from depth2img.distribute import share_frames
 from depth2img.engine import GenerationRequest, load_pipeline
-from depth2img.ray_render import RAY_MISSING, RayUnavailable, import_ray, ray_workers, worker_runtime_env
+from depth2img.ray_render import (
+    RAY_MISSING,
+    RayUnavailable,
+    actor_resources,
+    import_ray,
+    ray_workers,
+    worker_runtime_env,
+)
 from depth2img.sequence import run_sequence
 
 REQUIRED = os.environ.get("DEPTH2IMG_REQUIRE_RAY") == "1"
@@ -108,3 +115,12 @@ def test_without_ray_the_cli_says_how_to_install_it(monkeypatch, tmp_path, capsy
                                   "--ray", "local"]])
     assert code == 2 and RAY_MISSING in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_one_actor_per_gpu_and_more_actors_share_them():
+    """The choice of actors and their resources (no GPU cluster here: the arithmetic alone)."""
+    assert actor_resources(4, None) == (4, {"num_gpus": 1.0})
+    assert actor_resources(2, 4) == (4, {"num_gpus": 0.5})  # two pipelines per GPU
+    assert actor_resources(4, 2) == (2, {"num_gpus": 1.0})
+    assert actor_resources(0, None) == (1, {"num_cpus": 1})
+    assert actor_resources(0, 3) == (3, {"num_cpus": 1})
