@@ -104,6 +104,9 @@ def test_the_worker_settings_are_what_the_webui_received(webui, tmp_path):
     [worker] = webui_workers([WEBUI_URL], WorkerSettings(sampler="Euler", checkpoint="tiny-depth"), 10**7)
     worker.check()
     assert worker.checkpoint_title.startswith("tiny-depth")
+    [on_loaded] = webui_workers([WEBUI_URL], WorkerSettings(), 10**7)
+    on_loaded.check()  # the loaded model (the fixture's tiny-depth) is found among the depth checkpoints
+    assert on_loaded.checkpoint_title == ""
     # One request through the client, read back through the WebUI's PNG info route.
     from depth2img.engine import GenerationRequest
     from depth2img.webui_client import img2img_payload
