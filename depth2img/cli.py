@@ -130,9 +130,32 @@ def _estimate(estimator, image):
     return depthmap.resize(depth, image.width, image.height)
 
 
+def _request_from_args(args, settings, **inputs):
+    """The GenerationRequest that the render flags describe (generate's and sequence's); inputs: image, depth,
+    mask."""
+    from . import depthmap
+    from .engine import GenerationRequest
+
+    return GenerationRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative_prompt,
+        strength=args.strength,
+        steps=args.steps,
+        guidance=args.guidance,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
+        postprocess=settings.postprocess_kwargs(),
+        depth_range=settings.depth_range,
+        depth_mask=settings.mask_settings(),
+        **inputs,
+    )
+
+
 def cmd_generate(args) -> int:
     from . import depthmap
-    from .engine import GenerationRequest, check_request, generate, load_pipeline
+    from .engine import check_request, generate, load_pipeline
     from .files import check_output
 
     max_pixels = _max_pixels(args)
@@ -160,23 +183,7 @@ def cmd_generate(args) -> int:
     estimator = _folder_estimator(args.estimator)
     if estimator is not None and depth is None and image is not None:
         depth = _estimate(estimator, image)  # the engine takes it as the depth map, as it takes its own estimate
-    request = GenerationRequest(
-        prompt=args.prompt,
-        image=image,
-        depth=depth,
-        mask=mask,
-        negative_prompt=args.negative_prompt,
-        strength=args.strength,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        width=args.width,
-        height=args.height,
-        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
-        postprocess=settings.postprocess_kwargs(),
-        depth_range=settings.depth_range,
-        depth_mask=settings.mask_settings(),
-    )
+    request = _request_from_args(args, settings, image=image, depth=depth, mask=mask)
     check_request(request)
     pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
     result = generate(pipe, request)
@@ -268,11 +275,63 @@ def _parse_scale(values: list[str]) -> tuple[str, int]:
     return kind, 0
 
 
+def _parse_urls(text: str) -> list[str]:
+    urls = [url.strip() for url in text.split(",") if url.strip()]
+    bad = [url for url in urls if not url.startswith(("http://", "https://"))]
+    if not urls or bad:
+        raise UserError(f"--workers takes WebUI addresses separated by commas, e.g. http://gpu1:7860,http://gpu2:7860; "
+                        f"got {text!r}")
+    return urls
+
+
+def _sequence_render_pass(args, checkpoint: str | None, max_pixels: int):
+    """(where pass 2 runs: None = here, what sequence.json records of the engine). Ray is checked and joined
+    before any work; its actors start only when there are frames to render."""
+    from tqdm import tqdm
+
+    from .distribute import share_frames
+
+    def say(message: str) -> None:
+        tqdm.write(message, file=sys.stderr)  # between tqdm's redraws, not through them
+
+    if args.ray and args.workers:
+        raise UserError("--ray and --workers are two places to render: choose one")
+    if args.workers_checkpoint and not args.workers:
+        raise UserError("--worker-checkpoint names a checkpoint of the WebUIs given by --workers; give --workers")
+    if args.ray_actors is not None and (not args.ray or args.ray_actors < 1):
+        raise UserError("--ray-actors needs --ray and a number of at least 1")
+    if args.workers:
+        from .webui_client import SAMPLER_NAMES, RequestsMissing, WorkerSettings, webui_workers
+
+        settings = WorkerSettings(sampler=SAMPLER_NAMES[args.sampler], checkpoint=args.workers_checkpoint or "")
+        try:
+            workers = webui_workers(_parse_urls(args.workers), settings, max_pixels)
+        except RequestsMissing as error:
+            raise UserError(str(error)) from error
+        engine = {"engine": "webui", "checkpoint": args.workers_checkpoint or None}
+        return (lambda template, jobs: share_frames(workers, template, jobs, say)), engine
+    if args.ray:
+        from .ray_render import RayUnavailable, connect, ray_workers
+
+        try:
+            connect(args.ray)
+        except RayUnavailable as error:
+            raise UserError(str(error)) from error
+
+        def on_ray(template, jobs):
+            if not jobs:
+                return iter(())
+            workers = ray_workers(checkpoint, args.sampler, args.ray_actors, max_pixels, say)
+            return share_frames(workers, template, jobs, say)
+
+        return on_ray, {"engine": "diffusers"}  # the same engine as here: its outputs may be resumed here
+    return None, {"engine": "diffusers"}
+
+
 def cmd_sequence(args) -> int:
     from tqdm import tqdm
 
-    from . import depthmap
-    from .engine import GenerationRequest, load_pipeline
+    from .engine import load_pipeline
     from .sequence import ScaleSettings, run_sequence
 
     max_pixels = _max_pixels(args)
@@ -287,32 +346,23 @@ def cmd_sequence(args) -> int:
                                 or settings.clip_far > 0.0):
         print("note: --invert, --gamma and --clip-* work on each frame's own range, before the shared range is "
               "taken: frames can still shift against each other", file=sys.stderr)
-    template = GenerationRequest(
-        prompt=args.prompt,
-        negative_prompt=args.negative_prompt,
-        strength=args.strength,
-        steps=args.steps,
-        guidance=args.guidance,
-        seed=args.seed,
-        width=args.width,
-        height=args.height,
-        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
-        postprocess=settings.postprocess_kwargs(),
-        depth_mask=settings.mask_settings(),
-    )
+    template = _request_from_args(args, settings)  # each frame's image, depth and range come in pass 2
     checkpoint = str(Path(args.checkpoint).resolve()) if args.checkpoint else None
+    render_pass, engine = _sequence_render_pass(args, checkpoint, max_pixels)
     report = run_sequence(
         args.frames,
         args.out,
         template,
-        lambda: load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr)),
+        lambda: load_pipeline(args.checkpoint, scheduler=args.sampler,
+                              announce=lambda msg: print(msg, file=sys.stderr)),
         depth_dir=args.depth_dir,
         scale=scale,
         batch_size=args.batch_size,
         refuse_other_sizes=args.size_mismatch == "refuse",
-        settings_extra={"checkpoint": checkpoint},
+        settings_extra={"checkpoint": checkpoint, "sampler": args.sampler, **engine},
         max_pixels=max_pixels,
         progress=tqdm,
+        render_pass=render_pass,
     )
     print(f"rendered {len(report.rendered)}, skipped {len(report.skipped)} (done before), "
           f"failed {len(report.failed)}: {args.out}")
@@ -524,7 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["global"],
         metavar="global|window N|per-frame",
-        help="one depth range for all frames (default), a centred window of N frames, or each frame's own",
+        help="one depth range for all frames (default), a centred window of N frames, or each frame's own. "
+        "--invert, --clip-*, --gamma and --blur apply to each frame's map first, on that frame's own values "
+        "(percentiles, min-max); the shared range is then taken over the processed maps",
     )
     seq.add_argument(
         "--range-percentiles",
@@ -540,6 +592,33 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["resize", "refuse"],
         default="resize",
         help="frames of another size than the first: fitted by --resize-mode (default) or refused",
+    )
+    seq.add_argument(
+        "--sampler",
+        default="pndm",
+        choices=["pndm", "ddim", "euler"],
+        help="the scheduler (default pndm, the model's own); on --workers the WebUI's PLMS, DDIM or Euler",
+    )
+    seq.add_argument(
+        "--ray",
+        metavar="ADDRESS|auto|local",
+        help="render on a Ray cluster (pip install ray): its address, auto (the cluster this machine is in) or "
+        "local (start one here); one pipeline per actor, one actor per GPU (--ray-actors N to choose). The nodes "
+        "need depth2img importable and --checkpoint at the same path",
+    )
+    seq.add_argument("--ray-actors", type=int, metavar="N", help="actors (pipelines) to start on the Ray cluster")
+    seq.add_argument(
+        "--workers",
+        metavar="URL[,URL...]",
+        help="render on running AUTOMATIC1111 WebUIs (started with --api, this extension installed) through their "
+        "API: frames are shared among them, a failing one's frames go to the others. Outputs are what each WebUI "
+        "gives (its samplers are not this engine's)",
+    )
+    seq.add_argument(
+        "--worker-checkpoint",
+        dest="workers_checkpoint",
+        metavar="NAME",
+        help="the WebUIs' depth checkpoint to load (name or title, kept loaded); default: each one's loaded model",
     )
     _add_depth_options(seq)
     _add_mask_options(seq)

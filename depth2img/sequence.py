@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,26 +267,44 @@ class FrameJob:
     out: Path
 
 
-def frame_request(template, job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+def load_frame(job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+    """(RGB image, post-processed depth map) of one frame, read where the run started (pass 1 wrote the map)."""
+    image = depthmap.open_image(job.frame, f"frame {job.name}", max_pixels).convert("RGB")
+    return image, np.load(job.depth, allow_pickle=False)
+
+
+def request_for_frame(template, image, depth: np.ndarray, depth_range: tuple[float, float] | None):
     """The GenerationRequest of one frame: the template's settings with this frame's image, depth and range.
 
-    The depth file is already post-processed (pass 1), so no post-processing here.
+    The depth map is already post-processed (pass 1), so no post-processing here.
     """
-    image = depthmap.open_image(job.frame, f"frame {job.name}", max_pixels).convert("RGB")
-    depth = np.load(job.depth, allow_pickle=False)
     return dataclasses.replace(
-        template, image=image, depth=depth, depth_range=job.depth_range, postprocess={}, batch_size=1,
-        output_type="pil",
+        template, image=image, depth=depth, depth_range=depth_range, postprocess={}, batch_size=1, output_type="pil"
     )
 
 
-def render_frame(pipe, template, job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> Path:
-    """Render one frame and write it atomically (a temporary name, then a rename: never half a file)."""
-    from .engine import generate
+def frame_request(template, job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+    return request_for_frame(template, *load_frame(job, max_pixels), job.depth_range)
+
+
+def save_output(image, job: FrameJob) -> Path:
+    """Write a frame's output atomically (a temporary name, then a rename: never half a file)."""
     from .files import write_atomic
 
+    return write_atomic(job.out, lambda temporary: image.save(temporary))
+
+
+def render_frame(pipe, template, job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> Path:
+    """Render one frame here and write it."""
+    from .engine import generate
+
     result = generate(pipe, frame_request(template, job, max_pixels), progress=False)
-    return write_atomic(job.out, lambda temporary: result.images[0].save(temporary))
+    return save_output(result.images[0], job)
+
+
+# A render pass: (template, jobs) -> yields (job, None) once job.out is written, or (job, why it failed), in the
+# order frames finish. run_sequence renders here by default; depth2img.distribute shares frames among workers.
+RenderPass = Callable[[object, list[FrameJob]], Iterator[tuple[FrameJob, "str | None"]]]
 
 
 def frame_jobs(frames: Sequence[Path], out_dir: Path, depth: DepthPass) -> list[FrameJob]:
@@ -360,13 +378,15 @@ def run_sequence(
     max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
     say: Callable[[str], None] = print,
     progress: Callable | None = None,
+    render_pass: RenderPass | None = None,
 ) -> SequenceReport:
     """Pass 1 and pass 2 over a folder of frames (see the module docstring).
 
     template: a GenerationRequest holding the settings every frame shares (prompt, seed, steps, post-processing,
     mask ...; its image and depth are ignored). load_pipe() is called once, only when something must be
-    estimated or rendered. Raises SequenceError before any work for what stops the whole run; frames that fail
-    are in the report and the run goes on.
+    estimated or rendered here. render_pass: where pass 2 runs (default: here, one frame after another).
+    Raises SequenceError before any work for what stops the whole run; frames that fail are in the report and
+    the run goes on.
     """
     from .engine import check_request, output_size
     from .files import write_text_atomic
@@ -438,14 +458,22 @@ def run_sequence(
         say(f"{len(done)} frame(s) already rendered in {out_dir}: skipped")
     if stale:
         say(f"{len(stale)} frame(s) rendered with another depth range before (first {stale[0].name}): rendered again")
+    def render_here(template, jobs):
+        for job in jobs:
+            try:
+                render_frame(pipe(), template, job, max_pixels)
+                yield job, None
+            except (depthmap.DepthMapError, OSError, ValueError) as error:
+                yield job, str(error)
+
     rendered = []
     wrap = progress or (lambda iterable, **kwargs: iterable)
-    for job in wrap(todo, desc="render", unit="frame"):
-        try:
-            render_frame(pipe(), template, job, max_pixels)
+    results = (render_pass or render_here)(template, todo)
+    for job, error in wrap(results, desc="render", unit="frame", total=len(todo)):
+        if error is None:
             rendered.append(job.name)
-        except (depthmap.DepthMapError, OSError, ValueError) as error:
-            failed[job.name] = str(error)
+        else:
+            failed[job.name] = error
     return SequenceReport(rendered, [j.name for j in done], failed, depth, (width, height))
 
 

@@ -320,3 +320,26 @@ def test_depth_pass_batches_frames_of_one_size_as_they_come(tmp_path):
     saved = np.load(tmp_path / "out" / "depth" / "f3.npy")
     gray = np.asarray(frame_image(2, size=80).convert("L"), np.float32)
     assert np.array_equal(saved, gray.max() + gray.min() - gray)  # post-processed (inverted) as asked
+
+
+def test_post_processing_applies_per_frame_before_the_shared_range(tmp_path):
+    """gamma (like invert and clip) works on each frame's own min-max; the global range is then taken over the
+    processed maps, as --help and the README say."""
+    from depth2img.depthmap import apply_gamma
+    from depth2img.sequence import run_depth_pass
+
+    depths = tmp_path / "depths"
+    depths.mkdir()
+    maps = {"f1.png": np.linspace(0.2, 0.6, 64, dtype=np.float32).reshape(8, 8),
+            "f2.png": np.linspace(0.1, 0.9, 64, dtype=np.float32).reshape(8, 8)}
+    frames = []
+    for name, depth in maps.items():
+        frames.append(tmp_path / name)
+        np.save(depths / f"{frames[-1].stem}.npy", depth)
+    scale = ScaleSettings("global", far_percentile=0.0, near_percentile=100.0)
+    result = run_depth_pass(frames, tmp_path / "out", None, depth_dir=depths, postprocess={"gamma": 2.0}, scale=scale)
+    for frame in frames:
+        saved = np.load(result.depth_files[frame.name])
+        np.testing.assert_allclose(saved, apply_gamma(maps[frame.name], 2.0), rtol=1e-6)  # the frame's own min-max
+    # Both processed maps span 0..1, although the raw maps span 0.2..0.6 and 0.1..0.9.
+    assert result.ranges == {"f1.png": (0.0, 1.0), "f2.png": (0.0, 1.0)}

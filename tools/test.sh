@@ -6,8 +6,9 @@ bash tools/setup.sh current
 bash tools/setup.sh webui
 .venv/bin/ruff check .
 echo "== tests: current releases (.venv)"
-# Here the app (gradio) and its browser (chromium + Playwright) must be present: missing means failed.
-DEPTH2IMG_REQUIRE_APP=1 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Here the app (gradio) and its browser (chromium + Playwright), and Ray (sequence --ray), must be present:
+# missing means failed.
+DEPTH2IMG_REQUIRE_APP=1 DEPTH2IMG_REQUIRE_RAY=1 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 echo "== tests: WebUI v1.10.1 pins + Stability's ldm (.venv-webui)"
 # Here the independent references (Stability's ldm, open_clip) must be importable: missing means failed.
 # ATEN_CPU_CAPABILITY=default: torch's generic CPU kernels, standing in for another processor than (a) runs on
