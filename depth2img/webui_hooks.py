@@ -8,7 +8,9 @@ with small stand-ins of the WebUI's objects.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import shutil
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,13 +24,21 @@ from .depthmap import DEFAULT_MAX_PIXELS
 from .host import (
     Depth2ImgError,
     DepthConditioner,
+    JobGeometry,
+    ModuleMidasEstimator,
     decode_depth_argument,
     depth_output_image,
     folder_depth_range,
+    job_error,
     load_batch_depth,
     png16_base64,
 )
 
+# API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
+# whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
+DEPTH_INFO_KEY = "Depth2Img depth map"
+# ... and what the UI shows as the job's comments (e.g. an uploaded distance map read without its range).
+NOTICE_INFO_KEY = "Depth2Img notice"
 # The init image components of the img2img sub-tabs, in the order of the WebUI's mode index (5 = batch).
 INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpaint_sketch", "img_inpaint_base")
 BATCH_TAB_INDEX = len(INIT_IMAGE_ELEM_IDS)
@@ -456,3 +466,115 @@ def register_demo_text_arch() -> None:
         register_tiny_open_clip_arch()
     except Exception as error:
         print(f"[Depth2Img] demo text encoder not registered: {error}")
+
+
+def folder_scale_for_job(
+    settings: Depth2ImgArgs, p, *, supported: bool, read_image: Callable, estimate: Callable, walk_files: Callable,
+    state, max_pixels: int,
+) -> Depth2ImgArgs:
+    """The batch tab's "one depth scale for the whole folder" for this job (batch_depth_scale), its pass 1's
+    progress in the WebUI's status text (state.textinfo), which is the WebUI's own again afterwards.
+
+    read_image(path) -> PIL as the batch tab reads its inputs; estimate(image) -> depth with the job's estimator.
+    """
+    if settings.batch_depth_scale == "global" and not supported:
+        print(f"[Depth2Img] one depth scale for the whole folder is not used: {BATCH_DEPTH_DIR_NOTE}")
+        return settings
+
+    def depth_of(path):
+        return batch_input_depth(path, settings, read_image, estimate, max_pixels)
+
+    def progress(done, total, path):
+        state.textinfo = f"Depth2Img: depth scale of the folder, input {done + 1} of {total}"
+
+    try:
+        return batch_depth_scale(settings, p, walk_files, depth_of, progress)
+    finally:
+        if (state.textinfo or "").startswith("Depth2Img:"):
+            state.textinfo = None  # pass 1 is over: the WebUI's own status again
+
+
+# ---- one job, from the script's process() ------------------------------------------------------------
+
+
+def check_estimator_name(name: str) -> None:
+    try:
+        estimators.get_estimator_info(name)
+    except ValueError as error:
+        raise Depth2ImgError(f"depth2img arg 'estimator': {error}") from error
+
+
+def checkpoint_for_job(p, settings: Depth2ImgArgs, has_depth_model: bool, find_checkpoint: Callable) -> None:
+    """Without a depth model loaded, the panel's depth checkpoint is loaded for this job only: the WebUI loads
+    it from p.override_settings and restores the user's model afterwards. Anything wrong is left for
+    process() to say (the WebUI only logs exceptions from before_process)."""
+    if not (settings.enabled and settings.checkpoint) or has_depth_model:
+        return
+    info = find_checkpoint(settings.checkpoint)
+    if info is not None and is_depth_checkpoint(info.filename):
+        p.override_settings["sd_model_checkpoint"] = info.title
+        p.override_settings_restore_afterwards = True
+
+
+def start_job(p, settings: Depth2ImgArgs, painted, *, depth, binary_mask: Callable, **conditioner_kwargs) -> None:
+    """The job's depth conditioning (and mask from a depth band) in place of the WebUI's; its infotext.
+
+    painted: the user's own mask (users_mask), binary_mask(mask) -> the mask as the WebUI reads painted ones;
+    conditioner_kwargs: DepthConditioner's estimator, cache, background, max_pixels.
+    """
+    is_img2img = hasattr(p, "init_images")
+    conditioner = DepthConditioner(
+        settings,
+        JobGeometry(p.width, p.height, getattr(p, "resize_mode", 0)),
+        init_images=list(p.init_images) if is_img2img and p.init_images else None,
+        depth=depth,
+        **conditioner_kwargs,
+    )
+    if settings.mask_from_depth:
+        apply_depth_band_mask(p, conditioner, painted, binary_mask)
+    attach_conditioning(p, conditioner)
+    if settings.enabled:
+        p.extra_generation_params.update(settings.to_infotext())
+
+
+def stop_job_for(p, error: Exception) -> None:
+    """Stop the job over an error from process(): anything escaping it is only logged by the WebUI, which then
+    generates without our hooks (the user's depth map ignored; txt2img fails on 5 vs 9 channels)."""
+    stop = job_error(error)
+    if stop.status_code >= 500:
+        traceback.print_exc()
+    stop_job(p, str(stop), stop.status_code)
+
+
+# ---- the WebUI's model, settings and X/Y/Z grid -----------------------------------------------------
+
+
+def loaded_model_estimator(sd_model, device) -> ModuleMidasEstimator | None:
+    """The loaded model's own MiDaS as an estimator (never a copy), or None when it is not a depth model."""
+    depth_model = getattr(sd_model, "depth_model", None)
+    if depth_model is None:
+        return None
+    info = getattr(sd_model, "sd_checkpoint_info", None)
+    key = getattr(info, "shorthash", None) or getattr(info, "filename", "loaded")
+    # --lowvram/--medvram keep weights on the CPU and move the module on call: compute where it will run.
+    execution_device = device if getattr(sd_model, "lowvram", False) else None
+    return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=execution_device)
+
+
+def add_settings(opts, option_info, slider) -> None:
+    """SETTINGS in the WebUI's Settings, section "Depth2Img" (category "Stable Diffusion" where it has them)."""
+    kwargs = {"section": ("depth2img", "Depth2Img")}
+    if "category_id" in inspect.signature(option_info.__init__).parameters:
+        kwargs["category_id"] = "sd"  # settings categories (v1.8+)
+    for name, default, label, slider_range in SETTINGS:
+        opts.add_option(name, option_info(default, label, slider if slider_range else None, slider_range, **kwargs))
+
+
+def add_xyz_axes(xyz, estimator_names: Callable[[], list[str]]) -> None:
+    """Our axes in the X/Y/Z grid script's list (once: the WebUI may build its UI again)."""
+    axes = [
+        xyz.AxisOption(label, kind, apply, choices=choices) if choices else xyz.AxisOption(label, kind, apply)
+        for label, kind, apply, choices in xyz_axes(estimator_names)
+    ]
+    known = {axis.label for axis in xyz.axis_options}
+    xyz.axis_options.extend(axis for axis in axes if axis.label not in known)

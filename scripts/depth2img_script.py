@@ -8,7 +8,6 @@ which the batch tab's depth folder needs: feature-detected, and said in the pane
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import traceback
 from pathlib import Path
 
@@ -22,18 +21,13 @@ from depth2img import api, depthmap, host
 from depth2img import webui_hooks as hooks
 from depth2img.args import Depth2ImgArgs
 from depth2img.depth_cache import DepthCache
-from depth2img.estimators import get_estimator_info, list_estimators
+from depth2img.estimators import list_estimators
 from depth2img.folder_estimators import add_estimator_dir
-from depth2img.host import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, job_error
-from depth2img.ui import build_depth_panel, infotext_key, js_kwargs
+from depth2img.host import Depth2ImgError, job_error
+from depth2img.ui import build_depth_panel, build_webui_rows, infotext_key, js_kwargs
 
 USE_LOADED_MODEL = "Use the loaded model"
 CACHE = DepthCache()
-# API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
-# whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
-DEPTH_INFO_KEY = "Depth2Img depth map"
-# ... and what the UI shows as the job's comments (e.g. an uploaded distance map read without its range).
-NOTICE_INFO_KEY = "Depth2Img notice"
 
 
 def _opt(name: str, default):
@@ -52,20 +46,12 @@ def background_color() -> str:
 # ---- model facts ---------------------------------------------------------------------------------
 
 
-def loaded_depth_model():
-    """The loaded model's MiDaS module, or None when the loaded model is not a depth model."""
+def loaded_depth_model():  # the loaded model's MiDaS module; None: the loaded model is no depth model
     return getattr(shared.sd_model, "depth_model", None)
 
 
-def loaded_estimator() -> ModuleMidasEstimator | None:
-    depth_model = loaded_depth_model()
-    if depth_model is None:
-        return None
-    info = getattr(shared.sd_model, "sd_checkpoint_info", None)
-    key = getattr(info, "shorthash", None) or getattr(info, "filename", "loaded")
-    # --lowvram/--medvram keep weights on the CPU and move the module on call: compute where it will run.
-    lowvram = getattr(shared.sd_model, "lowvram", False)
-    return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=devices.device if lowvram else None)
+def loaded_estimator():
+    return hooks.loaded_model_estimator(shared.sd_model, devices.device)
 
 
 def estimator_named(name: str):
@@ -97,10 +83,6 @@ def register_extension_checkpoints() -> None:
 def depth_checkpoint_entries() -> list[dict]:
     register_extension_checkpoints()  # again: the WebUI's "refresh" rebuilds its list without them
     return api.checkpoints_response([(info.title, info.filename) for info in sd_models.checkpoints_list.values()])
-
-
-def depth_checkpoint_titles() -> list[str]:
-    return [entry["title"] for entry in depth_checkpoint_entries()]
 
 
 hooks.register_demo_text_arch()
@@ -155,36 +137,11 @@ class Depth2ImgScript(scripts.Script):
                 f"depth2img_{tab}", has_init_image=is_img2img, max_pixels=max_pixels, extras=extras,
                 mask_over_image=True,
             )  # fmt: skip
-            with gr.Row(elem_classes=["depth2img-row"]):
-                return_depth = gr.Checkbox(
-                    False, label="Add the depth map to the outputs", elem_id=f"depth2img_{tab}_return"
-                )
-                checkpoint = gr.Dropdown(
-                    choices=[USE_LOADED_MODEL] + depth_checkpoint_titles(),
-                    value=USE_LOADED_MODEL,
-                    label="Depth checkpoint (used for this job when the loaded model is not a depth model)",
-                    elem_id=f"depth2img_{tab}_checkpoint",
-                )
-            depth_dir = gr.Textbox(
-                label="Batch tab: folder of depth maps, matched to the inputs by file name",
-                visible=is_img2img and BATCH_DEPTH_DIR_SUPPORTED,
-                elem_id=f"depth2img_{tab}_depth_dir",
-            )
-            batch_depth_scale = None
-            if is_img2img:
-                batch_depth_scale = gr.Radio(
-                    choices=[("each image's own", "per-image"), ("one for the whole folder", "global")],
-                    value="per-image",
-                    label="Batch tab: depth scale",
-                    info="one: a depth pass over every input first, then each image on the folder's depth range",
-                    visible=BATCH_DEPTH_DIR_SUPPORTED,
-                    elem_id=f"depth2img_{tab}_batch_depth_scale",
-                )
-            if is_img2img and not BATCH_DEPTH_DIR_SUPPORTED:
-                gr.Markdown(f"Batch tab: {hooks.BATCH_DEPTH_DIR_NOTE}.", elem_id=f"depth2img_{tab}_depth_dir_note")
-            # Filled in the browser with the img2img sub-tab in use (javascript/depth2img.js).
-            preview_tab = gr.Number(value=0, visible=False, elem_id=f"depth2img_{tab}_preview_tab")
-
+            rows = build_webui_rows(
+                f"depth2img_{tab}", is_img2img, [USE_LOADED_MODEL, *(c["title"] for c in depth_checkpoint_entries())],
+                BATCH_DEPTH_DIR_SUPPORTED, hooks.BATCH_DEPTH_DIR_NOTE,
+            )  # fmt: skip
+            preview_tab = rows.pop("preview_tab")
         if is_img2img:
             image_ids = [i for i in hooks.INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
             image_inputs = {"tab_index": preview_tab, **{i: self.init_image_components[i] for i in image_ids}}
@@ -200,12 +157,10 @@ class Depth2ImgScript(scripts.Script):
         self.infotext_fields = [(enabled, infotext_key("enabled")), *panel.infotext_fields]
         self.paste_field_names = [name for _, name in self.infotext_fields]
         # Depth2ImgArgs' field order: the positional API list and the UI agree.
-        host = {"enabled": enabled, "return_depth": return_depth, "checkpoint": checkpoint, "depth_dir": depth_dir}
         if is_img2img:  # after the mask settings: txt2img's list ends before them
-            host["batch_depth_scale"] = batch_depth_scale
-            self.infotext_fields.append((batch_depth_scale, infotext_key("batch_depth_scale")))
+            self.infotext_fields.append((rows["batch_depth_scale"], infotext_key("batch_depth_scale")))
             self.paste_field_names.append(infotext_key("batch_depth_scale"))
-        return panel.in_schema_order(host)
+        return panel.in_schema_order({"enabled": enabled, **rows})
 
     # -- generation --
     def _args(self, p, args) -> Depth2ImgArgs:
@@ -218,14 +173,8 @@ class Depth2ImgScript(scripts.Script):
 
     def before_process(self, p, *args):
         try:
-            settings = self._args(p, args)
-            if not (settings.enabled and settings.checkpoint and loaded_depth_model() is None):
-                return
-            info = sd_models.get_closet_checkpoint_match(settings.checkpoint)
-            if info is not None and hooks.is_depth_checkpoint(info.filename):
-                # The WebUI loads it for this job and restores the user's model afterwards.
-                p.override_settings["sd_model_checkpoint"] = info.title
-                p.override_settings_restore_afterwards = True
+            find = sd_models.get_closet_checkpoint_match
+            hooks.checkpoint_for_job(p, self._args(p, args), loaded_depth_model() is not None, find)
         except Exception:
             return  # the WebUI only logs exceptions from here: process() checks the same and stops the job
 
@@ -234,20 +183,12 @@ class Depth2ImgScript(scripts.Script):
         try:
             self._prepare(p, args)
         except Exception as error:
-            # Anything escaping process() is only logged by the WebUI, which then generates without our hooks
-            # (the user's depth map ignored; txt2img fails on 5 vs 9 channels): stop the job instead.
-            stop = job_error(error)
-            if stop.status_code >= 500:
-                traceback.print_exc()
-            hooks.stop_job(p, str(stop), stop.status_code)
+            hooks.stop_job_for(p, error)
 
     def _prepare(self, p, args) -> None:
         painted = hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
         settings = self._args(p, args)
-        try:
-            get_estimator_info(settings.estimator)
-        except ValueError as error:
-            raise Depth2ImgError(f"depth2img arg 'estimator': {error}") from error
+        hooks.check_estimator_name(settings.estimator)
         settings = self._batch_depth_scale(p, settings)
         settings, batch_depth = hooks.batch_depth(
             settings, hooks.pop_batch_sources(p), BATCH_DEPTH_DIR_SUPPORTED, max_pixels()
@@ -260,55 +201,27 @@ class Depth2ImgScript(scripts.Script):
         elif not is_depth_model:
             find = sd_models.get_closet_checkpoint_match
             raise Depth2ImgError(hooks.no_depth_model_message(settings.checkpoint, find, hooks.is_depth_checkpoint))
-        is_img2img = hasattr(p, "init_images")
-        conditioner = DepthConditioner(
-            settings,
-            JobGeometry(p.width, p.height, getattr(p, "resize_mode", 0)),
-            estimator=None if settings.source == "upload" else estimator_named(settings.estimator),
-            cache=CACHE,
-            init_images=list(p.init_images) if is_img2img and p.init_images else None,
-            background=background_color(),
-            max_pixels=max_pixels(),
-            depth=batch_depth,
-        )
         CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
-        if settings.mask_from_depth:
-            round_mask = getattr(p, "mask_round", True)
-            hooks.apply_depth_band_mask(
-                p, conditioner, painted, lambda mask: processing.create_binary_mask(mask, round=round_mask)
-            )
-        hooks.attach_conditioning(p, conditioner)
-        if settings.enabled:
-            p.extra_generation_params.update(settings.to_infotext())
+        round_mask = getattr(p, "mask_round", True)
+        hooks.start_job(
+            p, settings, painted, depth=batch_depth, cache=CACHE, background=background_color(),
+            max_pixels=max_pixels(), binary_mask=lambda mask: processing.create_binary_mask(mask, round=round_mask),
+            estimator=None if settings.source == "upload" else estimator_named(settings.estimator),
+        )  # fmt: skip
 
     def _batch_depth_scale(self, p, settings: Depth2ImgArgs) -> Depth2ImgArgs:
-        """The batch tab's "one depth scale for the whole folder": its range, from a depth pass over every input
-        run by the first image's job (progress in the WebUI's status text)."""
-        if settings.batch_depth_scale == "global" and not BATCH_DEPTH_DIR_SUPPORTED:
-            print(f"[Depth2Img] one depth scale for the whole folder is not used: {hooks.BATCH_DEPTH_DIR_NOTE}")
-            return settings
-
-        def read_image(path):
-            return ImageOps.exif_transpose(images.read(path))  # as the WebUI's batch tab reads its inputs
-
         def estimate(image):  # inside the job: the WebUI holds its queue lock
             return host.estimate_image(estimator_named(settings.estimator), CACHE, image, background_color())
 
-        def depth_of(path):
-            return hooks.batch_input_depth(path, settings, read_image, estimate, max_pixels())
-
-        def progress(done, total, path):
-            shared.state.textinfo = f"Depth2Img: depth scale of the folder, input {done + 1} of {total}"
-
-        try:
-            return hooks.batch_depth_scale(settings, p, shared.walk_files, depth_of, progress)
-        finally:
-            if (shared.state.textinfo or "").startswith("Depth2Img:"):
-                shared.state.textinfo = None  # pass 1 is over: the WebUI's own status again
+        return hooks.folder_scale_for_job(
+            settings, p, supported=BATCH_DEPTH_DIR_SUPPORTED, max_pixels=max_pixels(), estimate=estimate,
+            read_image=lambda path: ImageOps.exif_transpose(images.read(path)),  # as the batch tab reads its inputs
+            walk_files=shared.walk_files, state=shared.state,
+        )  # fmt: skip
 
     def postprocess(self, p, processed, *args):
-        hooks.append_depth_output(p, processed, _opt("samples_format", "png"), DEPTH_INFO_KEY)
-        hooks.add_api_notices(p, processed, NOTICE_INFO_KEY)
+        hooks.append_depth_output(p, processed, _opt("samples_format", "png"), hooks.DEPTH_INFO_KEY)
+        hooks.add_api_notices(p, processed, hooks.NOTICE_INFO_KEY)
         release_estimators()
 
 
@@ -316,55 +229,49 @@ class Depth2ImgScript(scripts.Script):
 
 
 def on_ui_settings():
-    kwargs = {"section": ("depth2img", "Depth2Img")}
-    if "category_id" in inspect.signature(shared.OptionInfo.__init__).parameters:
-        kwargs["category_id"] = "sd"  # settings categories (v1.8+): listed under "Stable Diffusion"
-    for name, default, label, slider in hooks.SETTINGS:
-        shared.opts.add_option(name, shared.OptionInfo(default, label, gr.Slider if slider else None, slider, **kwargs))
+    hooks.add_settings(shared.opts, shared.OptionInfo, gr.Slider)
 
 
 def add_xyz_axes():
     xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
-    if xyz is None:
-        return
-
-    axes = [
-        xyz.AxisOption(label, kind, apply, choices=choices) if choices else xyz.AxisOption(label, kind, apply)
-        for label, kind, apply, choices in hooks.xyz_axes(lambda: [e.name for e in list_estimators()])
-    ]
-    known = {axis.label for axis in xyz.axis_options}
-    xyz.axis_options.extend(axis for axis in axes if axis.label not in known)
+    if xyz is not None:
+        hooks.add_xyz_axes(xyz, lambda: [e.name for e in list_estimators()])
 
 
 RAW_JSON_BODY = Body(...)
 
 
-def estimate_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
-    try:
-        request = api.parse_estimate_request(body, max_pixels())
-        if request.image is not None:
-            api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-        return api.answer_estimate_request(request, estimate_outside_a_job)  # at the image's (or map's) size
-    except Exception as error:
-        failure = job_error(error)  # the core's ValueErrors: 422 with their message; anything else: 500
-        if failure.status_code >= 500:
-            traceback.print_exc()
-        raise HTTPException(status_code=failure.status_code, detail=failure.detail) from error
+def _http_errors(answer):
+    """A route from answer(body): the core's ValueErrors are 422 with their message, anything else 500."""
+
+    def route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
+        try:
+            return answer(body)
+        except Exception as error:
+            failure = job_error(error)
+            if failure.status_code >= 500:
+                traceback.print_exc()
+            raise HTTPException(status_code=failure.status_code, detail=failure.detail) from error
+
+    return route
 
 
-def mask_route(body: dict = RAW_JSON_BODY):  # raw JSON: our validation names the bad field
-    try:
-        request = api.parse_mask_request(body, max_pixels())
-        depth = request.depth
-        if depth is None:
-            api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-            depth = estimate_outside_a_job(request.image, request.args.estimator)
-        return api.mask_response(request, depth)
-    except Exception as error:
-        failure = job_error(error)  # the core's ValueErrors: 422 with their message; anything else: 500
-        if failure.status_code >= 500:
-            traceback.print_exc()
-        raise HTTPException(status_code=failure.status_code, detail=failure.detail) from error
+@_http_errors
+def estimate_route(body: dict):
+    request = api.parse_estimate_request(body, max_pixels())
+    if request.image is not None:
+        api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+    return api.answer_estimate_request(request, estimate_outside_a_job)  # at the image's (or map's) size
+
+
+@_http_errors
+def mask_route(body: dict):
+    request = api.parse_mask_request(body, max_pixels())
+    depth = request.depth
+    if depth is None:
+        api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        depth = estimate_outside_a_job(request.image, request.args.estimator)
+    return api.mask_response(request, depth)
 
 
 def _body_schema(schema: dict) -> dict:

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from depth2img import depthmap
+from depth2img import webui_hooks as hooks
 from depth2img.args import Depth2ImgArgs
 from depth2img.host import Depth2ImgError
 from depth2img.webui_hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
@@ -195,7 +196,7 @@ def test_an_unexpected_failure_stops_the_job_with_status_500(env, monkeypatch, c
     def broken(*args, **kwargs):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(env.script, "DepthConditioner", broken)
+    monkeypatch.setattr(hooks, "DepthConditioner", broken)
     p = img2img_p(env)
     _, runner = run_job(env, p, ui_args(enabled=True))
     assert_stopped(p, runner, "KeyError.*surprise", status=500)
@@ -273,7 +274,7 @@ def test_return_depth_comes_at_the_generated_size_in_any_samples_format(env, sam
     # All 16 bits reach API users in info, at the generated size: the uploaded ramp, resized (OpenCV's cubic
     # kernel misses a linear ramp by up to 0.05 of a source step; the 16-bit min-max scaling stretches its
     # +-0.2 % border overshoot: 5e-3 of the range covers both).
-    key = env.script.DEPTH_INFO_KEY
+    key = hooks.DEPTH_INFO_KEY
     sent = cv2.imdecode(np.frombuffer(base64.b64decode(processed.extra_generation_params[key]), np.uint8),
                         cv2.IMREAD_UNCHANGED)
     assert sent.dtype == np.uint16 and sent.shape == (96, 128)
@@ -289,7 +290,7 @@ def test_return_depth_of_an_estimated_map_comes_at_the_image_size(env):
     conditioning_of(p, size=(12, 16))
     processed = finish(env, p, script)
     assert processed.images[-1].size == (128, 96)  # MiDaS worked at 384x288
-    assert env.script.DEPTH_INFO_KEY not in processed.extra_generation_params  # not an API request
+    assert hooks.DEPTH_INFO_KEY not in processed.extra_generation_params  # not an API request
 
 
 # ---- preview (issue 7 #5, #8) ----------------------------------------------------------------------------------
@@ -706,7 +707,7 @@ def test_an_approximate_upload_is_said_under_the_result_and_to_api_callers(env):
         [comment] = p.comments
         assert comment.startswith("Depth2Img: ") and "approximate" in comment
         processed = finish(env, p, script)
-        key = env.script.NOTICE_INFO_KEY
+        key = hooks.NOTICE_INFO_KEY
         assert ("approximate" in processed.extra_generation_params.get(key, "")) == is_api
         assert key not in p.extra_generation_params  # never in an image's PNG info
 
