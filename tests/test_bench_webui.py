@@ -144,37 +144,47 @@ def test_options_missing_in_the_webui_name_the_option(options_server):
     assert OptionsStandIn.posts == []
 
 
+# A process standing in for the WebUI's: an earlier, larger peak (640 MiB, freed), 128 MiB held before the
+# request, and a request that touches 192 MiB and frees it. A child of its own, not the test run's process:
+# there, what earlier tests left in the heap (freed memory, threads) decides what RSS an allocation adds.
+_STAND_IN = """
+import sys, time
+import numpy as np
+earlier = np.ones(640 * 2**20, dtype=np.uint8); del earlier
+held = np.ones(128 * 2**20, dtype=np.uint8)
+print("ready", flush=True)
+for line in sys.stdin:
+    added = np.ones(192 * 2**20, dtype=np.uint8)
+    time.sleep(0.2)  # long enough for the 20 ms sampler
+    del added
+    print("done", flush=True)
+"""
+
+
 @pytest.mark.parametrize("use_hwm", [True, False], ids=["VmHWM reset", "RSS sampled"])
 def test_request_peak_memory_is_what_it_added_over_the_process_before_it(use_hwm):
     pytest.importorskip("psutil", reason="psutil is the bench's requirement (environment a), not the WebUI's pins")
-    import gc
-    import os
-    import time
-
-    import numpy as np
+    import subprocess
+    import sys
 
     from bench.bench_webui import WebUIProcess
 
-    process = WebUIProcess(os.getpid())  # this test's process stands in for the WebUI's
-    if use_hwm and not process.uses_hwm:
-        pytest.fail("writing 5 to /proc/self/clear_refs was refused: the VmHWM method cannot be checked here")
-    process.uses_hwm = use_hwm
-    earlier = np.ones(640 * 2**20, dtype=np.uint8)  # an earlier, larger peak that must not count
-    del earlier
-    held = np.ones(128 * 2**20, dtype=np.uint8)  # resident before the request: part of the baseline
-
-    def request():
-        added = np.ones(192 * 2**20, dtype=np.uint8)  # touched, so resident; freed before the request ends
-        time.sleep(0.2)  # long enough for the 20 ms sampler
-        del added
-
-    # Objects left by earlier tests and freed by a garbage collection during the request would lower the RSS
-    # under the baseline and hide the allocation: collect them first, and keep the collector off meanwhile.
-    gc.collect()
-    gc.disable()
+    pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", _STAND_IN], **pipes)
     try:
+        assert child.stdout.readline().strip() == "ready"
+        process = WebUIProcess(child.pid)
+        if use_hwm and not process.uses_hwm:
+            pytest.fail("writing 5 to /proc/PID/clear_refs was refused: the VmHWM method cannot be checked here")
+        process.uses_hwm = use_hwm
+
+        def request():
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "done"
+
         added_mib = process.measure(request).added_peak_bytes / 2**20
     finally:
-        gc.enable()
+        child.kill()
+        child.wait()
     assert 180 <= added_mib <= 192 + 64, added_mib  # not the earlier peak, the memory held before, the whole RSS
-    del held
