@@ -455,7 +455,9 @@ def test_infotext_fields_name_args_fields_and_read_back(env):
     assert back.enabled and back.invert and back.gamma == 2.0
 
 
-def test_xyz_axes_set_depth_settings_for_their_cell(env):
+def xyz_grid_with_our_axes(env):
+    """A stand-in for the WebUI's xyz_grid script module, registered as the WebUI lists it, with our axes added."""
+
     class AxisOption:
         def __init__(self, label, type, apply, choices=None, **kwargs):
             self.label, self.apply, self.choices = label, apply, choices
@@ -465,6 +467,11 @@ def test_xyz_axes_set_depth_settings_for_their_cell(env):
         env.scripts.ScriptClassData(SimpleNamespace(__module__="xyz_grid.py"), "xyz_grid.py", ".", xyz)
     )
     env.script.add_xyz_axes()
+    return xyz
+
+
+def test_xyz_axes_set_depth_settings_for_their_cell(env):
+    xyz = xyz_grid_with_our_axes(env)
     env.script.add_xyz_axes()  # the WebUI may call before_ui twice (UI reload): no duplicate axes
     labels = [axis.label for axis in xyz.axis_options]
     assert len(labels) == len(set(labels)) == 9
@@ -752,15 +759,7 @@ def test_a_bad_depth_range_stops_the_job_naming_the_field(env):
 
 
 def test_the_depth_range_xyz_axis_sets_the_cells_range(env):
-    class AxisOption:
-        def __init__(self, label, type, apply, choices=None, **kwargs):
-            self.label, self.apply = label, apply
-
-    xyz = SimpleNamespace(AxisOption=AxisOption, axis_options=[])
-    env.scripts.scripts_data.append(
-        env.scripts.ScriptClassData(SimpleNamespace(__module__="xyz_grid.py"), "xyz_grid.py", ".", xyz)
-    )
-    env.script.add_xyz_axes()
+    xyz = xyz_grid_with_our_axes(env)
     axis = next(a for a in xyz.axis_options if a.label == "[Depth2Img] Depth range")
     p = img2img_p(env)
     axis.apply(p, "10 20", None)
@@ -882,16 +881,7 @@ def test_preview_shows_the_mask_of_the_band(recorded):
 
 
 def test_the_band_xyz_axes_turn_the_mask_on_for_their_cell(env):
-    class AxisOption:
-        def __init__(self, label, type, apply, choices=None, **kwargs):
-            self.label, self.apply = label, apply
-
-    xyz = SimpleNamespace(AxisOption=AxisOption, axis_options=[])
-    env.scripts.scripts_data.append(
-        env.scripts.ScriptClassData(SimpleNamespace(__module__="xyz_grid.py"), "xyz_grid.py", ".", xyz)
-    )
-    env.script.add_xyz_axes()
-    axes = {axis.label: axis for axis in xyz.axis_options}
+    axes = {axis.label: axis for axis in xyz_grid_with_our_axes(env).axis_options}
     p = img2img_p(env, picture(size=(64, 48)))
     axes["[Depth2Img] Mask band low"].apply(p, "50", None)
     axes["[Depth2Img] Mask band high"].apply(p, "75", None)
