@@ -8,6 +8,7 @@ with small stand-ins of the WebUI's objects.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import shutil
 import traceback
@@ -297,22 +298,55 @@ def batch_depth_scale(
     return dataclasses.replace(settings, depth_range=cached[1])
 
 
-def batch_input_depth(path: Path, settings: Depth2ImgArgs, read_image: Callable, estimate: Callable, max_pixels: int):
+def batch_input_depth(
+    path: Path, settings: Depth2ImgArgs, read_image: Callable, estimate: Callable, max_pixels: int,
+    uploaded: Callable,
+):  # fmt: skip
     """One batch input's unprocessed depth map for the folder's scale, as its job will take it: its map in
-    settings.depth_dir, else the uploaded map (one for all), else estimate(read_image(path)); None (said in the
-    log) when the input cannot be read."""
+    settings.depth_dir, else the uploaded map (one for all; uploaded() -> it decoded, once for the whole pass),
+    else estimate(read_image(path)); None (said in the log) when the input cannot be read."""
     if settings.depth_dir:
         found = load_batch_depth(settings.depth_dir, path, max_pixels, **settings.decode_kwargs())
         if found is not None:
             return found[1].depth
     if settings.source == "upload":
-        return decode_depth_argument(settings.depth_image, max_pixels, **settings.decode_kwargs()).depth
+        return uploaded().depth
     try:
         image = read_image(path)
     except OSError as error:  # the WebUI's batch skips it too
         print(f"[Depth2Img] batch input {path} left out of the folder's depth scale: {error}")
         return None
     return estimate(image)
+
+
+def folder_scale_for_job(
+    settings: Depth2ImgArgs, p, *, supported: bool, read_image: Callable, estimate: Callable, walk_files: Callable,
+    state, max_pixels: int,
+) -> Depth2ImgArgs:
+    """The batch tab's "one depth scale for the whole folder" for this job (batch_depth_scale), its pass 1's
+    progress in the WebUI's status text (state.textinfo), which is the WebUI's own again afterwards.
+
+    read_image(path) -> PIL as the batch tab reads its inputs; estimate(image) -> depth with the job's estimator.
+    """
+    if settings.batch_depth_scale == "global" and not supported:
+        print(f"[Depth2Img] one depth scale for the whole folder is not used: {BATCH_DEPTH_DIR_NOTE}")
+        return settings
+
+    @functools.cache
+    def uploaded():  # one map for all inputs: decoded once for the whole pass
+        return decode_depth_argument(settings.depth_image, max_pixels, **settings.decode_kwargs())
+
+    def depth_of(path):
+        return batch_input_depth(path, settings, read_image, estimate, max_pixels, uploaded)
+
+    def progress(done, total, path):
+        state.textinfo = f"Depth2Img: depth scale of the folder, input {done + 1} of {total}"
+
+    try:
+        return batch_depth_scale(settings, p, walk_files, depth_of, progress)
+    finally:
+        if (state.textinfo or "").startswith("Depth2Img:"):
+            state.textinfo = None  # pass 1 is over: the WebUI's own status again
 
 
 # ---- XYZ grid axes --------------------------------------------------------------------------------
@@ -466,32 +500,6 @@ def register_demo_text_arch() -> None:
         register_tiny_open_clip_arch()
     except Exception as error:
         print(f"[Depth2Img] demo text encoder not registered: {error}")
-
-
-def folder_scale_for_job(
-    settings: Depth2ImgArgs, p, *, supported: bool, read_image: Callable, estimate: Callable, walk_files: Callable,
-    state, max_pixels: int,
-) -> Depth2ImgArgs:
-    """The batch tab's "one depth scale for the whole folder" for this job (batch_depth_scale), its pass 1's
-    progress in the WebUI's status text (state.textinfo), which is the WebUI's own again afterwards.
-
-    read_image(path) -> PIL as the batch tab reads its inputs; estimate(image) -> depth with the job's estimator.
-    """
-    if settings.batch_depth_scale == "global" and not supported:
-        print(f"[Depth2Img] one depth scale for the whole folder is not used: {BATCH_DEPTH_DIR_NOTE}")
-        return settings
-
-    def depth_of(path):
-        return batch_input_depth(path, settings, read_image, estimate, max_pixels)
-
-    def progress(done, total, path):
-        state.textinfo = f"Depth2Img: depth scale of the folder, input {done + 1} of {total}"
-
-    try:
-        return batch_depth_scale(settings, p, walk_files, depth_of, progress)
-    finally:
-        if (state.textinfo or "").startswith("Depth2Img:"):
-            state.textinfo = None  # pass 1 is over: the WebUI's own status again
 
 
 # ---- one job, from the script's process() ------------------------------------------------------------
