@@ -6,8 +6,6 @@ own lock); errors are Depth2ImgError with status 422 and a message naming the fi
 
 from __future__ import annotations
 
-import base64
-import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +17,7 @@ from . import depthmap, masks
 from .args import ArgsError, Depth2ImgArgs, json_schema
 from .checkpoints import inspect_checkpoint_cached
 from .estimators import get_estimator_info, list_estimators
-from .host import Depth2ImgError, decode_base64, decode_depth_argument, png16_base64
+from .host import Depth2ImgError, decode_base64, decode_depth_argument, png16_base64, png_base64
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +199,8 @@ def mask_response(request: MaskRequest, depth: np.ndarray) -> dict[str, Any]:
         )
     except masks.MaskError as error:
         raise Depth2ImgError(f"fields 'mask_low', 'mask_high' (the depth band): {error}") from error
-    buffer = io.BytesIO()
-    mask.save(buffer, format="PNG")
     return {
-        "mask": base64.b64encode(buffer.getvalue()).decode(),
+        "mask": png_base64(mask),
         "width": mask.width,
         "height": mask.height,
         "note": note,

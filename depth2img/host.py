@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -392,3 +393,10 @@ def depth_output_image(depth: np.ndarray, file_format: str) -> Image.Image:
 def png16_base64(depth: np.ndarray) -> str:
     """A depth map as base64 of a 16-bit grayscale PNG (white = near), as the API returns it."""
     return base64.b64encode(depthmap.encode_png16(depth)).decode("ascii")
+
+
+def png_base64(image: Image.Image) -> str:
+    """A PIL image as base64 of a PNG, as the WebUI's API takes and returns pictures."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -12,13 +12,13 @@ is sent in those units, so the conditioning is the local one up to the PNG's 1/6
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import depthmap
 from .distribute import WorkerFailed
+from .host import png16_base64, png_base64
 from .sequence import FrameJob, load_frame
 
 # The WebUI's sampler for each of the engine's schedulers (PNDM as diffusers runs it is PLMS).
@@ -41,18 +41,12 @@ def depth_png_and_range(
     """(base64 16-bit PNG of the map, the range in the PNG's 0..1 units). The PNG is min-max scaled
     (depthmap.to_uint16), so the range follows the same affine map; a flat map is all zeros, and the range is
     shifted by its value so that the frame keeps its place on the shared scale."""
-    encoded = base64.b64encode(depthmap.encode_png16(depth)).decode("ascii")
+    encoded = png16_base64(depth)
     if depth_range is None:
         return encoded, None
     low, high = float(depth.min()), float(depth.max())
     span = high - low if high > low else 1.0
     return encoded, [(depth_range[0] - low) / span, (depth_range[1] - low) / span]
-
-
-def _image_b64(image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def depth2img_args(depth: np.ndarray, depth_range, mask_settings) -> dict:
@@ -73,7 +67,7 @@ def img2img_payload(template, image, depth: np.ndarray, depth_range, settings: W
     """The body of POST /sdapi/v1/img2img for one frame (template: the sequence's GenerationRequest, with its
     output size already chosen)."""
     payload = {
-        "init_images": [_image_b64(image)],
+        "init_images": [png_base64(image)],
         "prompt": template.prompt,
         "negative_prompt": template.negative_prompt or "",
         "seed": template.seed,
