@@ -51,6 +51,18 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
+# A full disk otherwise shows up as pip's "No space left on device" halfway through.
+# Measured: .venv about 2 GB; .venv-webui about 5 GB (torch 2.1.2 is a CUDA build) plus pip's download.
+case "$kind" in current) need_gb=4 ;; webui) need_gb=9 ;; esac
+for dir in . "${TMPDIR:-/tmp}"; do
+  free_kb="$(df -Pk "$dir" | awk 'NR == 2 {print $4}')"
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+    echo "set-up failed: $venv needs about $need_gb GB free on $(cd "$dir" && pwd)," \
+         "which has $((free_kb / 1024)) MB. Free some space (old clones, /tmp) and run again." >&2
+    exit 1
+  fi
+done
+
 echo "setting up $venv ($kind, $("$python" --version 2>&1)) ..." >&2
 log="$(mktemp -t depth2img-setup.XXXXXX)"
 run() {
