@@ -225,6 +225,11 @@ def open_page(browser, url, outside: list):
     return page
 
 
+def upload_init_image(page, path) -> None:
+    page.locator("#depth2img_init_image input[type=file]").set_input_files(str(path))
+    page.locator("#depth2img_init_image img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+
+
 def set_number(page, elem_id: str, value) -> None:
     field = page.locator(f"#{elem_id} input[type=number]")
     field.fill(str(value))
@@ -251,8 +256,7 @@ def test_browser_preview_generate_and_download_16_bit_depth(server, browser, fil
     outside: list[str] = []
     page = open_page(browser, url, outside)
     assert "results are noise" in page.locator("#depth2img_demo_banner").inner_text().replace("pictures", "results")
-    page.locator("#depth2img_init_image input[type=file]").set_input_files(str(files / "scene.png"))
-    page.locator("#depth2img_init_image img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    upload_init_image(page, files / "scene.png")
     page.click("#depth2img_preview")
     for view in ("gray", "color"):
         page.locator(f"#depth2img_preview_{view} img").first.wait_for(timeout=JOB_TIMEOUT_MS)
@@ -312,8 +316,7 @@ def test_browser_two_pages_generating_at_once_both_get_images(server, browser, f
     url, _, _ = server
     pages = [open_page(browser, url, []) for _ in range(2)]
     for index, page in enumerate(pages):
-        page.locator("#depth2img_init_image input[type=file]").set_input_files(str(files / "scene.png"))
-        page.locator("#depth2img_init_image img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+        upload_init_image(page, files / "scene.png")
         small_job(page, steps=4)
         set_number(page, "depth2img_seed", 100 + index)
     for page in pages:
@@ -327,8 +330,7 @@ def test_browser_two_pages_generating_at_once_both_get_images(server, browser, f
 def test_browser_stop_ends_the_job_between_steps(server, browser, files):
     url, _, _ = server
     page = open_page(browser, url, [])
-    page.locator("#depth2img_init_image input[type=file]").set_input_files(str(files / "scene.png"))
-    page.locator("#depth2img_init_image img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    upload_init_image(page, files / "scene.png")
     small_job(page, steps=150, size=256)  # long enough (~30 s here) to press Stop in the middle
     set_number(page, "depth2img_strength", 1)
     page.click("#depth2img_generate")
@@ -353,8 +355,7 @@ def test_browser_stop_ends_the_job_between_steps(server, browser, files):
 def test_browser_painted_mask_inpaints(server, browser, files):
     url, _, _ = server
     page = open_page(browser, url, [])
-    page.locator("#depth2img_init_image input[type=file]").set_input_files(str(files / "scene.png"))
-    page.locator("#depth2img_init_image img").first.wait_for(timeout=JOB_TIMEOUT_MS)
+    upload_init_image(page, files / "scene.png")
     page.get_by_text("Inpaint: paint the area to repaint").click()
     editor = page.locator("#depth2img_mask")
     editor.locator("button[aria-label='Brush']").click()

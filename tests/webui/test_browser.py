@@ -79,9 +79,7 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_pat
         page.click(f"#mode_img2img > .tab-nav button:text-is('{tab}')")
         page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
         page.wait_for_timeout(1000)
-    accordion = page.locator("#depth2img_img2img")
-    if not page.locator("#depth2img_img2img_preview").is_visible():
-        accordion.locator(".label-wrap").first.click()
+    open_depth_panel(page)
     page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
     gray = page.locator("#depth2img_img2img_preview_gray img")
     old_src = gray.get_attribute("src") if gray.count() else None
@@ -130,8 +128,7 @@ def test_preview_shows_the_depth_band_mask_over_the_image(page, webui, tmp_path)
     page.click("#mode_img2img > .tab-nav button:text-is('img2img')")
     page.locator("#img2img_image input[type=file]").set_input_files(str(tmp_path / "picture.png"))
     page.wait_for_timeout(1000)
-    if not page.locator("#depth2img_img2img_preview").is_visible():
-        page.locator("#depth2img_img2img").locator(".label-wrap").first.click()
+    open_depth_panel(page)
     page.locator("#depth2img_img2img_source label:has-text('upload')").click()
     clear = page.locator("#depth2img_img2img_depth_file button[aria-label='Clear']")  # an earlier test's upload
     if clear.count():
@@ -162,6 +159,20 @@ def test_preview_shows_the_depth_band_mask_over_the_image(page, webui, tmp_path)
     page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
 
 
+def open_depth_panel(page):
+    """Opens (and so enables) the img2img tab's Depth2Img accordion unless it already is."""
+    if not page.locator("#depth2img_img2img-checkbox input").is_checked():
+        page.locator("#depth2img_img2img .label-wrap").first.click()
+
+
+def batch_folders(tmp_path):
+    """Empty input, depth-map and output folders for a batch-tab job."""
+    folders = tmp_path / "in", tmp_path / "depth", tmp_path / "out"
+    for folder in folders:
+        folder.mkdir()
+    return folders
+
+
 def open_img2img_batch_from_directory(page):
     page.click("#tabs > .tab-nav button:has-text('img2img')")
     page.click("#mode_img2img > .tab-nav button:has-text('Batch')")
@@ -176,9 +187,7 @@ def open_img2img_batch_from_directory(page):
 def test_batch_folder_box_shows_only_in_the_batch_sub_tab(page, webui):
     """The depth-map folder does something only in img2img's Batch sub-tab: elsewhere it is hidden."""
     page.click("#tabs > .tab-nav button:has-text('img2img')")
-    accordion = page.locator("#depth2img_img2img")
-    if not page.locator("#depth2img_img2img-checkbox input").is_checked():
-        accordion.locator(".label-wrap").first.click()
+    open_depth_panel(page)
     boxes = [page.locator(f"#depth2img_img2img_{name}") for name in ("depth_dir", "batch_depth_scale")]
     for tab in ("img2img", "Inpaint upload"):
         page.click(f"#mode_img2img > .tab-nav button:text-is('{tab}')")
@@ -206,17 +215,13 @@ def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
     from .conftest import decode, png_b64, rgb_b64
 
     open_img2img_batch_from_directory(page)
-    accordion = page.locator("#depth2img_img2img")
-    if not page.locator("#depth2img_img2img-checkbox input").is_checked():
-        accordion.locator(".label-wrap").first.click()
+    open_depth_panel(page)
     if not page.locator("#depth2img_img2img_depth_dir").is_visible():
         # WebUI before v1.9: the panel says why instead (no images.read to learn a batch input's file name).
         assert "v1.9" in page.locator("#depth2img_img2img_depth_dir_note").first.inner_text()
         pytest.skip("batch-tab depth folders need WebUI v1.9+; the panel says so")
 
-    inputs, depths, outputs = tmp_path / "in", tmp_path / "depth", tmp_path / "out"
-    for folder in (inputs, depths, outputs):
-        folder.mkdir()
+    inputs, depths, outputs = batch_folders(tmp_path)
     picture = Image.fromarray(np.random.default_rng(3).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     ramp = np.tile(np.linspace(0, 65535, 64), (64, 1)).astype(np.uint16)
     maps = {"a": ramp, "b": ramp.T.copy()}
@@ -279,16 +284,12 @@ def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
     from .conftest import decode, png_b64, rgb_b64
 
     open_img2img_batch_from_directory(page)
-    accordion = page.locator("#depth2img_img2img")
-    if not page.locator("#depth2img_img2img-checkbox input").is_checked():
-        accordion.locator(".label-wrap").first.click()
+    open_depth_panel(page)
     if not page.locator("#depth2img_img2img_batch_depth_scale").is_visible():
         assert "v1.9" in page.locator("#depth2img_img2img_depth_dir_note").first.inner_text()
         pytest.skip("one depth scale for a batch folder needs WebUI v1.9+; the panel says so")
 
-    inputs, depths, outputs = tmp_path / "in", tmp_path / "depth", tmp_path / "out"
-    for folder in (inputs, depths, outputs):
-        folder.mkdir()
+    inputs, depths, outputs = batch_folders(tmp_path)
     rng = np.random.default_rng(12)
     pictures, maps = {}, {}
     for name, top in (("a", 65535), ("b", 32767)):
