@@ -94,6 +94,11 @@ class Depth2ImgArgs:
             return cls()
         if isinstance(args, dict):
             return cls.from_dict(args)
+        if not isinstance(args, (list, tuple)):
+            raise ArgsError(
+                f"depth2img args must be a list ([{{named settings}}] or positional) or an object, "
+                f"got {type(args).__name__}"
+            )
         if isinstance(args[0], dict):
             # The WebUI API puts the request's args first and fills the other positions with UI defaults.
             return cls.from_dict(args[0])

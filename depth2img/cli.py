@@ -155,7 +155,6 @@ def _request_from_args(args, settings, **inputs):
 
 def cmd_generate(args) -> int:
     from . import depthmap
-    from .engine import check_request, generate, load_pipeline
     from .files import check_output
 
     max_pixels = _max_pixels(args)
@@ -180,6 +179,9 @@ def cmd_generate(args) -> int:
     image = _open_image(args.image, "init image", max_pixels) if args.image else None
     mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
     depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None  # before the model loads
+    # torch and diffusers only now: a refused input costs no second and no memory (issue: decompression bombs)
+    from .engine import check_request, generate, load_pipeline
+
     estimator = _folder_estimator(args.estimator)
     if estimator is not None and depth is None and image is not None:
         depth = _estimate(estimator, image)  # the engine takes it as the depth map, as it takes its own estimate
@@ -205,12 +207,12 @@ def cmd_generate(args) -> int:
 
 def cmd_depth(args) -> int:
     from . import depthmap
-    from .engine import load_pipeline
     from .files import check_output
 
     max_pixels = _max_pixels(args)
     out = check_output(args.out, "--out", [args.image, args.checkpoint], depthmap.DEPTH_OUTPUT_SUFFIXES)
     image = _open_image(args.image, "image", max_pixels).convert("RGB")
+    from .engine import load_pipeline  # after the input passed the gate, as in generate
     estimator = _folder_estimator(args.estimator)
     if estimator is not None:  # no Stable Diffusion checkpoint needed
         depth = _estimate(estimator, image)
@@ -228,7 +230,6 @@ def cmd_mask(args) -> int:
     import numpy as np
 
     from . import depthmap
-    from .engine import depth_band_mask, load_pipeline
     from .files import check_output
 
     max_pixels = _max_pixels(args)
@@ -244,9 +245,12 @@ def cmd_mask(args) -> int:
             f"mask size {painted.width}x{painted.height} differs from the image's {image.width}x{image.height}; "
             "give a mask of the same size"
         )
+    depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None
+    from .engine import depth_band_mask, load_pipeline  # after the inputs passed the gate, as in generate
+
     estimator = None if args.depth else _folder_estimator(args.estimator)
-    if args.depth:
-        depth = _load_depth(args.depth, settings, max_pixels)
+    if depth is not None:
+        pass
     elif estimator is not None:
         depth = _estimate(estimator, image)
     else:
@@ -657,17 +661,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     args = build_parser().parse_args(argv)
-    from .checkpoints import CheckpointError
-    from .depthmap import DepthMapError, ImageTooLargeError
+    # Errors from the light modules only: importing checkpoints here would load torch before the inputs are
+    # checked (its CheckpointError is a ValueError, caught below).
+    from .limits import DepthMapError, ImageTooLargeError
 
     try:
         return args.func(args)
     except ImageTooLargeError as error:
         print(f"error: {error} (--max-megapixels raises it)", file=sys.stderr)
         return EXIT_USAGE
-    except (UserError, CheckpointError, DepthMapError, OSError) as error:
+    except (UserError, DepthMapError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    except ValueError as error:  # request validation in the engine (NaN depth, sizes, steps, ...)
+    except ValueError as error:  # checkpoints, request validation in the engine (NaN depth, sizes, steps, ...)
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,15 +29,12 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from . import exr, image_gate
+from .limits import DEFAULT_MAX_PIXELS, DepthMapError, ImageTooLargeError, check_pixels
+
+__all__ = ["DEFAULT_MAX_PIXELS", "DepthMapError", "ImageTooLargeError", "check_pixels"]  # re-exported
+
 DepthSource = str | Path | bytes | Image.Image | np.ndarray
-
-_NPY_MAGIC = b"\x93NUMPY"
-
-# Largest image (depth map or init image) decoded, in pixels: far above any real depth map or photo that
-# SD 2 can use, far below what takes a machine down (OpenCV decodes up to 2^30 pixels: 4 GB as float32).
-# The WebUI has a setting for it, the CLI --max-megapixels.
-DEFAULT_MAX_PIXELS = 64_000_000
-
 
 DEPTH_KINDS = ("auto", "inverse", "distance")
 
@@ -56,88 +53,54 @@ BACKGROUND_DISTANCE = 1e9
 MAX_DISTANCE_RATIO = 1000.0
 
 
-class DepthMapError(ValueError):
-    """A depth map that cannot be used; the message says what is wrong and what to do."""
-
-
-class ImageTooLargeError(DepthMapError):
-    """An image whose header declares more pixels than the limit; nothing was decoded."""
-
-    def __init__(self, what: str, size: str, max_pixels: int):
-        self.max_pixels = max_pixels
-        super().__init__(
-            f"{what} is {size}, above the limit of {max_pixels / 1e6:g} megapixels; "
-            "use a smaller image or raise the limit"
-        )
-
-
-def _npy_shape(data: bytes) -> tuple[int, ...]:
-    stream = io.BytesIO(data)
-    version = np.lib.format.read_magic(stream)
-    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-    return reader(stream)[0]
-
-
-def _header_size(data: bytes) -> tuple[int, int] | str | None:
-    """(width, height) from an encoded image's header without decoding its pixels; None if PIL cannot tell.
-
-    Pillow refuses to open images above twice its own limit, before anyone sees their size: then a text
-    saying at least how large it is.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-        try:
-            with Image.open(io.BytesIO(data)) as image:  # lazy: reads the header only
-                return image.size
-        except Image.DecompressionBombError:
-            return f"over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels"
-        except (UnidentifiedImageError, OSError, ValueError):
-            return None
-
-
-def check_pixels(what: str, width: int, height: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    if width * height > max_pixels:
-        raise ImageTooLargeError(what, f"{width}x{height} ({width * height / 1e6:.1f} megapixels)", max_pixels)
-
-
-def check_encoded_size(data: bytes, what: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
-    """Refuse an encoded image or .npy whose header declares more than max_pixels, before decoding it."""
-    if data[: len(_NPY_MAGIC)] == _NPY_MAGIC:
-        try:
-            shape = _npy_shape(data)
-        except ValueError:  # a malformed header: the decoder names the problem
-            return
-        size = (shape[1], shape[0]) if len(shape) >= 2 else None
-    else:
-        size = _header_size(data)
-    if isinstance(size, str):
-        raise ImageTooLargeError(what, size, max_pixels)
-    if size is not None:
-        check_pixels(what, size[0], size[1], max_pixels)
-
-
-def open_image(source: str | Path | bytes, what: str, max_pixels: int = DEFAULT_MAX_PIXELS):
-    """A fully loaded PIL image from a path or bytes, refused before decoding when larger than max_pixels."""
-    from PIL import Image, UnidentifiedImageError
-
+def _read_source(source: str | Path | bytes, what: str) -> tuple[bytes, str]:
+    """The bytes of a file or buffer and the name messages use ("init image /path/x.png" or "init image")."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise DepthMapError(f"{what} not found: {path}")
-        data, name = path.read_bytes(), f"{what} {path}"
-    else:
-        data, name = bytes(source), what
-    check_encoded_size(data, name, max_pixels)
+        return path.read_bytes(), f"{what} {path}"
+    return bytes(source), what
+
+
+def open_image(
+    source: str | Path | bytes,
+    what: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    background: str | None = None,
+) -> Image.Image:
+    """A picture (path or bytes) as every host shows it: through the decoding gate, fully loaded, turned by
+    its EXIF orientation (as the WebUI and phones display a photo); with `background`, RGB with any
+    transparency flattened on that colour (the WebUI's rule, see flatten)."""
+    from PIL import ImageOps, UnidentifiedImageError
+
+    data, name = _read_source(source, what)
+    admitted = image_gate.admit(data, name, image_gate.PICTURE_FORMATS, max_pixels)
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit was applied above
-            image = Image.open(io.BytesIO(data))
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the gate applied our limit
+            image = Image.open(io.BytesIO(data), formats=[admitted.format])
             image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+            image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
         raise DepthMapError(f"{name} is not a readable image ({error})") from error
-    return image
+    return image if background is None else flatten(image, background)
+
+
+def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+    """RGB with transparent parts on `background`: the WebUI's rule (modules.images.flatten with its setting
+    img2img_background_color), so every host estimates depth from the picture the WebUI generates from.
+
+    The WebUI applies it to RGBA; other modes with alpha (LA, PA, palette/RGB transparency) get the same.
+    """
+    if image.mode in ("LA", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        canvas = Image.new("RGBA", image.size, background)
+        canvas.paste(image, mask=image)  # the WebUI's paste: same rounding as its own init image
+        image = canvas
+    return image.convert("RGB")
 
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
@@ -200,23 +163,42 @@ class _Decoded:
 
 
 def _decode_encoded(data: bytes, name: str, max_pixels: int, exr_channel: str) -> _Decoded:
-    from . import exr
-
-    if exr.is_exr(data):
+    fmt = image_gate.admit(data, name, image_gate.DEPTH_FORMATS, max_pixels).format
+    if fmt == "EXR":
         found = exr.read_exr_depth(data, name, max_pixels, exr_channel)
         return _Decoded(found.values, name, normalized=found.normalized, exr_channel=found.channel)
-    check_encoded_size(data, name, max_pixels)
-    if data[: len(_NPY_MAGIC)] == _NPY_MAGIC:
+    if fmt == "NPY":
         array = np.load(io.BytesIO(data), allow_pickle=False)
         return _Decoded(_from_array(array), name, normalized=np.issubdtype(array.dtype, np.integer))
-    # OpenCV keeps 16-bit PNG/TIFF and float32 TIFF data that PIL would reduce.
+    # OpenCV keeps 16-bit PNG/TIFF and float32 TIFF data that PIL would reduce; it ignores EXIF orientation,
+    # which is applied after (as for pictures).
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise DepthMapError(
             f"{name} is not a readable image: use a PNG (8/16-bit), TIFF (16-bit or float), EXR or .npy file"
         )
     normalized = np.issubdtype(decoded.dtype, np.integer)
-    return _Decoded(_from_array(decoded, channel_order="BGR"), name, normalized=normalized)
+    values = _exif_oriented(_from_array(decoded, channel_order="BGR"), data, fmt)
+    return _Decoded(values, name, normalized=normalized)
+
+
+def _exif_oriented(values: np.ndarray, data: bytes, fmt: str) -> np.ndarray:
+    """The map turned by the file's EXIF orientation (1-8), as Pillow's exif_transpose turns a picture."""
+    if fmt not in ("JPEG", "PNG", "TIFF", "WebP"):
+        return values
+    try:
+        with Image.open(io.BytesIO(data), formats=[fmt]) as image:
+            orientation = image.getexif().get(0x0112, 1)
+    except (OSError, ValueError, SyntaxError):
+        return values
+    # orientation -> (rotations by 90 degrees counter-clockwise, flip left-right first); the EXIF spec's table
+    turns = {2: (0, True), 3: (2, False), 4: (2, True), 5: (1, True), 6: (3, False), 7: (3, True), 8: (1, False)}
+    if orientation not in turns:
+        return values
+    rotations, mirror = turns[orientation]
+    if mirror:
+        values = values[:, ::-1]
+    return np.ascontiguousarray(np.rot90(values, rotations))
 
 
 def _decode(source: DepthSource, max_pixels: int, exr_channel: str) -> _Decoded:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -336,16 +337,44 @@ def list_estimators(has_depth_checkpoint: bool | None = None) -> list[EstimatorI
     return [_checkpoint_midas_info(has_depth_checkpoint), *folders, *_controlnet_entries()]
 
 
+# Whether an estimator may be named by a folder path anywhere (the CLI and the app: the caller is the machine's
+# user) or only by a registered name / a path inside ESTIMATOR_DIRS (the WebUI, whose API callers are strangers).
+# The WebUI script calls restrict_to_model_folders() at import.
+ANY_FOLDER_PATH = True
+
+
+def restrict_to_model_folders() -> None:
+    global ANY_FOLDER_PATH
+    ANY_FOLDER_PATH = False
+
+
+def _is_path(name: str) -> bool:
+    return any(sep in name for sep in ("/", "\\")) or name in (".", "..") or name.startswith("~")
+
+
 def _find_folder(name: str):
-    """The folder estimator called `name`, or the folder at path `name` (the CLI's --estimator PATH)."""
+    """The folder estimator called `name`, or the folder at path `name` (the CLI's --estimator PATH; in the
+    WebUI only a path inside the model folders, judged on the string alone: no other path is looked at)."""
     from pathlib import Path
 
-    from .folder_estimators import inspect_folder
+    from .folder_estimators import ESTIMATOR_DIRS, inspect_folder
 
-    for folder in _folders():
+    folders = _folders()
+    for folder in folders:
         if folder.name == name:
             return folder
-    if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or Path(name).is_dir():
+    if not ANY_FOLDER_PATH:
+        if not _is_path(name):
+            return None
+        normal = os.path.normpath(name)
+        for folder in folders:
+            if any(normal == os.path.normpath(root / folder.name) for root in ESTIMATOR_DIRS):
+                return folder
+        raise ValueError(
+            "a path is accepted only for a folder inside the model folders (models/depth); "
+            "give the estimator's name instead (GET /depth2img/v1/estimators lists them)"
+        )
+    if _is_path(name) or Path(name).is_dir():
         path = Path(name).expanduser()
         if not path.is_dir():
             raise ValueError(f"estimator folder not found: {path}")
@@ -364,7 +393,8 @@ def get_estimator_info(name: str, has_depth_checkpoint: bool | None = None) -> E
     folder = _find_folder(name)
     if folder is None:
         choices = ", ".join(info.name for info in list_estimators())
-        raise ValueError(f"unknown estimator {name!r}; choices: {choices} (or the path of a model folder)")
+        where = " (or the path of a model folder)" if ANY_FOLDER_PATH else ""
+        raise ValueError(f"unknown estimator {name!r}; choices: {choices}{where}")
     return _folder_entry(folder)
 
 

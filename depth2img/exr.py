@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .depthmap import DepthMapError, ImageTooLargeError, check_pixels
+from .limits import DepthMapError, ImageTooLargeError, check_pixels
 
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 
@@ -159,3 +159,9 @@ def read_exr_depth(data: bytes, name: str, max_pixels: int, channel: str = "") -
             "Z Combine or an Inpaint node) before using it as a depth map"
         )
     return ExrDepth(values=values, channel=picked, normalized=normalized)
+
+
+def largest_window(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) of the largest part's data window, from the header only (for the decoding gate)."""
+    sizes = [_window_size(part.header) for part in _open(data, name, header_only=True).parts]
+    return max(sizes, key=lambda size: size[0] * size[1], default=(0, 0))

@@ -143,7 +143,7 @@ def inspect_folder(folder: str | Path, name: str | None = None) -> FolderInfo:
     if not config_path.is_file() and (folder / "model_index.json").is_file():
         return inspect_diffusers_folder(folder, name)
     if not config_path.is_file():
-        return unavailable(f"{folder} has no config.json: not a transformers model folder")
+        return unavailable(f"the folder {folder.name!r} has no config.json: not a transformers model folder")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         model_type = str(config["model_type"])
@@ -179,15 +179,15 @@ def inspect_folder(folder: str | Path, name: str | None = None) -> FolderInfo:
         pickled = [p.name for p in folder.glob("*.bin")]
         if pickled:
             reason = (
-                f"{folder} has weights as {', '.join(pickled)} (pickle, which can run code): depth2img loads "
-                "safetensors only; save the model with safe_serialization=True"
+                f"the folder {folder.name!r} has weights as {', '.join(pickled)} (pickle, which can run code): "
+                "depth2img loads safetensors only; save the model with safe_serialization=True"
             )
         else:
-            reason = f"{folder} has no *.safetensors weights"
+            reason = f"the folder {folder.name!r} has no *.safetensors weights"
         return unavailable(reason, model_type, label, metric)
     if not (folder / "preprocessor_config.json").is_file():
         return unavailable(
-            f"{folder} has no preprocessor_config.json: save the model's image processor beside it "
+            f"the folder {folder.name!r} has no preprocessor_config.json: save the model's image processor beside it "
             "(image_processor.save_pretrained(folder))",
             model_type,
             label,
@@ -367,12 +367,14 @@ def inspect_diffusers_folder(folder: Path, name: str) -> FolderInfo:
     pipeline_class = index.get("_class_name", "") if isinstance(index, dict) else ""
     if pipeline_class != MARIGOLD_CLASS:
         return unavailable(
-            f"{folder} holds a diffusers {pipeline_class or 'pipeline'}, not a depth estimator "
+            f"the folder {folder.name!r} holds a diffusers {pipeline_class or 'pipeline'}, not a depth estimator "
             f"(depth2img runs {MARIGOLD_CLASS} folders)"
         )
     prediction = index.get("prediction_type") or "depth"
     if prediction not in ("depth", "disparity"):
-        return unavailable(f"{folder}: Marigold prediction_type {prediction!r} is not depth or disparity")
+        return unavailable(
+            f"the folder {folder.name!r}: Marigold prediction_type {prediction!r} is not depth or disparity"
+        )
     # disparity is inverse depth; "depth" is affine-invariant depth, 0 = near .. 1 = far (a relative distance)
     kind = "inverse" if prediction == "disparity" else "distance"
     try:
@@ -383,7 +385,9 @@ def inspect_diffusers_folder(folder: Path, name: str) -> FolderInfo:
             "(the WebUI does not ship diffusers): pip install diffusers"
         )
     if not any(folder.rglob("*.safetensors")):
-        return unavailable(f"{folder} has no *.safetensors weights (depth2img loads safetensors only)")
+        return unavailable(
+            f"the folder {folder.name!r} has no *.safetensors weights (depth2img loads safetensors only)"
+        )
     return FolderInfo(name, folder, "marigold", label, kind, True)
 
 

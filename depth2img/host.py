@@ -68,19 +68,8 @@ def decode_base64(value: str, field: str) -> bytes:
         raise Depth2ImgError(f"{field} is not valid base64 (nor a data URL)") from error
 
 
-def flatten_image(image: Image.Image, background: str = "#ffffff") -> Image.Image:
-    """RGB with transparent parts on `background`: the WebUI's rule (modules.images.flatten with its setting
-    img2img_background_color), so a depth map is estimated from the picture the WebUI generates from.
-
-    The WebUI applies it to RGBA; other modes with alpha (LA, PA, palette/RGB transparency) get the same.
-    """
-    if image.mode in ("LA", "PA") or (image.mode in ("P", "L", "RGB") and "transparency" in image.info):
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        canvas = Image.new("RGBA", image.size, background)
-        canvas.paste(image, mask=image)  # the WebUI's paste: same rounding as its own init image
-        image = canvas
-    return image.convert("RGB")
+# The one flattening rule of every host (depthmap.flatten); the name the WebUI job code uses.
+flatten_image = depthmap.flatten
 
 
 class ModuleMidasEstimator(DepthEstimator):
