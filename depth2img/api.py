@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,7 +242,8 @@ def estimators_response(has_depth_checkpoint: bool | None) -> list[dict[str, Any
 
 
 def checkpoints_response(entries: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """entries: (title, path) of the host's checkpoints -> the depth ones, with what they are.
+    """entries: (title, path) of the host's checkpoints -> the depth ones, with what they are: title, the
+    file's name, format and dtype (never the server path: callers may be strangers).
 
     A file that cannot be read (truncated download, junk) is skipped with one log line naming it: one bad
     file must not take the listing down.
@@ -251,8 +253,8 @@ def checkpoints_response(entries: list[tuple[str, str]]) -> list[dict[str, Any]]
         try:
             info = inspect_checkpoint_cached(path)
         except Exception as error:  # any reader's failure on any file: skip it, say which
-            logger.warning("[Depth2Img] skipped %s in the depth checkpoint list: %s", path, error)
+            logger.warning("[Depth2Img] skipped %s in the depth checkpoint list: %s", path, error)  # server log only
             continue
         if info.is_depth_model:
-            out.append({"title": title, "path": str(path), "format": info.format, "dtype": info.dtype})
+            out.append({"title": title, "name": Path(path).name, "format": info.format, "dtype": info.dtype})
     return out

@@ -20,6 +20,8 @@ MASK_BAND_MODES = ("range", "percentile")
 MASK_COMBINE_MODES = ("replace", "intersect", "union")
 BATCH_DEPTH_SCALES = ("per-image", "global")
 INFOTEXT_PREFIX = "Depth2Img"
+# The batch tab's depth folder in the infotext: its name only, a fact about the run (never a pasted setting).
+DEPTH_FOLDER_FACT = "depth folder"
 
 
 class ArgsError(ValueError):
@@ -140,11 +142,18 @@ class Depth2ImgArgs:
         defaults = Depth2ImgArgs()
         out = {}
         for f in fields(self):
-            if f.name in ("depth_image", "return_depth"):
+            # depth_dir is a server path: a shared PNG carries only the folder's name, as a fact (not pasted back).
+            if f.name in ("depth_image", "return_depth", "depth_dir"):
                 continue
             value = getattr(self, f.name)
+            if f.name == "estimator" and ("/" in value or "\\" in value):
+                value = value.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]  # a model folder: its name only
             if f.name == "enabled" or value != getattr(defaults, f.name):
                 out[f"{INFOTEXT_PREFIX} {f.name}"] = _infotext_value(value)
+        if self.depth_dir:
+            out[f"{INFOTEXT_PREFIX} {DEPTH_FOLDER_FACT}"] = _infotext_value(
+                self.depth_dir.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+            )
         return out
 
     @classmethod

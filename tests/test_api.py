@@ -112,6 +112,8 @@ def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them
     with caplog.at_level(logging.WARNING):
         listed = checkpoints_response(entries)
     assert [(e["title"], e["format"]) for e in listed] == [("depth [abc]", "safetensors")]
+    # A caller may be a stranger: the file's name, never the server path (issue 14).
+    assert listed[0]["name"] == tiny_checkpoint.name and str(tiny_checkpoint.parent) not in str(listed)
     for bad in (truncated, junk):
         assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1, bad
     assert not any(str(plain) in r.getMessage() for r in caplog.records)  # not a depth model: not an error

@@ -144,3 +144,15 @@ def test_bad_depth_kind_or_range_names_the_key(data):
 def test_a_range_with_inverse_kind_is_refused():
     with pytest.raises(ArgsError, match="distance_range.*depth_kind"):
         Depth2ImgArgs.from_dict({"depth_kind": "inverse", "distance_range": [1, 2]})
+
+
+def test_infotext_carries_no_server_path():
+    """Every shared PNG carries the infotext: a folder's name at most (issue 14)."""
+    args = Depth2ImgArgs(enabled=True, depth_dir="/srv/private/shots/depth/", estimator="/srv/models/depth/dpt-large")
+    text = args.to_infotext()
+    assert "/srv" not in str(text) and "\\" not in str(text)
+    assert text["Depth2Img depth folder"] == "depth" and text["Depth2Img estimator"] == "dpt-large"
+    back = Depth2ImgArgs.from_infotext(text)
+    assert back.depth_dir == "" and back.estimator == "dpt-large"  # a fact, not a pasted setting
+    windows = Depth2ImgArgs(enabled=True, depth_dir="D:\\shots\\depth", estimator="D:\\models\\depth\\dpt")
+    assert "D:" not in str(windows.to_infotext())

@@ -295,3 +295,28 @@ def test_bad_kind_or_range_says_what_is_wrong(kwargs, message):
 def test_negative_only_distances_are_refused():
     with pytest.raises(DepthMapError, match="no positive distances"):
         depthmap.load_depth(-ramp() - 1.0, kind="distance")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_depth_maps_exif_orientation_turns_it_as_pillow_turns_a_picture(orientation):
+    """Maps decoded by OpenCV (PNG, TIFF, JPEG, WebP) keep the orientation a phone or editor wrote in EXIF."""
+    from PIL import ImageOps
+
+    values = np.arange(5 * 7, dtype=np.uint8).reshape(5, 7) * 7
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.fromarray(values, "L").save(buffer, format="PNG", exif=exif)
+    decoded = depthmap.decode_depth(buffer.getvalue()).depth
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        expected = np.asarray(ImageOps.exif_transpose(image), np.float32) / 255
+    assert decoded.shape == expected.shape
+    assert np.allclose(decoded, expected, atol=1e-6)
+
+
+def test_open_image_turns_a_photo_by_its_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # camera held upright: stored landscape, shown portrait
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(buffer, format="JPEG", exif=exif)
+    assert depthmap.open_image(buffer.getvalue(), "init image").size == (30, 40)
