@@ -482,11 +482,14 @@ def _as_gradio_errors(fn: Callable) -> Callable:
 
 
 def build_webui_rows(
-    elem: str, is_img2img: bool, checkpoint_choices: list[str], batch_supported: bool, batch_note: str
-) -> dict:
+    elem: str, is_img2img: bool, checkpoint_choices: list[str], batch_supported: bool, batch_note: str,
+    dirs_hidden: bool = False,
+) -> dict:  # fmt: skip
     """What only the WebUI's panel has, under the shared panel: the depth output, a depth checkpoint for the job,
     the batch tab's depth folder and depth scale (img2img; on WebUIs without it, a note saying why), and the
-    hidden img2img sub-tab index the preview reads (filled in by javascript/depth2img.js)."""
+    hidden img2img sub-tab index the preview reads (filled in by javascript/depth2img.js).
+
+    dirs_hidden (--hide-ui-dir-config): the folder box is hidden and locked, as the WebUI's own folder boxes."""
     import gradio as gr
 
     c = {}
@@ -500,7 +503,8 @@ def build_webui_rows(
         )
     c["depth_dir"] = gr.Textbox(
         label="Batch tab: folder of depth maps, matched to the inputs by file name",
-        visible=is_img2img and batch_supported,
+        visible=is_img2img and batch_supported and not dirs_hidden,
+        interactive=not dirs_hidden,
         elem_id=f"{elem}_depth_dir",
     )
     if is_img2img:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import secrets
 import shutil
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,14 +47,28 @@ INIT_IMAGE_ELEM_IDS = ("img2img_image", "img2img_sketch", "img2maskimg", "inpain
 BATCH_TAB_INDEX = len(INIT_IMAGE_ELEM_IDS)
 
 # The img2img batch tab reads each input with images.read(path) (WebUI v1.9+) and hands the script only the
-# image. The recorder puts the path in the image's info so the depth map of the same name can be found;
-# the script pops it again before anything could save it. v1.8 opens batch inputs with PIL directly.
+# image. The recorder keeps the path on the server, under a random token it puts in the image's info (the
+# batch tab copies the image, e.g. by exif_transpose, and a copy keeps its info but not its identity); the
+# script pops the token before anything could save it. An uploaded image may carry this key too (a PNG text
+# chunk): its value names no recorded token, so no path ever comes from an image's own metadata.
+# v1.8 opens batch inputs with PIL directly.
 BATCH_PATH_KEY = "depth2img_batch_source_path"
+BATCH_PATHS_KEPT = 4096  # tokens of images read but never processed (a batch interrupted) expire oldest first
+_BATCH_PATHS: OrderedDict[str, str] = OrderedDict()
 BATCH_DEPTH_DIR_NOTE = (
     "a batch-tab folder of depth maps, and one depth scale for the whole folder, need WebUI v1.9 or newer (older "
     "ones do not tell extensions which files the batch tab processes): update the WebUI, or upload one depth map "
     "for all inputs"
 )
+
+
+def record_batch_path(image: Image.Image, path) -> None:
+    """Remember the file `image` was read from, under a token in its info that only this process knows."""
+    token = secrets.token_hex(16)
+    _BATCH_PATHS[token] = str(path)
+    while len(_BATCH_PATHS) > BATCH_PATHS_KEPT:
+        _BATCH_PATHS.popitem(last=False)
+    image.info[BATCH_PATH_KEY] = token
 
 
 def install_batch_path_recorder(images_module) -> bool:
@@ -66,7 +82,7 @@ def install_batch_path_recorder(images_module) -> bool:
     def read(fp, **kwargs):
         image = original_read(fp, **kwargs)
         if isinstance(fp, (str, Path)) and image is not None:
-            image.info[BATCH_PATH_KEY] = str(fp)
+            record_batch_path(image, fp)
         return image
 
     read._depth2img = True
@@ -75,8 +91,11 @@ def install_batch_path_recorder(images_module) -> bool:
 
 
 def pop_batch_sources(p) -> list[str | None]:
-    """The recorded source path of each init image (None where unknown), removed from the images' info."""
-    return [image.info.pop(BATCH_PATH_KEY, None) for image in getattr(p, "init_images", None) or []]
+    """The recorded source path of each init image (None where unknown), the key removed from every image's info.
+
+    A token is looked up, not consumed: the batch tab hands the same image to each of batch_count jobs."""
+    tokens = [image.info.pop(BATCH_PATH_KEY, None) for image in getattr(p, "init_images", None) or []]
+    return [_BATCH_PATHS.get(token) if isinstance(token, str) else None for token in tokens]
 
 
 def as_pil(value) -> Image.Image | None:
@@ -104,6 +123,7 @@ def pick_init_image(tab_index, images_by_id: dict) -> Image.Image | None:
 # ---- estimators --------------------------------------------------------------------------------------
 
 KEEP_ESTIMATOR_SETTING = "depth2img_keep_estimator"
+API_FOLDERS_SETTING = "depth2img_api_folders"
 NO_DEPTH_MODEL_TO_ESTIMATE = "estimating with checkpoint-midas needs a loaded SD 2 depth model (or upload a depth map)"
 
 
@@ -480,6 +500,13 @@ SETTINGS = (
         "Largest depth map or estimate-API image accepted, in megapixels (larger ones are refused before decoding)",
         {"minimum": 1, "maximum": 1024, "step": 1},
     ),
+    (
+        API_FOLDERS_SETTING,
+        False,
+        "Let API requests name a depth map folder on this server (depth_dir; never with --hide-ui-dir-config). "
+        "Off: only the img2img batch tab reads one",
+        None,
+    ),
 )
 
 
@@ -503,6 +530,23 @@ def register_demo_text_arch() -> None:
 
 
 # ---- one job, from the script's process() ------------------------------------------------------------
+
+
+def check_depth_dir_allowed(settings: Depth2ImgArgs, *, is_api: bool, api_folders: bool, dirs_hidden: bool) -> None:
+    """A depth folder is a server path: honoured for the batch tab's own jobs; over the API only where the owner's
+    setting allows it; never with --hide-ui-dir-config (the WebUI's switch for "no server folders from the UI")."""
+    if not (settings.enabled and settings.depth_dir):
+        return
+    if dirs_hidden:
+        raise Depth2ImgError(
+            "depth2img arg 'depth_dir': this WebUI does not take server folders (--hide-ui-dir-config): "
+            "upload a depth map (depth_image) instead"
+        )
+    if is_api and not api_folders:
+        raise Depth2ImgError(
+            "depth2img arg 'depth_dir': API requests may not name server folders (off in the server's Settings, "
+            "Depth2Img, 'Let API requests name a depth map folder'): upload a depth map (depth_image) instead"
+        )
 
 
 def check_estimator_name(name: str) -> None:

@@ -17,7 +17,7 @@ from modules import call_queue, devices, images, processing, script_callbacks, s
 from modules.ui_components import InputAccordion
 from PIL import ImageOps
 
-from depth2img import api, depthmap, host
+from depth2img import api, depthmap, estimators, host, route_auth
 from depth2img import webui_hooks as hooks
 from depth2img.args import Depth2ImgArgs
 from depth2img.depth_cache import DepthCache
@@ -37,6 +37,10 @@ def _opt(name: str, default):
 
 def max_pixels() -> int:
     return int(float(_opt("depth2img_max_megapixels", depthmap.DEFAULT_MAX_PIXELS / 1e6)) * 1_000_000)
+
+
+def dirs_hidden() -> bool:  # --hide-ui-dir-config: no server folders named from the UI or the API
+    return bool(getattr(shared.cmd_opts, "hide_ui_dir_config", False))
 
 
 def background_color() -> str:
@@ -63,14 +67,18 @@ def release_estimators() -> None:
     hooks.release_estimators(keep=bool(_opt(hooks.KEEP_ESTIMATOR_SETTING, False)))
 
 
+def estimate_holding_the_lock(image, estimator: str):
+    """Depth of one PIL image (preview, API) through the shared cache; the caller holds the WebUI's queue_lock:
+    no network runs beside a generation or a model reload (--lowvram/--medvram move modules on call)."""
+    try:
+        return host.estimate_image(estimator_named(estimator), CACHE, image, background_color())
+    finally:
+        release_estimators()
+
+
 def estimate_outside_a_job(image, estimator: str):
-    """Depth of one PIL image (preview, API) through the shared cache, under the WebUI's queue_lock: no network
-    runs beside a generation or a model reload (--lowvram/--medvram move modules on call)."""
     with call_queue.queue_lock:
-        try:
-            return host.estimate_image(estimator_named(estimator), CACHE, image, background_color())
-        finally:
-            release_estimators()
+        return estimate_holding_the_lock(image, estimator)
 
 
 def register_extension_checkpoints() -> None:
@@ -86,6 +94,8 @@ def depth_checkpoint_entries() -> list[dict]:
 
 
 hooks.register_demo_text_arch()
+# An estimator is a registered name, or a model folder inside the model folders: API callers are strangers.
+estimators.restrict_to_model_folders()
 # Estimator folders in the WebUI's models/depth too (besides the extension's own models/depth).
 add_estimator_dir(Path(shared.models_path) / "depth")
 # Batch inputs' paths (v1.9+'s images.read), to match each input with its depth map by file name.
@@ -140,6 +150,7 @@ class Depth2ImgScript(scripts.Script):
             rows = build_webui_rows(
                 f"depth2img_{tab}", is_img2img, [USE_LOADED_MODEL, *(c["title"] for c in depth_checkpoint_entries())],
                 BATCH_DEPTH_DIR_SUPPORTED, hooks.BATCH_DEPTH_DIR_NOTE,
+                dirs_hidden=dirs_hidden(),
             )  # fmt: skip
             preview_tab = rows.pop("preview_tab")
         if is_img2img:
@@ -189,6 +200,10 @@ class Depth2ImgScript(scripts.Script):
         painted = hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
         settings = self._args(p, args)
         hooks.check_estimator_name(settings.estimator)
+        hooks.check_depth_dir_allowed(
+            settings, is_api=bool(getattr(p, "is_api", False)),
+            api_folders=bool(_opt(hooks.API_FOLDERS_SETTING, False)), dirs_hidden=dirs_hidden(),
+        )  # fmt: skip
         settings = self._batch_depth_scale(p, settings)
         settings, batch_depth = hooks.batch_depth(
             settings, hooks.pop_batch_sources(p), BATCH_DEPTH_DIR_SUPPORTED, max_pixels()
@@ -256,22 +271,26 @@ def _http_errors(answer):
     return route
 
 
+# Uploads are decoded under the queue lock too: one decode at a time, so N concurrent maximal uploads hold N
+# request bodies but decoded pixels of one (README: "What a remote caller can make the server do").
 @_http_errors
 def estimate_route(body: dict):
-    request = api.parse_estimate_request(body, max_pixels())
-    if request.image is not None:
-        api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-    return api.answer_estimate_request(request, estimate_outside_a_job)  # at the image's (or map's) size
+    with call_queue.queue_lock:
+        request = api.parse_estimate_request(body, max_pixels())
+        if request.image is not None:
+            api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        return api.answer_estimate_request(request, estimate_holding_the_lock)  # at the image's (or map's) size
 
 
 @_http_errors
 def mask_route(body: dict):
-    request = api.parse_mask_request(body, max_pixels())
-    depth = request.depth
-    if depth is None:
-        api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-        depth = estimate_outside_a_job(request.image, request.args.estimator)
-    return api.mask_response(request, depth)
+    with call_queue.queue_lock:
+        request = api.parse_mask_request(body, max_pixels())
+        depth = request.depth
+        if depth is None:
+            api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+            depth = estimate_holding_the_lock(request.image, request.args.estimator)
+        return api.mask_response(request, depth)
 
 
 def _body_schema(schema: dict) -> dict:
@@ -286,9 +305,14 @@ def mount_api(_demo, app: FastAPI):
         ("estimators", lambda: api.estimators_response(loaded_depth_model() is not None), "GET", "Depth estimators and whether each can run now", None),  # noqa: E501
         ("checkpoints", depth_checkpoint_entries, "GET", "Depth checkpoints the WebUI knows", None),
     ]  # fmt: skip
+    # --api-auth: the WebUI's own check on each route (its Api is built before app_started callbacks run).
+    auth = route_auth.auth_dependencies(app.routes, getattr(shared.cmd_opts, "api_auth", None))
     for name, endpoint, method, summary, extra in routes:
         path = f"/depth2img/v1/{name}"
-        app.add_api_route(path, endpoint, methods=[method], tags=["depth2img"], summary=summary, openapi_extra=extra)
+        app.add_api_route(
+            path, endpoint, methods=[method], tags=["depth2img"], summary=summary, openapi_extra=extra,
+            dependencies=auth,
+        )  # fmt: skip
 
 
 script_callbacks.on_ui_settings(on_ui_settings)

@@ -186,7 +186,7 @@ def test_a_depth_map_from_the_panel_that_fails_to_decode_stops_the_job(env, txt2
 def test_a_batch_folder_map_that_cannot_be_read_stops_the_job_naming_the_file(env, tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG truncated")
     image = picture()
-    image.info[BATCH_PATH_KEY] = str(tmp_path / "inputs" / "photo.jpg")
+    hooks.record_batch_path(image, str(tmp_path / "inputs" / "photo.jpg"))
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(tmp_path)))
     assert_stopped(p, runner, "photo.png")
@@ -416,7 +416,7 @@ def test_batch_tab_uses_the_map_with_the_inputs_file_name(env, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), ramp16(vertical=True))
     image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
-    image.info[BATCH_PATH_KEY] = "/inputs/a.jpg"
+    hooks.record_batch_path(image, "/inputs/a.jpg")
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder)))
     assert runner.errors == [] and BATCH_PATH_KEY not in image.info
@@ -433,7 +433,7 @@ def test_batch_tab_maps_are_read_as_the_panel_says(env, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), ramp16())  # a Z pass: larger = farther, the left edge is near
     image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
-    image.info[BATCH_PATH_KEY] = "/inputs/a.jpg"
+    hooks.record_batch_path(image, "/inputs/a.jpg")
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder), depth_kind="distance"))
     assert runner.errors == [] and any("approximate" in comment for comment in p.comments)
@@ -498,11 +498,12 @@ def test_takeover_replaces_the_native_conditioning_only_when_enabled_in_settings
 # ---- routes (issue 7 #3, #8, #12; issue 6 size limit) -------------------------------------------------------
 
 
-def mounted(env):
-    app = env.fastapi.FastAPI()
+def mounted(env, app=None) -> dict:
+    """Our routes by path, as dicts of what add_api_route was given (endpoint, dependencies, ...)."""
+    app = app or env.fastapi.FastAPI()
     [mount] = env.script_callbacks.callbacks["app_started"]
     mount(None, app)
-    return app.routes
+    return {route.path: vars(route) for route in app.routes if route.path.startswith("/depth2img/")}
 
 
 def rgb_b64(image) -> str:
@@ -1014,3 +1015,94 @@ def test_one_depth_scale_for_the_folder_needs_v19_and_says_so(tmp_path, capsys):
         _, runner = run_job(env, p, [{"enabled": True, "batch_depth_scale": "global"}])
         assert runner.errors == [] and "Depth2Img depth_range" not in p.extra_generation_params
         assert "one depth scale for the whole folder is not used" in capsys.readouterr().out
+
+
+# ---- a shared server: paths, folders, auth (issue 14) ----------------------------------------------------------
+
+
+def test_an_images_own_metadata_never_names_a_batch_source(env, tmp_path):
+    """An uploaded PNG may carry the recorder's key (a text chunk) naming any file: no server file is read."""
+    folder = tmp_path / "private"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "secret.png"), ramp16(vertical=True))
+    forged = picture()
+    forged.info[BATCH_PATH_KEY] = str(tmp_path / "x" / "secret.jpg")
+    env.shared.opts.data[hooks.API_FOLDERS_SETTING] = True  # even where the owner lets API calls name folders
+    p = img2img_p(env, forged, is_api=True)
+    _, runner = run_job(env, p, [{"enabled": True, "depth_dir": str(folder)}])
+    assert runner.errors == [] and BATCH_PATH_KEY not in forged.info
+    conditioning_of(p)
+    assert env.midas.calls == 1  # estimated: the private map was not used
+    assert p.extra_generation_params.get("Depth2Img source", "estimate") == "estimate"
+
+
+def test_a_recorded_batch_path_survives_the_batch_tabs_copy_of_the_image(env):
+    image = picture()
+    hooks.record_batch_path(image, "/inputs/a.jpg")
+    copy = image.copy()  # the batch tab's exif_transpose hands on a copy
+    assert hooks.pop_batch_sources(SimpleNamespace(init_images=[copy])) == ["/inputs/a.jpg"]
+    assert BATCH_PATH_KEY not in copy.info
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_depth_dir_over_the_api_is_refused_unless_the_owner_allows_it(env, tmp_path, allowed):
+    env.shared.opts.data[hooks.API_FOLDERS_SETTING] = allowed
+    p = img2img_p(env, is_api=True)
+    _, runner = run_job(env, p, [{"enabled": True, "depth_dir": str(tmp_path)}])
+    if allowed:
+        assert runner.errors == [] and conditioning_of(p).shape == (1, 1, 6, 8)
+    else:
+        assert_stopped(p, runner, "'depth_dir'.*API requests may not name server folders.*depth_image")
+
+
+@pytest.mark.parametrize("is_api", [False, True])
+def test_hide_ui_dir_config_refuses_depth_dir_from_anyone(env, tmp_path, is_api):
+    env.shared.cmd_opts.hide_ui_dir_config = True
+    env.shared.opts.data[hooks.API_FOLDERS_SETTING] = True
+    try:
+        p = img2img_p(env, is_api=is_api)
+        args = [{"enabled": True, "depth_dir": str(tmp_path)}] if is_api else ui_args(enabled=True, depth_dir="x")
+        _, runner = run_job(env, p, args)
+        assert_stopped(p, runner, "'depth_dir'.*--hide-ui-dir-config")
+    finally:
+        env.shared.cmd_opts.hide_ui_dir_config = False
+
+
+@pytest.mark.parametrize("hidden", [False, True])
+def test_hide_ui_dir_config_hides_and_locks_the_panels_folder_box(recorded, hidden):
+    env = recorded
+    env.shared.cmd_opts.hide_ui_dir_config = hidden
+    try:
+        panel(env, is_img2img=True)
+    finally:
+        env.shared.cmd_opts.hide_ui_dir_config = False
+    [box] = [c for c in env.created if c.elem_id == "depth2img_img2img_depth_dir"]
+    assert (box.visible, box.kwargs["interactive"]) == (not hidden, not hidden)
+
+
+def test_an_estimator_path_outside_the_model_folders_is_refused_without_looking_at_it(env, dpt_folder, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    for name in (str(outside), "../" + dpt_folder.name, "/etc"):
+        p = img2img_p(env, is_api=True)
+        _, runner = run_job(env, p, [{"enabled": True, "estimator": name}])
+        assert_stopped(p, runner, "'estimator'.*a path is accepted only for a folder inside the model folders")
+    p = img2img_p(env, is_api=True)  # the path of a folder inside models/depth is that folder's estimator
+    _, runner = run_job(env, p, [{"enabled": True, "estimator": str(dpt_folder)}])
+    assert runner.errors == [] and conditioning_of(p).shape == (1, 1, 6, 8)
+
+
+def test_routes_answer_to_the_webuis_api_auth(env):
+    webui_check = env.fastapi.Depends(lambda: True)  # the WebUI's Api.add_api_route gives its routes this
+    app = env.fastapi.FastAPI()
+    app.add_api_route("/sdapi/v1/txt2img", lambda: None, dependencies=[webui_check])
+    assert all(route["dependencies"] == [] for route in mounted(env, app).values())  # no --api-auth: none
+    env.shared.cmd_opts.api_auth = "u:p"
+    try:
+        app = env.fastapi.FastAPI()
+        app.add_api_route("/sdapi/v1/txt2img", lambda: None, dependencies=[webui_check])
+        routes = mounted(env, app)
+        assert len(routes) == 4 and all(route["dependencies"] == [webui_check] for route in routes.values())
+    finally:
+        env.shared.cmd_opts.api_auth = None

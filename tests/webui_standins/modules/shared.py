@@ -1,3 +1,6 @@
+from types import SimpleNamespace
+
+
 class OptionInfo:
     """The WebUI's signature (v1.8-v1.10, with settings categories)."""
 
@@ -35,6 +38,8 @@ opts.add_option("img2img_background_color", OptionInfo("#ffffff", "fill transpar
 opts.add_option("samples_format", OptionInfo("png", "File format for images"))
 
 sd_model = None
+# The WebUI's command-line flags the script reads (--api-auth, --hide-ui-dir-config).
+cmd_opts = SimpleNamespace(api_auth=None, hide_ui_dir_config=False)
 # The WebUI's models folder (modules.paths_internal.models_path): none here, so no models/depth either.
 models_path = "/nonexistent-webui/models"
 
