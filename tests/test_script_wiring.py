@@ -1106,3 +1106,45 @@ def test_routes_answer_to_the_webuis_api_auth(env):
         assert len(routes) == 4 and all(route["dependencies"] == [webui_check] for route in routes.values())
     finally:
         env.shared.cmd_opts.api_auth = None
+
+
+def _bomb_cases():
+    from .hostile_inputs import BOMBS
+
+    for name, (build, is_picture) in sorted(BOMBS.items()):
+        yield pytest.param(build, is_picture, id=name)
+
+
+@pytest.mark.parametrize("build, is_picture", list(_bomb_cases()))
+def test_every_route_and_job_refuses_each_bomb_naming_the_field(env, build, is_picture):
+    bomb = base64.b64encode(build()).decode()
+    estimate = mounted(env)["/depth2img/v1/estimate"]["endpoint"]
+    mask = mounted(env)["/depth2img/v1/mask"]["endpoint"]
+    small = rgb_b64(picture(size=(64, 48)))
+    calls = [(estimate, {"depth_image": bomb}, "depth_image"),
+             (mask, {"image": small, "depth_image": bomb}, "depth_image")]  # fmt: skip
+    if is_picture:
+        calls += [(estimate, {"image": bomb}, "image"), (mask, {"image": bomb}, "image")]
+    for route, body, field in calls:
+        with pytest.raises(env.fastapi.HTTPException) as error:
+            route(body)
+        assert error.value.status_code == 422 and f"'{field}'" in error.value.detail, error.value.detail
+    p = img2img_p(env, is_api=True)
+    _, runner = run_job(env, p, [{"enabled": True, "source": "upload", "depth_image": bomb}])
+    assert_stopped(p, runner, "depth_image")
+    assert env.midas.calls == 0
+
+
+def test_uploads_to_the_routes_are_decoded_holding_the_queue_lock(env, monkeypatch):
+    held = []
+    real_open = depthmap.open_image
+
+    def open_image(*args, **kwargs):
+        held.append(env.call_queue.queue_lock.locked())
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(depthmap, "open_image", open_image)
+    routes = mounted(env)
+    routes["/depth2img/v1/estimate"]["endpoint"]({"image": rgb_b64(picture())})
+    routes["/depth2img/v1/mask"]["endpoint"]({"image": rgb_b64(picture()), "mask_low": 50})
+    assert held and all(held), held
