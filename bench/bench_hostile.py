@@ -14,8 +14,9 @@ megapixels, a smooth gradient PNG: a small body that decodes to the full size) t
 started together. The figure is the peak memory they add to the WebUI process above its resident set before
 them (VmHWM reset through /proc/PID/clear_refs, else RSS sampled every 20 ms), against one such request alone:
 uploads are decoded one at a time under the WebUI's queue lock, so N of them may add their request bodies but
-not N decodes. The budget printed is one request's peak plus N bodies (base64 in the JSON, and the decoded
-bytes): above it, the run says FAIL.
+not N decodes. The budget printed is one request's peak plus N times what a waiting request holds outside the
+lock: its body (base64 in the JSON, and the bytes decoded from it) and its answer's JSON bytes (made under the
+lock); above it, the run says FAIL.
 """
 
 from __future__ import annotations
@@ -137,8 +138,12 @@ def bench_server(url: str, auth: tuple[str, str] | None, pid: int, concurrent: i
           f"the limit {limit_mp:g} MP; PNG {len(png) / MB:.1f} MB) to /depth2img/v1/estimate; peak memory added "
           f"to the WebUI process ({webui.peak_method})")  # fmt: skip
 
+    answer_bytes = [0]
+
     def post(answers: list):
-        answers.append(http.post(f"{url}/depth2img/v1/estimate", json=body, timeout=1800).status_code)
+        response = http.post(f"{url}/depth2img/v1/estimate", json=body, timeout=1800)
+        answer_bytes[0] = max(answer_bytes[0], len(response.content))
+        answers.append(response.status_code)
 
     warm: list = []
     post(warm)  # the estimator loaded, the process' allocator at its working size
@@ -154,13 +159,15 @@ def bench_server(url: str, auth: tuple[str, str] | None, pid: int, concurrent: i
 
     codes: list = []
     many = webui.measure(lambda: together(codes))
-    budget = alone.added_peak_bytes + concurrent * body_bytes
+    per_request = body_bytes + answer_bytes[0]  # what each waiting request holds outside the lock
+    budget = alone.added_peak_bytes + concurrent * per_request
     passed = set(warm + alone_codes + codes) == {200} and many.added_peak_bytes <= budget
     ok &= passed
     print(f"one alone:        +{alone.added_peak_bytes / MB:6.0f} MB in {alone.wall_s:.1f} s")
     print(f"{concurrent} concurrent:     +{many.added_peak_bytes / MB:6.0f} MB in {many.wall_s:.1f} s "
           f"(statuses {sorted(set(codes))})")  # fmt: skip
-    print(f"budget (one alone + {concurrent} bodies of {body_bytes / MB:.1f} MB): {budget / MB:.0f} MB  "
+    print(f"budget (one alone + {concurrent} x (request body + answer) of {per_request / MB:.1f} MB): "
+          f"{budget / MB:.0f} MB  "
           f"{'ok' if passed else 'FAIL'}; {concurrent} decodes side by side would add about "
           f"{concurrent * alone.added_peak_bytes / MB:.0f} MB")  # fmt: skip
     return ok
