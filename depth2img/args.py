@@ -271,7 +271,8 @@ def validate(args: Depth2ImgArgs) -> None:
             raise ArgsError(f"depth2img arg {key!r} must be between {low} and {high}, got {value!r}")
     if args.clip_far >= args.clip_near:
         raise ArgsError(f"depth2img args 'clip_far' ({args.clip_far}) must be below 'clip_near' ({args.clip_near})")
-    if args.mask_low >= args.mask_high:
+    # The band relates two settings of the mask feature: checked only where that feature is on.
+    if args.mask_from_depth and args.mask_low >= args.mask_high:
         raise ArgsError(
             f"depth2img args 'mask_low' ({args.mask_low}) must be below 'mask_high' ({args.mask_high}): the band is "
             "in percent, 0 = farthest, 100 = nearest"
@@ -285,6 +286,19 @@ def validate(args: Depth2ImgArgs) -> None:
         args.depth_range = (low, high)
     if args.enabled and args.source == "upload" and not args.depth_image:
         raise ArgsError("depth2img arg 'depth_image' is required when 'source' is 'upload'")
+
+
+def requested_enabled(args: list | tuple | dict | None) -> bool:
+    """Whether a request (either shape of from_request) turns Depth2Img on, read before anything else: with the
+    panel off a job is the WebUI's own, whatever the other widgets hold (a stale estimator name, crossed
+    sliders). Only a value of 'enabled' itself that is no boolean is an error."""
+    if isinstance(args, dict):
+        value = args.get("enabled", False)
+    elif isinstance(args, (list, tuple)) and args:
+        value = args[0].get("enabled", False) if isinstance(args[0], dict) else args[0]
+    else:
+        return False
+    return _coerce("enabled", value)
 
 
 def json_schema(names: list[str] | tuple[str, ...]) -> dict[str, Any]:

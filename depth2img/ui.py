@@ -63,6 +63,10 @@ MASK_SLIDERS = {
 _DEFAULTS = {f.name: f.default for f in fields(Depth2ImgArgs)}
 
 
+def _slider_step(name: str) -> float:
+    return float({**SLIDERS, **MASK_SLIDERS}[name]["step"])
+
+
 def infotext_key(name: str) -> str:
     return f"{INFOTEXT_PREFIX} {name}"
 
@@ -202,6 +206,40 @@ def visibility(source: str, has_init_image: bool = True) -> list[dict]:
     return [gr.update(visible=upload)] * (2 + len(UPLOAD_SETTINGS)) + [gr.update(visible=has_init_image and not upload)]
 
 
+# Pairs of sliders that must keep lower < upper (the schema refuses them crossed): (lower, upper).
+COUPLED_SLIDERS = (("clip_far", "clip_near"), ("mask_low", "mask_high"))
+
+
+def keep_apart(lower: float, upper: float, moved: str, step: float, bounds=(0.0, 100.0)) -> tuple[float, float]:
+    """(lower, upper) after the user moved one of two coupled sliders: where they would meet or cross, the other
+    gives way to one step beyond the moved one; at the end of the range the moved one stops a step short (as the
+    DepthMap extension couples its near/far clip)."""
+    if lower < upper:
+        return lower, upper
+    low_end, high_end = bounds
+    if moved == "lower":
+        lower = min(lower, high_end - step)
+        return lower, lower + step
+    upper = max(upper, low_end + step)
+    return upper - step, upper
+
+
+def _couple(lower, upper, step: float) -> None:
+    """Wire two sliders so that they never cross: an update only for a value that changes (no event loop)."""
+    gr = _gradio()
+
+    def moved(which):
+        def answer(low, high):
+            new_low, new_high = keep_apart(float(low), float(high), which, step)
+            return [gr.update(value=new_low) if new_low != low else gr.update(),
+                    gr.update(value=new_high) if new_high != high else gr.update()]  # fmt: skip
+
+        return answer
+
+    for which, slider in (("lower", lower), ("upper", upper)):
+        slider.change(fn=moved(which), inputs=[lower, upper], outputs=[lower, upper], queue=False, **hidden_api())
+
+
 def build_depth_panel(
     elem_prefix: str,
     *,
@@ -339,6 +377,9 @@ def build_depth_panel(
             label = "Mask over the image (red = repaint)" if mask_over_image else "Mask from the band (white = repaint)"
             preview_mask = output_image(label, elem_id=elem("preview_mask"))
 
+    for lower, upper in COUPLED_SLIDERS:
+        if lower in c and upper in c:
+            _couple(c[lower], c[upper], step=min(_slider_step(lower), _slider_step(upper)))
     upload_options = [c[name] for name in UPLOAD_SETTINGS]
     c["source"].change(
         fn=lambda value: visibility(value, has_init_image),

@@ -35,8 +35,8 @@ def test_positional_list_as_the_ui_sends():
         ({"depth_range": 5}, "depth_range"),
         ({"mask_low": -1}, "mask_low"),
         ({"mask_high": 100.5}, "mask_high"),
-        ({"mask_low": 60, "mask_high": 40}, "mask_low"),
-        ({"mask_low": 50, "mask_high": 50}, "mask_low"),
+        ({"mask_from_depth": True, "mask_low": 60, "mask_high": 40}, "mask_low"),
+        ({"mask_from_depth": True, "mask_low": 50, "mask_high": 50}, "mask_low"),
         ({"mask_band_mode": "percent"}, "mask_band_mode"),
         ({"mask_combine": "add"}, "mask_combine"),
         ({"mask_feather": -2}, "mask_feather"),
@@ -156,3 +156,9 @@ def test_infotext_carries_no_server_path():
     assert back.depth_dir == "" and back.estimator == "dpt-large"  # a fact, not a pasted setting
     windows = Depth2ImgArgs(enabled=True, depth_dir="D:\\shots\\depth", estimator="D:\\models\\depth\\dpt")
     assert "D:" not in str(windows.to_infotext())
+
+
+def test_settings_that_relate_two_values_are_checked_only_for_the_feature_that_is_on():
+    assert Depth2ImgArgs(mask_low=80, mask_high=20).mask_settings() is None  # the band is off: no error
+    with pytest.raises(ArgsError, match="'mask_low'"):
+        Depth2ImgArgs(mask_from_depth=True, mask_low=80, mask_high=20)
