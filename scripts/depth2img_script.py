@@ -8,18 +8,20 @@ which the batch tab's depth folder needs: feature-detected, and said in the pane
 from __future__ import annotations
 
 import dataclasses
+import json
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
-from fastapi import Body, FastAPI, HTTPException
+from fastapi import Body, FastAPI, HTTPException, Response
 from modules import call_queue, devices, images, processing, script_callbacks, scripts, sd_models, shared
 from modules.ui_components import InputAccordion
 from PIL import ImageOps
 
 from depth2img import api, depthmap, estimators, host, route_auth
 from depth2img import webui_hooks as hooks
-from depth2img.args import Depth2ImgArgs
+from depth2img.args import Depth2ImgArgs, requested_enabled
 from depth2img.depth_cache import DepthCache
 from depth2img.estimators import list_estimators
 from depth2img.folder_estimators import add_estimator_dir
@@ -196,8 +198,21 @@ class Depth2ImgScript(scripts.Script):
         except Exception as error:
             hooks.stop_job_for(p, error)
 
+    def _enabled(self, p, args) -> bool:
+        """Whether this job turns Depth2Img on (its args, or an XYZ cell's), before the rest is parsed."""
+        overrides = getattr(p, hooks.XYZ_OVERRIDES_ATTR, None) or {}
+        return bool(overrides.get("enabled", requested_enabled(list(args))))
+
     def _prepare(self, p, args) -> None:
         painted = hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
+        sources = hooks.pop_batch_sources(p)  # always: the key never stays in an image's info
+        is_depth_model = loaded_depth_model() is not None
+        if not self._enabled(p, args):
+            # Panel off: the WebUI's own job, whatever the other widgets hold; with a depth model, the takeover
+            # runs the native estimate with our fixes, on the defaults.
+            if is_depth_model and _opt("depth2img_takeover", True):
+                self._start(p, Depth2ImgArgs(), painted, depth=None)
+            return
         settings = self._args(p, args)
         hooks.check_estimator_name(settings.estimator)
         hooks.check_depth_dir_allowed(
@@ -205,21 +220,17 @@ class Depth2ImgScript(scripts.Script):
             api_folders=bool(_opt(hooks.API_FOLDERS_SETTING, False)), dirs_hidden=dirs_hidden(),
         )  # fmt: skip
         settings = self._batch_depth_scale(p, settings)
-        settings, batch_depth = hooks.batch_depth(
-            settings, hooks.pop_batch_sources(p), BATCH_DEPTH_DIR_SUPPORTED, max_pixels()
-        )
-        is_depth_model = loaded_depth_model() is not None
-        if not settings.enabled:
-            if not (is_depth_model and _opt("depth2img_takeover", True)):
-                return  # the WebUI's own behaviour
-            settings = Depth2ImgArgs()  # takeover: the native estimate, with our fixes
-        elif not is_depth_model:
+        settings, batch_depth = hooks.batch_depth(settings, sources, BATCH_DEPTH_DIR_SUPPORTED, max_pixels())
+        if not is_depth_model:
             find = sd_models.get_closet_checkpoint_match
             raise Depth2ImgError(hooks.no_depth_model_message(settings.checkpoint, find, hooks.is_depth_checkpoint))
+        self._start(p, settings, painted, depth=batch_depth)
+
+    def _start(self, p, settings: Depth2ImgArgs, painted, depth) -> None:
         CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
         round_mask = getattr(p, "mask_round", True)
         hooks.start_job(
-            p, settings, painted, depth=batch_depth, cache=CACHE, background=background_color(),
+            p, settings, painted, depth=depth, cache=CACHE, background=background_color(),
             max_pixels=max_pixels(), binary_mask=lambda mask: processing.create_binary_mask(mask, round=round_mask),
             estimator=None if settings.source == "upload" else estimator_named(settings.estimator),
         )  # fmt: skip
@@ -271,26 +282,47 @@ def _http_errors(answer):
     return route
 
 
-# Uploads are decoded under the queue lock too: one decode at a time, so N concurrent maximal uploads hold N
-# request bodies but decoded pixels of one (README: "What a remote caller can make the server do").
+# An upload's whole life is under the queue lock: decoding, estimating, and the answer serialized to its JSON
+# bytes. One request's pixels at a time, then, so N concurrent maximal uploads hold N request bodies and N answers'
+# bytes but one decode (README, "On a shared server"; bench/bench_hostile.py measures it). Each answer is built
+# in a function called under the lock, so its decoded arrays are freed before the lock is released.
+# That work runs on one thread of its own: glibc's malloc keeps freed memory in the arena of the thread that used
+# it, so uploads served by FastAPI's many pool threads one after another would each leave a decode's worth behind
+# (measured: 8 serialized 64 MP estimates grew the WebUI by 6.5 GB; on one thread by 3.1 GB, one alone 2.5 GB).
+ROUTE_WORKER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="depth2img-upload")
+
+
+def _json_response(answer: dict) -> Response:
+    # FastAPI would serialize a returned dict outside the lock, holding its base64 text, the JSON text and the bytes.
+    return Response(content=json.dumps(answer).encode(), media_type="application/json")
+
+
+def _estimate_answer(body: dict) -> Response:
+    request = api.parse_estimate_request(body, max_pixels())
+    if request.image is not None:
+        api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+    return _json_response(api.answer_estimate_request(request, estimate_holding_the_lock))  # at the image's size
+
+
+def _mask_answer(body: dict) -> Response:
+    request = api.parse_mask_request(body, max_pixels())
+    depth = request.depth
+    if depth is None:
+        api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        depth = estimate_holding_the_lock(request.image, request.args.estimator)
+    return _json_response(api.mask_response(request, depth))
+
+
 @_http_errors
 def estimate_route(body: dict):
     with call_queue.queue_lock:
-        request = api.parse_estimate_request(body, max_pixels())
-        if request.image is not None:
-            api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-        return api.answer_estimate_request(request, estimate_holding_the_lock)  # at the image's (or map's) size
+        return ROUTE_WORKER.submit(_estimate_answer, body).result()
 
 
 @_http_errors
 def mask_route(body: dict):
     with call_queue.queue_lock:
-        request = api.parse_mask_request(body, max_pixels())
-        depth = request.depth
-        if depth is None:
-            api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
-            depth = estimate_holding_the_lock(request.image, request.args.estimator)
-        return api.mask_response(request, depth)
+        return ROUTE_WORKER.submit(_mask_answer, body).result()
 
 
 def _body_schema(schema: dict) -> dict:

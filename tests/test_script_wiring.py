@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import threading
 from types import SimpleNamespace
 
 import cv2
@@ -499,11 +501,27 @@ def test_takeover_replaces_the_native_conditioning_only_when_enabled_in_settings
 
 
 def mounted(env, app=None) -> dict:
-    """Our routes by path, as dicts of what add_api_route was given (endpoint, dependencies, ...)."""
+    """Our routes by path, as dicts of what add_api_route was given (dependencies, ...); "endpoint" answers what
+    a client reads (a Response's JSON body decoded), "raw" is the route itself."""
     app = app or env.fastapi.FastAPI()
     [mount] = env.script_callbacks.callbacks["app_started"]
     mount(None, app)
-    return {route.path: vars(route) for route in app.routes if route.path.startswith("/depth2img/")}
+    routes = {}
+    for route in app.routes:
+        if route.path.startswith("/depth2img/"):
+            routes[route.path] = {**vars(route), "raw": route.endpoint, "endpoint": _as_client_reads(route.endpoint)}
+    return routes
+
+
+def _as_client_reads(endpoint):
+    def call(*args):
+        answer = endpoint(*args)
+        if hasattr(answer, "body"):
+            assert answer.media_type == "application/json"
+            return json.loads(answer.body)
+        return answer
+
+    return call
 
 
 def rgb_b64(image) -> str:
@@ -1136,15 +1154,102 @@ def test_every_route_and_job_refuses_each_bomb_naming_the_field(env, build, is_p
 
 
 def test_uploads_to_the_routes_are_decoded_holding_the_queue_lock(env, monkeypatch):
-    held = []
+    held, threads = [], set()
     real_open = depthmap.open_image
 
     def open_image(*args, **kwargs):
         held.append(env.call_queue.queue_lock.locked())
+        threads.add(threading.current_thread().name)
         return real_open(*args, **kwargs)
 
+    def dumps(answer):  # the answer's JSON bytes are made under the lock too: outside it, only those bytes
+        held.append(env.call_queue.queue_lock.locked())
+        return json.dumps(answer)
+
     monkeypatch.setattr(depthmap, "open_image", open_image)
+    monkeypatch.setattr(env.script, "json", SimpleNamespace(dumps=dumps))
     routes = mounted(env)
-    routes["/depth2img/v1/estimate"]["endpoint"]({"image": rgb_b64(picture())})
-    routes["/depth2img/v1/mask"]["endpoint"]({"image": rgb_b64(picture()), "mask_low": 50})
-    assert held and all(held), held
+    answers = [routes["/depth2img/v1/estimate"]["raw"]({"image": rgb_b64(picture())}),
+               routes["/depth2img/v1/mask"]["raw"]({"image": rgb_b64(picture()), "mask_low": 50})]  # fmt: skip
+    assert len(held) == 4 and all(held), held
+    assert all(isinstance(answer.body, bytes) for answer in answers)
+    # one thread for every upload, whichever pool thread serves the request (malloc keeps memory per thread)
+    assert len(threads) == 1 and threads.pop().startswith("depth2img-upload")
+
+
+# ---- an off panel changes nothing (issue 15 #1) ---------------------------------------------------------------
+
+STALE_OR_CROSSED = [
+    {"clip_near": 10, "clip_far": 20},
+    {"mask_from_depth": True, "mask_low": 80, "mask_high": 20},
+    {"estimator": "controlnet:depth_removed"},
+    {"estimator": "a-deleted-folder"},
+    {"source": "upload", "depth_image": b"not an image"},
+    {"gamma": -3},
+]
+
+
+# The UI's positional list of these tests has the fields up to depth_range (FIELDS); the mask's are API-only here.
+@pytest.mark.parametrize(
+    "values, api", [(v, api) for v in STALE_OR_CROSSED for api in (False, True) if api or set(v) <= set(FIELDS)]
+)
+def test_an_off_panel_never_stops_a_job_whatever_its_widgets_hold(env, values, api):
+    args = [{"enabled": False, **values}] if api else ui_args(enabled=False, **values)
+    p = img2img_p(env, is_api=api)
+    _, runner = run_job(env, p, args)
+    assert runner.errors == []
+    assert not (conditioning_of(p) == 7.0).all()  # the takeover's defaults, not an error
+    assert "Depth2Img enabled" not in p.extra_generation_params
+    env.shared.opts.data["depth2img_takeover"] = False
+    p = img2img_p(env, is_api=api)
+    _, runner = run_job(env, p, args)
+    assert runner.errors == [] and (conditioning_of(p) == 7.0).all()  # the WebUI's own
+
+
+def test_an_off_panel_on_a_plain_model_leaves_the_job_alone(env, plain_model):
+    p = env.processing.StableDiffusionProcessingTxt2Img()
+    _, runner = run_job(env, p, ui_args(enabled=False, clip_near=10, clip_far=20, estimator="gone"))
+    assert runner.errors == [] and getattr(p, "_depth2img_conditioner", None) is None
+
+
+def test_a_band_that_crosses_matters_only_with_the_mask_on(env):
+    p = img2img_p(env, is_api=True)
+    _, runner = run_job(env, p, [{"enabled": True, "mask_low": 80, "mask_high": 20}])
+    assert runner.errors == [] and conditioning_of(p).shape == (1, 1, 6, 8)
+    p = img2img_p(env, is_api=True)
+    _, runner = run_job(env, p, [{"enabled": True, "mask_from_depth": True, "mask_low": 80, "mask_high": 20}])
+    assert_stopped(p, runner, "'mask_low'.*below 'mask_high'")
+
+
+def test_an_xyz_cell_that_turns_depth2img_on_is_checked(env):
+    p = img2img_p(env)
+    setattr(p, hooks.XYZ_OVERRIDES_ATTR, {"enabled": True, "gamma": 2.0})
+    _, runner = run_job(env, p, ui_args(enabled=False, clip_near=10, clip_far=20))
+    assert_stopped(p, runner, "'clip_far'.*below 'clip_near'")
+
+
+@pytest.mark.parametrize(
+    "lower, upper, moved, expected",
+    [(20, 80, "lower", (20, 80)), (90, 80, "lower", (90, 90.5)), (100, 80, "lower", (99.5, 100)),
+     (20, 10, "upper", (9.5, 10)), (20, 0, "upper", (0, 0.5)), (50, 50, "upper", (49.5, 50))],
+)  # fmt: skip
+def test_coupled_sliders_never_cross(lower, upper, moved, expected):
+    from depth2img.ui import keep_apart
+
+    assert keep_apart(lower, upper, moved, step=0.5) == expected
+
+
+def test_the_panels_near_far_and_band_sliders_are_coupled(recorded):
+    env = recorded
+    panel(env, is_img2img=True)
+    by_id = {c.elem_id: c for c in env.created if c.elem_id}
+    for lower, upper in (("clip_far", "clip_near"), ("mask_low", "mask_high")):
+        low, high = by_id[f"depth2img_img2img_{lower}"], by_id[f"depth2img_img2img_{upper}"]
+        [moved_low] = [e for e in low.events if e["outputs"] == [low, high]]
+        assert moved_low["inputs"] == [low, high]
+        same, to = {"__type__": "generic_update"}, lambda value: {"__type__": "generic_update", "value": value}
+        assert moved_low["fn"](90, 80) == [same, to(90.5)]
+        [moved_high] = [e for e in high.events if e["outputs"] == [low, high]]
+        assert moved_high["fn"](20, 10) == [to(9.5), same]
+        settings = dict(zip((lower, upper), (90, 90.5), strict=True))
+        Depth2ImgArgs(enabled=True, mask_from_depth=True, **settings)  # what the coupled sliders send is valid

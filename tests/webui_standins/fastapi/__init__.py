@@ -12,6 +12,12 @@ class HTTPException(Exception):
         self.headers = headers
 
 
+class Response:
+    def __init__(self, content=b"", media_type=None):
+        self.body = content
+        self.media_type = media_type
+
+
 def Body(*args, **kwargs):  # noqa: N802 (fastapi's name)
     return None
 
