@@ -91,10 +91,14 @@ def _quote(value) -> str:
 
 
 class DepthApp:
-    def __init__(self, pipe, out_dir: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+    def __init__(
+        self, pipe, out_dir: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+        background: str = depthmap.DEFAULT_BACKGROUND,
+    ):  # fmt: skip
         self.pipe = pipe
         self.out_dir = Path(out_dir).resolve()
         self.max_pixels = max_pixels
+        self.background = background  # transparent parts of a picture are flattened on it, as in the WebUI
         self.panel_names: tuple[str, ...] = ui.PANEL_SETTINGS  # the built page's, set by build()
         self.is_demo = pipe.checkpoint_path is not None and Path(pipe.checkpoint_path).parent == DEMO_DIR
         # Each scheduler is built once from the loaded one's training schedule (the engine's one recipe).
@@ -122,7 +126,7 @@ class DepthApp:
         self._check_estimator(estimator)
         if not isinstance(image, Image.Image):
             image = self.open_upload(image, "the init image")
-        image = image.convert("RGB")
+        image = depthmap.flatten(image, self.background)
         with self.lock:
             if estimator == CheckpointMidasEstimator.name:
                 return self.pipe.estimate_depth(image)[0].numpy()
@@ -172,6 +176,7 @@ class DepthApp:
         seed = values.get("seed")
         seed = int(seed) if seed is not None and int(seed) >= 0 else secrets.randbelow(2**32)
         job = GenerationRequest(
+            background=self.background,
             prompt=values.get("prompt") or "",
             negative_prompt=values.get("negative_prompt") or None,
             image=image,
@@ -426,6 +431,7 @@ def launch(
     out: str | Path = "outputs/app",
     max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
     block: bool = True,
+    background: str = depthmap.DEFAULT_BACKGROUND,
 ):
     """Load the pipeline once and serve the page; returns gradio's Blocks (block=False: in a background thread)."""
     out_dir = Path(out).resolve()
@@ -436,7 +442,7 @@ def launch(
     from .engine import load_pipeline
 
     pipe = load_pipeline(checkpoint, announce=lambda message: print(message, file=sys.stderr))
-    app = DepthApp(pipe, out_dir, max_pixels=max_pixels)
+    app = DepthApp(pipe, out_dir, max_pixels=max_pixels, background=background)
     blocks = app.build()
     blocks.queue(default_concurrency_limit=1)
     blocks.launch(

@@ -33,10 +33,10 @@ def _max_pixels(args) -> int:
     return limit
 
 
-def _open_image(path: str, what: str, max_pixels: int):
+def _open_image(path: str, what: str, max_pixels: int, background: str | None = None):
     from . import depthmap
 
-    return depthmap.open_image(path, what, max_pixels)
+    return depthmap.open_image(path, what, max_pixels, background=background)
 
 
 def _save_image(image, path: Path) -> None:
@@ -149,6 +149,7 @@ def _request_from_args(args, settings, **inputs):
         postprocess=settings.postprocess_kwargs(),
         depth_range=settings.depth_range,
         depth_mask=settings.mask_settings(),
+        background=args.background,
         **inputs,
     )
 
@@ -211,7 +212,7 @@ def cmd_depth(args) -> int:
 
     max_pixels = _max_pixels(args)
     out = check_output(args.out, "--out", [args.image, args.checkpoint], depthmap.DEPTH_OUTPUT_SUFFIXES)
-    image = _open_image(args.image, "image", max_pixels).convert("RGB")
+    image = _open_image(args.image, "image", max_pixels, background=args.background)
     from .engine import load_pipeline  # after the input passed the gate, as in generate
     estimator = _folder_estimator(args.estimator)
     if estimator is not None:  # no Stable Diffusion checkpoint needed
@@ -238,7 +239,7 @@ def cmd_mask(args) -> int:
     settings = _settings(args)
     if not settings.mask_from_depth:
         raise UserError("give the band: --mask-depth LOW:HIGH (percent, 0 = farthest, 100 = nearest) or --mask-auto")
-    image = _open_image(args.image, "image", max_pixels).convert("RGB")
+    image = _open_image(args.image, "image", max_pixels, background=args.background)
     painted = _open_image(args.mask, "mask", max_pixels).convert("L") if args.mask else None
     if painted is not None and painted.size != image.size:
         raise UserError(
@@ -411,6 +412,7 @@ def cmd_app(args) -> int:
         share=args.share,
         out=args.out,
         max_pixels=_max_pixels(args),
+        background=args.background,
     )
     return 0
 
@@ -423,7 +425,8 @@ def _true_or_false(value: str) -> bool:
 
 
 def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
-    from .depthmap import DEFAULT_MAX_PIXELS
+    """The input limits, and the colour transparent inputs are flattened on (every command that reads pictures)."""
+    from .depthmap import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS
 
     parser.add_argument(
         "--max-megapixels",
@@ -431,6 +434,24 @@ def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_PIXELS / 1_000_000,
         help="refuse input images larger than this (default %(default)g)",
     )
+    parser.add_argument(
+        "--background",
+        type=_colour,
+        default=DEFAULT_BACKGROUND,
+        metavar="COLOUR",
+        help="transparent parts of input pictures are flattened on this colour, as the WebUI does "
+        "(default %(default)s; a name or #rrggbb)",
+    )
+
+
+def _colour(value: str) -> str:
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a colour: {value!r} (give a name such as white, or #rrggbb)") from error
+    return value
 
 
 def _add_render_options(parser: argparse.ArgumentParser) -> None:

@@ -88,7 +88,11 @@ def open_image(
     return image if background is None else flatten(image, background)
 
 
-def flatten(image: Image.Image, background: str = "#ffffff") -> Image.Image:
+# The colour transparent parts of a picture are flattened on, in every host (the WebUI: its own setting).
+DEFAULT_BACKGROUND = "#ffffff"
+
+
+def flatten(image: Image.Image, background: str = DEFAULT_BACKGROUND) -> Image.Image:
     """RGB with transparent parts on `background`: the WebUI's rule (modules.images.flatten with its setting
     img2img_background_color), so every host estimates depth from the picture the WebUI generates from.
 

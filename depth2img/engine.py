@@ -360,6 +360,8 @@ class GenerationRequest:
     depth_range: tuple[float, float] | None = None  # (lo, hi) of the processed map -> [-1, 1]; None = its min-max
     depth_mask: masks.MaskSettings | None = None  # a mask from a depth band: img2img becomes inpainting
     output_type: str = "pil"  # "pil" | "np" (float32 [B, H, W, 3] in [0, 1], as diffusers returns it)
+    # Transparent parts of the image are flattened on this colour before anything reads it (the WebUI's rule).
+    background: str = depthmap.DEFAULT_BACKGROUND
 
 
 @dataclass
@@ -452,17 +454,18 @@ def generate(
     from it stops the run between steps and propagates (diffusers' depth2img pipeline has no interrupt flag).
     """
     check_request(request)
-    image, mask = request.image, request.mask
+    mask = request.mask
+    image = depthmap.flatten(request.image, request.background) if request.image is not None else None
     if request.depth is not None:
         depth = depthmap.load_depth(request.depth)
     else:
-        depth = pipe.estimate_depth(image.convert("RGB"))[0].numpy()
+        depth = pipe.estimate_depth(image)[0].numpy()
 
     source = image.size if image is not None else (depth.shape[1], depth.shape[0])
     width, height, size_note = output_size(request, *source)
     mode = "txt2img" if image is None else ("inpaint" if mask is not None else "img2img")
     if image is not None:
-        image = depthmap.fit_image(image.convert("RGB"), width, height, request.resize_mode, Image.LANCZOS)
+        image = depthmap.fit_image(image, width, height, request.resize_mode, Image.LANCZOS)
     if mask is not None:
         mask = depthmap.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
 

@@ -141,6 +141,7 @@ def run_depth_pass(
     batch_size: int = 8,
     max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
     progress: Callable | None = None,
+    background: str = depthmap.DEFAULT_BACKGROUND,
 ) -> DepthPass:
     """Depth maps for all frames (reusing OUT/depth/*.npy from an earlier run), written as post-processed
     float32 .npy; then the shared ranges.
@@ -184,7 +185,7 @@ def run_depth_pass(
                 store(frame, depthmap.load_depth(given, max_pixels))
                 result.from_depth_dir.append(frame.name)
                 continue
-            image = depthmap.open_image(frame, f"frame {frame.name}", max_pixels).convert("RGB")
+            image = depthmap.open_image(frame, f"frame {frame.name}", max_pixels, background=background)
         except (depthmap.DepthMapError, OSError) as error:
             result.failed[frame.name] = str(error)
             continue
@@ -268,8 +269,9 @@ class FrameJob:
 
 
 def load_frame(job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
-    """(RGB image, post-processed depth map) of one frame, read where the run started (pass 1 wrote the map)."""
-    image = depthmap.open_image(job.frame, f"frame {job.name}", max_pixels).convert("RGB")
+    """(image, post-processed depth map) of one frame, read where the run started (pass 1 wrote the map); any
+    transparency is kept for the renderer to flatten (the engine: the template's background; a WebUI: its own)."""
+    image = depthmap.open_image(job.frame, f"frame {job.name}", max_pixels)
     return image, np.load(job.depth, allow_pickle=False)
 
 
@@ -444,7 +446,7 @@ def run_sequence(
 
     depth = run_depth_pass(
         readable, out_dir, estimate, depth_dir=depth_dir, postprocess=template.postprocess, scale=scale,
-        batch_size=batch_size, max_pixels=max_pixels, progress=progress,
+        batch_size=batch_size, max_pixels=max_pixels, progress=progress, background=template.background,
     )
     failed.update(depth.failed)
     say(_depth_summary(depth, scale, depth_dir, len(readable)))

@@ -67,7 +67,8 @@ def img2img_payload(template, image, depth: np.ndarray, depth_range, settings: W
     """The body of POST /sdapi/v1/img2img for one frame (template: the sequence's GenerationRequest, with its
     output size already chosen)."""
     payload = {
-        "init_images": [png_base64(image)],
+        # Flattened here on the sequence's colour, as pass 1 did for its depth: the WebUI's own would differ.
+        "init_images": [png_base64(depthmap.flatten(image, template.background))],
         "prompt": template.prompt,
         "negative_prompt": template.negative_prompt or "",
         "seed": template.seed,
