@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.same_work import require_same_work  # noqa: E402
 from depth2img import depthmap  # noqa: E402
 from depth2img.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
 from depth2img.paths import REPO_ROOT, cache_dir  # noqa: E402
@@ -81,7 +82,9 @@ def main() -> None:
 
     def through_app():
         depth = dict(source="upload", depth_image=handle_file(str(depth_path))) if upload else {}
-        client.predict(handle_file(str(image_path)), prompt="a room", api_name="/generate", **settings, **depth)
+        gallery = client.predict(handle_file(str(image_path)), prompt="a room", api_name="/generate", **settings,
+                                 **depth)[0]
+        return [Image.open(item["image"]).convert("RGB") for item in gallery]
 
     def direct():
         request = GenerationRequest(
@@ -94,14 +97,16 @@ def main() -> None:
             seed=1,
             strength=0.8,
         )
-        generate(pipe, request, progress=False)
+        return generate(pipe, request, progress=False).images
 
     def timed(fn) -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
         fn()
         return time.perf_counter() - wall, time.process_time() - cpu
 
-    timed(through_app), timed(direct)  # warm-up: estimator cache, first-call allocations, the HTTP connection
+    # Warm-up (estimator cache, first-call allocations, the HTTP connection), and the check that both sides
+    # made the same picture (same weights, seed and settings; the app's PNG is lossless): else no ratio.
+    require_same_work("app against engine.generate", through_app(), direct(), largest=2.0)
     app_s, engine_s = [], []
     for repeat in range(options.repeats):
         pair = (through_app, direct) if repeat % 2 == 0 else (direct, through_app)

@@ -24,6 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
+from bench.same_work import require_same_work  # noqa: E402
+
 
 def build(device: torch.device, dtype: torch.dtype = torch.float32):
     """ldm's MiDaSInference and our DPTForDepthEstimation with the same seeded random weights, on device in dtype."""
@@ -71,9 +73,17 @@ class Comparison:
         )
 
 
+# Same weights, same input: the depths agree up to float rounding (measured here on the CPU at float32: 0, both
+# figures); the tolerance leaves room for other kernels (GPU, another processor). The ratio is printed only if so.
+TOLERANCE = 2e-3
+
+
 def compare(name: str, ours_fn, ldm_fn, repeats: int, device: torch.device) -> Comparison:
-    """Time ours against ldm: one warm-up each, then `repeats` back-to-back pairs; the result is printed."""
-    ours_fn(), ldm_fn()  # warm-up
+    """Time ours against ldm: one warm-up each, which must give the same depth (TOLERANCE, relative to the depth's
+    peak), then `repeats` back-to-back pairs; the result is printed."""
+    ours, reference = ours_fn().float(), ldm_fn().float()  # also the warm-up
+    peak = reference.abs().max().clamp_min(1e-12)
+    largest, _ = require_same_work(f"{name}: ours against ldm", ours / peak, reference / peak, largest=TOLERANCE)
     ours_t, ldm_t = [], []
     for i in range(repeats):
         # alternate which goes first, so neither always runs on a warmer cache
@@ -81,7 +91,7 @@ def compare(name: str, ours_fn, ldm_fn, repeats: int, device: torch.device) -> C
         for times, fn in pair if i % 2 == 0 else pair[::-1]:
             times.append(timed(fn, device))
     result = Comparison(ours_t, ldm_t)
-    print(f"{name:11s} {result.describe()}")
+    print(f"{name:11s} {result.describe()}; same depth (largest difference {largest:.1e} of its peak)")
     return result
 
 
@@ -110,7 +120,8 @@ def main() -> int:
 
     def webui_flow():
         sample = AddMiDaS(model_type="dpt_hybrid")({"jpg": image[0].permute(1, 2, 0)})
-        return depth_model(torch.from_numpy(sample["midas_in"][None]).to(device))
+        # MiDaSInference returns [B, 1, h, w]; ours [B, h, w]
+        return depth_model(torch.from_numpy(sample["midas_in"][None]).to(device))[:, 0]
 
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "

@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.same_work import require_same_work  # noqa: E402
 from depth2img.conditioning import depth_conditioning  # noqa: E402
 from depth2img.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
 from depth2img.paths import cache_dir  # noqa: E402
@@ -129,11 +130,14 @@ def main() -> None:
             run[0] += 1
             pipe.depth_cache.clear()
             out = scratch / f"pass-{batch_size}-{run[0]}"
-            run_depth_pass(paths, out, lambda images: [d.numpy() for d in pipe.estimate_depth(images)],
-                           batch_size=batch_size)
+            found = run_depth_pass(paths, out, lambda images: [d.numpy() for d in pipe.estimate_depth(images)],
+                                   batch_size=batch_size)
+            return [np.load(found.depth_files[path.name]) for path in paths]
 
         counter = [0]
-        depth_pass(args.batch, counter)  # warm-up
+        # Warm-up, and the check that batching changed no depth (float rounding only): else no ratio.
+        require_same_work("depth pass, batched against one by one", depth_pass(args.batch, counter),
+                          depth_pass(1, counter), largest=1e-3)
         batched, single = [], []
         for repeat in range(args.repeats):
             order = [(args.batch, batched), (1, single)]
@@ -153,7 +157,10 @@ def main() -> None:
         job = FrameJob(paths[0].name, paths[0], scratch / "depth.npy", global_range, scratch / "render" / "out.png")
         alone = GenerationRequest(prompt=template.prompt, image=frames[0], depth=depths[0], depth_range=global_range,
                                   steps=args.steps, strength=1.0, seed=3, width=args.size, height=args.size)
-        generate(pipe, alone, progress=False)  # warm-up
+        # Warm-up, and the check that the frame is the single generate's picture (same inputs): else no ratio.
+        framed_picture = Image.open(render_frame(pipe, template, job)).convert("RGB")
+        require_same_work("render, sequence frame against single generate", framed_picture,
+                          generate(pipe, alone, progress=False).images[0], largest=2.0)
         framed, single = [], []
         for repeat in range(args.repeats):
             order = [(lambda: render_frame(pipe, template, job), framed),

@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -37,9 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
-import requests
-from PIL import Image
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repo's bench package
+
+import numpy as np  # noqa: E402
+import requests  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.same_work import require_same_work  # noqa: E402
 
 MODES = ("native", "extension")
 EXTENSION_MARKER = "Depth2Img estimator calls"  # infotext key every job conditioned by the extension carries
@@ -238,15 +243,37 @@ def img2img_body(image_b64: str, size: int, steps: int, batch: int, mode: str) -
     return body
 
 
-def post_img2img(http: requests.Session, url: str, body: dict, mode: str) -> None:
-    """One job; stops if it did not take the path it is counted for (the extension's hooks failing, or takeover
-    on in a native run)."""
+def post_img2img(http: requests.Session, url: str, body: dict, mode: str) -> dict:
+    """One job (its JSON answer); stops if it did not take the path it is counted for (the extension's hooks
+    failing, or takeover on in a native run)."""
     response = http.post(f"{url}/sdapi/v1/img2img", json=body, timeout=3600)
     response.raise_for_status()
     extra = json.loads(response.json()["info"]).get("extra_generation_params", {})
     if (EXTENSION_MARKER in extra) != (mode == "extension"):
         raise SystemExit(f"a {mode} run {'lacks' if mode == 'extension' else 'carries'} the extension's infotext "
                          f"('{EXTENSION_MARKER}'): see the WebUI's log")
+    return response.json()
+
+
+# The extension's default (the checkpoint's MiDaS) against the WebUI's own depth path, same init image and seed:
+# the same picture up to float rounding (measured here on the CPU: 0).
+SAME_PICTURE_TOLERANCE = 2.0
+
+
+def require_same_pictures(http: requests.Session, url: str, args) -> float:
+    """One native and one extension job on the same init image and seed must give the same picture, or the bench
+    stops before timing anything (a ratio of unequal work would mean nothing). Returns the largest difference."""
+    image = b64_png(Image.fromarray(np.random.default_rng(1).integers(0, 255, (args.size, args.size, 3), np.uint8)))
+    pictures = []
+    # A WebUI's first job after its start differs from the next one with the same seed (measured here: native
+    # against native, up to 8 of 255): that first job is not compared.
+    for mode in ("native", "native", "extension"):
+        body = {**img2img_body(image, args.size, args.steps, 1, mode), "send_images": True}
+        answer = post_img2img(http, url, body, mode)
+        pictures.append(Image.open(io.BytesIO(base64.b64decode(answer["images"][0]))).convert("RGB"))
+    largest, _ = require_same_work("extension against native", pictures[2], pictures[1],
+                                   largest=SAME_PICTURE_TOLERANCE)
+    return largest
 
 
 def load_line() -> str:
@@ -305,6 +332,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop_on_signal)
     with options_set(http, url, {"sd_model_checkpoint": title, "depth2img_takeover": False}):
         with interrupt_on_abort(http, url):
+            largest = require_same_pictures(http, url, args)
+            print(f"same picture from both paths (largest difference {largest:.0f} of 255)", flush=True)
             results, loads = measure_all(http, url, webui, args)
     print(f"at end: {load_line()}; 1-min load at the start of each run {min(loads):.2f}-{max(loads):.2f}")
     for batch in args.batch:
