@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -223,6 +224,51 @@ def config_path_for(checkpoint: str | Path) -> Path:
     """The LDM config for a checkpoint: the YAML beside it (the WebUI's rule) if there is one, else ours."""
     beside = yaml_beside(checkpoint)
     return beside if beside.is_file() else SHIPPED_DEPTH_CONFIG
+
+
+def config_shape_mismatch(state: Mapping[str, torch.Tensor], config: dict) -> str | None:
+    """The first of the checkpoint's tensors whose shape its LDM config contradicts, said with the config's
+    setting; None if they agree. Checked before diffusers builds the models, whose own error names its internal
+    module and advises flags that would load random weights. Written here: no library says which config value
+    a tensor's shape contradicts."""
+    params = config.get("model", {}).get("params", {})
+    unet = params.get("unet_config", {}).get("params", {})
+    vae = params.get("first_stage_config", {}).get("params", {}).get("ddconfig", {})
+    expected: dict[str, tuple[tuple[int, ...], str]] = {}
+    if {"model_channels", "in_channels", "out_channels"} <= unet.keys():
+        width, inputs, outputs = unet["model_channels"], unet["in_channels"], unet["out_channels"]
+        expected["model.diffusion_model.input_blocks.0.0.weight"] = (
+            (width, inputs, 3, 3), f"unet_config model_channels {width} and in_channels {inputs}")
+        expected["model.diffusion_model.time_embed.0.weight"] = (
+            (4 * width, width), f"unet_config model_channels {width}")
+        expected["model.diffusion_model.out.2.weight"] = (
+            (outputs, width, 3, 3), f"unet_config out_channels {outputs} and model_channels {width}")
+    if "context_dim" in unet:
+        for key in (k for k in state if k.startswith("model.diffusion_model.") and k.endswith("attn2.to_k.weight")):
+            inner = tuple(state[key].shape)[0]
+            expected[key] = ((inner, unet["context_dim"]), f"unet_config context_dim {unet['context_dim']}")
+            break
+    if {"ch", "in_channels"} <= vae.keys():
+        expected["first_stage_model.encoder.conv_in.weight"] = (
+            (vae["ch"], vae["in_channels"], 3, 3), f"first_stage_config ch {vae['ch']}")
+    for key, (shape, setting) in expected.items():
+        if key in state and tuple(state[key].shape) != shape:
+            return f"tensor {key} has shape {tuple(state[key].shape)}, the config's {setting} make it {shape}"
+    return None
+
+
+def require_config_matches(checkpoint: Path, state: Mapping[str, torch.Tensor], config: dict, config_path: Path):
+    """Raise CheckpointError naming the tensor, the config and what to put beside the checkpoint."""
+    problem = config_shape_mismatch(state, config)
+    if problem is None:
+        return
+    which = (f"{config_path.name} beside it" if config_path == yaml_beside(checkpoint)
+             else f"the shipped SD 2 depth config {config_path.name} (no {yaml_beside(checkpoint).name} beside it)")
+    raise CheckpointError(
+        f"{checkpoint.name} does not match its config, {which}: {problem}. Put the YAML this model was made with "
+        f"beside the checkpoint as {yaml_beside(checkpoint).name} (512-depth-ema and its fine-tunes: "
+        f"v2-midas-inference.yaml from Stability's stablediffusion repository)"
+    )
 
 
 def find_checkpoints(folder: str | Path) -> list[Path]:

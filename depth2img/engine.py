@@ -39,6 +39,7 @@ from .checkpoints import (
     config_path_for,
     inspect_checkpoint,
     load_state_dict,
+    require_config_matches,
     require_depth_checkpoint,
 )
 from .conditioning import check_depth_range, depth_conditioning
@@ -217,6 +218,7 @@ def load_pipeline(
         config_path = config_path_for(path)
         config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
         state = load_state_dict(path)
+        require_config_matches(path, state, config, config_path)
         # float32 is what from_single_file builds anyway: passing it would only add a cast (and its warning).
         dtype_arg = {} if dtype == torch.float32 else {"torch_dtype": dtype}
         with _quiet_empty_float32_list():

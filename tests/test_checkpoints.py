@@ -1,4 +1,5 @@
 import collections
+import shutil
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from safetensors.torch import save_file
 from depth2img.checkpoints import (
     CheckpointError,
     config_path_for,
+    config_shape_mismatch,
     inspect_checkpoint,
     load_state_dict,
     require_depth_checkpoint,
@@ -194,3 +196,44 @@ def test_shipped_config_is_the_depth_config():
     assert config.model.target == "ldm.models.diffusion.ddpm.LatentDepth2ImageDiffusion"
     assert config.model.params.unet_config.params.in_channels == 5
     assert config.model.params.depth_stage_config.params.model_type == "dpt_hybrid"
+
+
+def test_a_config_of_another_model_is_named_with_the_tensor_it_contradicts(tiny_checkpoint, tmp_path):
+    # The tiny checkpoint (model_channels 32) with the full-size SD 2 depth YAML beside it: diffusers' own error
+    # names an internal module and advises flags that would load random weights (issue 15.11).
+    from depth2img.engine import load_pipeline
+
+    checkpoint = tmp_path / "finetune.safetensors"
+    shutil.copyfile(tiny_checkpoint, checkpoint)
+    shutil.copyfile(SHIPPED_DEPTH_CONFIG, tmp_path / "finetune.yaml")
+    with pytest.raises(CheckpointError) as beside:
+        load_pipeline(checkpoint, device="cpu")
+    message = str(beside.value)
+    assert "finetune.safetensors does not match its config, finetune.yaml beside it" in message
+    assert "model.diffusion_model.input_blocks.0.0.weight has shape (32, 5, 3, 3)" in message
+    assert "model_channels 320" in message and "(320, 5, 3, 3)" in message
+    assert "as finetune.yaml" in message and "ignore_mismatched_sizes" not in message
+
+    (tmp_path / "finetune.yaml").unlink()  # no YAML: the shipped one, said so
+    with pytest.raises(CheckpointError, match=r"the shipped SD 2 depth config v2-midas-inference.yaml \(no "
+                                              r"finetune.yaml beside it\)"):
+        load_pipeline(checkpoint, device="cpu")
+
+
+def test_each_config_setting_a_shape_depends_on_is_checked(tiny_checkpoint):
+    from omegaconf import OmegaConf
+
+    state = load_state_dict(tiny_checkpoint)
+    config = OmegaConf.to_container(OmegaConf.load(tiny_checkpoint.with_suffix(".yaml")), resolve=True)
+    assert config_shape_mismatch(state, config) is None
+    params = config["model"]["params"]
+    for section, key, value, named in (
+        (params["unet_config"]["params"], "in_channels", 9, "in_channels 9"),
+        (params["unet_config"]["params"], "out_channels", 8, "out_channels 8"),
+        (params["unet_config"]["params"], "context_dim", 1024, "context_dim 1024"),
+        (params["first_stage_config"]["params"]["ddconfig"], "ch", 128, "first_stage_config ch 128"),
+    ):
+        original = section[key]
+        section[key] = value
+        assert named in (config_shape_mismatch(state, config) or ""), key
+        section[key] = original
