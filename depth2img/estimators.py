@@ -26,6 +26,7 @@ import contextlib
 import copy
 import functools
 import os
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -123,11 +124,14 @@ class NetworkRuntime:
         module: torch.nn.Module,
         caps: PrecisionCaps | None = None,
         execution_device: torch.device | str | None = None,
+        weights_key: str = "",
     ):
+        """weights_key: names the module's current weights (a host may load other weights into the same module
+        object, as the WebUI does when it switches between checkpoints of one architecture)."""
         self.module = module
         self.caps = caps
         self.execution_device = torch.device(execution_device) if execution_device is not None else None
-        self._float32_copy: tuple[torch.device, torch.nn.Module] | None = None
+        self.weights_key = weights_key
 
     def resolve(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
         """The network that will run, with its device and dtype (read now: the caller may have moved it)."""
@@ -147,15 +151,25 @@ class NetworkRuntime:
 
     def release(self) -> None:
         """Drop the float32 copy, if one was made."""
-        self._float32_copy = None
+        _FLOAT32_COPIES.pop(self.module, None)
 
     def _float32(self, device: torch.device) -> torch.nn.Module:
         # The backend lacks a kernel for the weights' dtype (e.g. float16 on the CPU in torch 2.1): a float32
-        # copy, made once per device; the caller's module stays as it was.
-        if self._float32_copy is None or self._float32_copy[0] != device:
+        # copy (~0.5 GB for MiDaS), made once per module, device and weights, whichever runtime asks (the WebUI
+        # makes an estimator per job); the caller's module stays as it was.
+        made = _FLOAT32_COPIES.get(self.module)
+        if made is None or made[:2] != (device, self.weights_key):
             network = copy.deepcopy(self.module).to(device=device, dtype=torch.float32)
-            self._float32_copy = (device, network.eval().requires_grad_(False))
-        return self._float32_copy[1]
+            made = (device, self.weights_key, network.eval().requires_grad_(False))
+            _FLOAT32_COPIES[self.module] = made
+        return made[2]
+
+
+# The float32 copies by the module they copy: held weakly, so a copy goes when its host drops the module (the
+# copy holds no reference back to it). One per module: a copy for other weights or another device replaces it.
+_FLOAT32_COPIES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[torch.device, str, torch.nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def to_network(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -219,8 +233,10 @@ class CheckpointMidasEstimator(DepthEstimator):
         caps: what the model's backend runs; None probes it on first use.
         """
         self.model = model
-        self._runtime = NetworkRuntime(model, caps=caps, execution_device=execution_device)
         self._cache_key = f"{self.name}:{midas.weights_fingerprint(model)}"
+        self._runtime = NetworkRuntime(
+            model, caps=caps, execution_device=execution_device, weights_key=self._cache_key
+        )
 
     @classmethod
     def from_checkpoint_state_dict(

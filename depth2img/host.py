@@ -95,7 +95,10 @@ class ModuleMidasEstimator(DepthEstimator):
         """caps: which dtypes the compute device runs (None: probed on first use; injectable for tests)."""
         self.module = module
         self._cache_key = f"{self.name}:{cache_key}"
-        self._runtime = NetworkRuntime(module, caps=caps, execution_device=execution_device)
+        # One float32 copy per module and weights, though the WebUI makes this estimator per job.
+        self._runtime = NetworkRuntime(
+            module, caps=caps, execution_device=execution_device, weights_key=self._cache_key
+        )
 
     @property
     def cache_key(self) -> str:

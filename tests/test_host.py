@@ -324,6 +324,31 @@ def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
     assert estimator._runtime.resolve()[0] is not copy_that_ran and net.conv.weight.dtype == torch.bfloat16
 
 
+def test_float32_copy_is_made_once_per_module_and_weights_not_per_job():
+    # The WebUI makes a ModuleMidasEstimator per job (loaded_model_estimator): the float32 copy (~0.5 GB for
+    # MiDaS) must not be rebuilt each time (issue 15.8); new weights in the same module object make a new one.
+    import gc
+
+    from depth2img.estimators import _FLOAT32_COPIES, PrecisionCaps
+
+    no_half = PrecisionCaps(float16=False, bfloat16=False)
+    net = torch.nn.Conv2d(3, 1, 3, padding=1).to(torch.bfloat16)
+    images = torch.rand(1, 3, 32, 32) * 2 - 1
+    first_job = ModuleMidasEstimator(net, "hash-a", caps=no_half)
+    first_job.estimate(images)
+    copy_that_ran = first_job._runtime.resolve()[0]
+    second_job = ModuleMidasEstimator(net, "hash-a", caps=no_half)
+    second_job.estimate(images)
+    assert second_job._runtime.resolve()[0] is copy_that_ran
+    other_weights = ModuleMidasEstimator(net, "hash-b", caps=no_half)  # the WebUI loaded another checkpoint in
+    assert other_weights._runtime.resolve()[0] is not copy_that_ran
+    del first_job, second_job, other_weights, copy_that_ran
+    count = len(_FLOAT32_COPIES)
+    del net  # the host drops its model: the copy goes with it
+    gc.collect()
+    assert len(_FLOAT32_COPIES) == count - 1
+
+
 def test_lowvram_execution_device_gets_the_inputs():
     class Recorder(torch.nn.Module):
         """Weights on the CPU; the host moves it to the execution device on call (lowvram): record the input."""
