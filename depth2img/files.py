@@ -8,6 +8,7 @@ interrupted run leaves the old file or the new one, never a truncated one.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -58,6 +59,12 @@ def write_atomic(path: str | Path, write: Callable[[Path], None], mode: int = FI
 
 def write_bytes_atomic(path: str | Path, data: bytes, mode: int = FILE_MODE) -> Path:
     return write_atomic(path, lambda temporary: temporary.write_bytes(data), mode)
+
+
+def copy_file_atomic(source: str | Path, path: str | Path, mode: int = FILE_MODE) -> Path:
+    """Copy source to path so that a reader (another WebUI sharing the folder) never sees half a file, and a
+    failed copy (a full disk) leaves none."""
+    return write_atomic(path, lambda temporary: shutil.copyfile(source, temporary), mode)
 
 
 def write_text_atomic(path: str | Path, text: str, mode: int = FILE_MODE) -> Path:

@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import inspect
 import secrets
-import shutil
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from . import estimators, paths
 from .args import Depth2ImgArgs
 from .checkpoints import find_checkpoints, inspect_checkpoint_cached
 from .depthmap import DEFAULT_MAX_PIXELS
+from .files import copy_file_atomic
 from .host import (
     Depth2ImgError,
     DepthConditioner,
@@ -472,7 +472,7 @@ def checkpoints_to_register(known_filenames, is_depth_checkpoint: Callable) -> l
         if path in known or not is_depth_checkpoint(path):
             continue
         if not path.with_suffix(".yaml").exists():
-            shutil.copyfile(paths.SHIPPED_DEPTH_CONFIG, path.with_suffix(".yaml"))
+            copy_file_atomic(paths.SHIPPED_DEPTH_CONFIG, path.with_suffix(".yaml"))
         found.append(path)
     return found
 

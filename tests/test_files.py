@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 
@@ -35,3 +36,30 @@ def test_atomic_write_is_whole_and_readable_by_others(tmp_path):
     with pytest.raises(RuntimeError):
         write_atomic(path, fail)
     assert path.read_bytes() == b"data" and [p.name for p in path.parent.iterdir()] == ["f.bin"]
+
+
+def test_the_config_written_beside_a_found_checkpoint_is_whole_or_absent(tmp_path, monkeypatch):
+    # The WebUI reads <checkpoint>.yaml: a copy that fails halfway (a full disk) must not leave half a config
+    # there for it (or another WebUI sharing the folder) to read (issue 15.8).
+    import shutil
+
+    from depth2img import paths, webui_hooks
+
+    monkeypatch.setattr(paths, "USER_CHECKPOINT_DIR", tmp_path)
+    checkpoint = tmp_path / "mine.safetensors"
+    checkpoint.write_bytes(b"x")
+    real_copy = shutil.copyfile
+
+    def copy_half_then_fail(source, target):
+        data = Path(source).read_bytes()
+        Path(target).write_bytes(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfile", copy_half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        webui_hooks.checkpoints_to_register([], lambda path: True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.safetensors"]  # no half YAML, no temporary
+
+    monkeypatch.setattr(shutil, "copyfile", real_copy)
+    assert webui_hooks.checkpoints_to_register([], lambda path: True) == [checkpoint]
+    assert (tmp_path / "mine.yaml").read_bytes() == paths.SHIPPED_DEPTH_CONFIG.read_bytes()
