@@ -259,7 +259,8 @@ def cmd_mask(args) -> int:
         depth = pipe.estimate_depth(image)[0].numpy()
     depth = depthmap.postprocess(depth, **settings.postprocess_kwargs())
     mode = depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")]
-    depth = depthmap.fit_aspect(depth, image.width, image.height, mode)
+    # An estimated map is fitted by its picture's aspect (the estimator rounds its sides); an uploaded one by its own.
+    depth = depthmap.fit_aspect(depth, image.width, image.height, mode, source_size=None if args.depth else image.size)
     mask, note = depth_band_mask(
         depth, settings.mask_settings(), painted, image.width, image.height, settings.depth_range
     )

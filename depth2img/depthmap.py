@@ -452,15 +452,24 @@ class ResizeMode(int, Enum):
     RESIZE_AND_FILL = 2  # scale to fit inside, fill the borders with the edge values
 
 
-def fit_aspect(depth: np.ndarray, width: int, height: int, mode: ResizeMode | int) -> np.ndarray:
+def fit_aspect(
+    depth: np.ndarray, width: int, height: int, mode: ResizeMode | int, source_size: tuple[int, int] | None = None
+) -> np.ndarray:
     """Crop or pad the map (HxW, or HxWxC for images; in its own resolution, no resampling) to the target's aspect.
 
     The one resampling happens later, when the conditioning is resized bicubically to the latent size,
     so a map is never interpolated twice. JUST_RESIZE returns the map unchanged (the stretch happens there).
+    source_size: (width, height) of the picture the map covers. A map of another aspect (an estimator rounds its
+    map's sides to its multiples: 912x512 -> 672x384; an uploaded map is taken as its picture's) is first brought
+    to that size, so the crop or pad is the picture's and the depth lines up with it.
     """
     mode = ResizeMode(mode)
+    if mode is ResizeMode.JUST_RESIZE:
+        return depth
+    if source_size is not None and depth.shape[1] * source_size[1] != depth.shape[0] * source_size[0]:
+        depth = resize(depth, *source_size)
     h, w = depth.shape[:2]
-    if mode is ResizeMode.JUST_RESIZE or w * height == h * width:
+    if w * height == h * width:
         return depth
     target_ratio = width / height
     if mode is ResizeMode.CROP_AND_RESIZE:

@@ -472,7 +472,10 @@ def generate(
         mask = depthmap.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
 
     depth = depthmap.postprocess(depth, **request.postprocess)
-    depth = depthmap.fit_aspect(depth, width, height, request.resize_mode)
+    # An estimated map covers its picture at the estimator's resolution, whose sides it rounds: fitted by the
+    # picture's aspect. An uploaded map is fitted by its own (README: depth maps).
+    estimated_from = source if request.depth is None else None  # the init image's size before its fit
+    depth = depthmap.fit_aspect(depth, width, height, request.resize_mode, source_size=estimated_from)
     depth_tensor = torch.from_numpy(np.ascontiguousarray(depth))[None]
     mask_note = ""
     if request.depth_mask is not None:

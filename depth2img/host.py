@@ -288,15 +288,17 @@ class DepthConditioner:
         """Apply the job's geometry to a depth map of the whole init image (or the uploaded map)."""
         geometry = self.geometry
         if geometry.crop_region is not None:
-            # Crop box is in init-image pixels; the map may have another resolution with the same aspect.
+            # The crop box is in init-image pixels: a map of another resolution (the estimator's, its sides
+            # rounded to its multiples) is brought to the picture's size first, so the crop is the picture's.
             src_w, src_h = image_size or (self.init_images[0].size if self.init_images else depth.shape[::-1])
+            if depth.shape[:2] != (src_h, src_w):
+                depth = depthmap.resize(depth, src_w, src_h)
             x1, y1, x2, y2 = geometry.crop_region
-            sx, sy = depth.shape[1] / src_w, depth.shape[0] / src_h
-            box = (int(round(x1 * sx)), int(round(y1 * sy)), int(round(x2 * sx)), int(round(y2 * sy)))
-            cropped = depth[box[1] : max(box[3], box[1] + 1), box[0] : max(box[2], box[0] + 1)]
+            cropped = depth[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)]
             return depthmap.fit_aspect(cropped, geometry.width, geometry.height, depthmap.ResizeMode.RESIZE_AND_FILL)
         mode = geometry.resize_mode if geometry.resize_mode in (0, 1, 2) else 0
-        return depthmap.fit_aspect(depth, geometry.width, geometry.height, mode)
+        # image_size: an estimated map, fitted by its picture's aspect; an uploaded map (None) by its own.
+        return depthmap.fit_aspect(depth, geometry.width, geometry.height, mode, source_size=image_size)
 
 
 DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".exr", ".jpg", ".jpeg", ".webp")

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img import depthmap
 from depth2img.paths import REPO_ROOT
 
 
@@ -416,3 +417,25 @@ def test_mask_command_fits_the_depth_map_like_generate(files, tmp_path):
     expected = np.zeros((64, 64), np.uint8)
     expected[:, :39] = 255
     assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), expected)
+
+
+def test_mask_command_lines_up_an_estimated_map_with_its_picture(tiny_checkpoint, tmp_path):
+    # 150x64: MiDaS rounds its map's sides to multiples of 32 (another aspect). The estimated band mask must be
+    # the one the same map gives when uploaded at the picture's size (issue 15.2), under each resize mode.
+    from depth2img.cli import main
+    from depth2img.engine import load_pipeline
+
+    image = Image.fromarray(np.random.default_rng(6).integers(0, 255, (64, 150, 3), dtype=np.uint8))
+    image.save(tmp_path / "photo.png")
+    estimated = load_pipeline(tiny_checkpoint, device="cpu").estimate_depth(image)[0].numpy()
+    assert estimated.shape[1] * 64 != estimated.shape[0] * 150
+    np.save(tmp_path / "uploaded.npy", depthmap.resize(estimated, 150, 64))
+    for mode in ("crop-and-resize", "resize-and-fill"):
+        masks = []
+        for depth in ([], ["--depth", tmp_path / "uploaded.npy"]):
+            out = tmp_path / f"mask-{mode}-{len(depth)}.png"
+            args = ["mask", "--image", tmp_path / "photo.png", "--checkpoint", tiny_checkpoint, *depth,
+                    "--resize-mode", mode, "--mask-depth", "30:70", "--out", out]
+            assert main([str(a) for a in args]) == 0
+            masks.append(np.asarray(Image.open(out)))
+        assert 0 < (masks[1] == 255).mean() < 1 and np.array_equal(masks[0], masks[1]), mode

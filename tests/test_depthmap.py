@@ -320,3 +320,32 @@ def test_open_image_turns_a_photo_by_its_exif_orientation():
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30), "red").save(buffer, format="JPEG", exif=exif)
     assert depthmap.open_image(buffer.getvalue(), "init image").size == (30, 40)
+
+
+def _crossing(values: np.ndarray) -> int:
+    return int(np.argmax(values > 0.5))
+
+
+@pytest.mark.parametrize("mode", [ResizeMode.CROP_AND_RESIZE, ResizeMode.RESIZE_AND_FILL])
+@pytest.mark.parametrize("target", [(512, 512), (512, 768), (1024, 256)])
+def test_a_map_of_rounded_aspect_lines_up_with_its_picture(mode, target):
+    # MiDaS works at multiples of 32: a 912x512 picture gets a 672x384 map (aspect 1.75, not 1.78). Fitted by
+    # its own aspect the depth moved against the picture by pixels at the edges (issue 15.2); fitted by the
+    # picture's (source_size) an edge lands where the picture's own edge does.
+    width, height = target
+    for axis, at in ((1, 880), (0, 500)):  # an edge near the far side, across each axis
+        picture = np.zeros((512, 912), np.float32)
+        if axis == 1:
+            picture[:, at:] = 1
+        else:
+            picture[at:, :] = 1
+        truth = depthmap.resize(depthmap.fit_aspect(picture, width, height, mode), width, height)
+        estimated = depthmap.resize(picture, 672, 384)
+        fitted = depthmap.fit_aspect(estimated, width, height, mode, source_size=(912, 512))
+        fitted = depthmap.resize(fitted, width, height)
+        line = (lambda a: a[a.shape[0] // 2]) if axis == 1 else (lambda a: a[:, a.shape[1] // 2])
+        assert abs(_crossing(line(fitted)) - _crossing(line(truth))) <= 1, (axis, _crossing(line(truth)))
+    # A map already of the picture's aspect is not resampled; just resize leaves every map to the one stretch.
+    same = np.random.default_rng(0).random((256, 456), dtype=np.float32)
+    assert depthmap.fit_aspect(same, 456, 256, mode, source_size=(912, 512)) is same
+    assert depthmap.fit_aspect(estimated, width, height, ResizeMode.JUST_RESIZE, source_size=(912, 512)) is estimated

@@ -152,12 +152,21 @@ def test_inpaint_changes_only_the_masked_area(pipe):
 
 
 def test_user_depth_aspect_is_fitted(pipe):
-    wide = np.tile(np.linspace(0, 1, 96, dtype=np.float32), (48, 1))
-    for mode in depthmap.ResizeMode:
-        result = generate(pipe, request(depth=wide, resize_mode=mode), progress=False)
-        assert np.isfinite(result.images).all()
-        expected_w = {0: 96, 1: 48, 2: 96}[int(mode)]
-        assert result.depth.shape[1] == expected_w
+    wide = np.random.default_rng(2).random((48, 96), dtype=np.float32)
+    # txt2img: the map is the picture; a square output crops its centre, pads its edge rows, or stretches it.
+    fitted = {
+        mode: generate(pipe, request(image=None, depth=wide, resize_mode=mode, steps=2), progress=False).depth
+        for mode in depthmap.ResizeMode
+    }
+    assert np.array_equal(fitted[depthmap.ResizeMode.JUST_RESIZE], wide)
+    assert np.array_equal(fitted[depthmap.ResizeMode.CROP_AND_RESIZE], wide[:, 24:72])
+    filled = fitted[depthmap.ResizeMode.RESIZE_AND_FILL]
+    assert filled.shape == (96, 96) and np.array_equal(filled[24:72], wide)
+    assert (filled[:24] == wide[0]).all() and (filled[72:] == wide[-1]).all()
+    # img2img with a square image: an uploaded map is fitted by its own aspect alike (README: depth maps).
+    for mode in (depthmap.ResizeMode.CROP_AND_RESIZE, depthmap.ResizeMode.RESIZE_AND_FILL):
+        result = generate(pipe, request(depth=wide, resize_mode=mode, steps=2, strength=1.0), progress=False)
+        assert np.array_equal(result.depth, fitted[mode])
 
 
 def test_bad_requests(pipe):
@@ -362,3 +371,26 @@ def test_depth_band_mask_needs_an_image(pipe):
 
     with pytest.raises(ValueError, match="needs an init image"):
         generate(pipe, request(image=None, depth=step_depth(), depth_mask=MaskSettings(low=50)))
+
+
+@pytest.mark.parametrize("mode", list(depthmap.ResizeMode))
+def test_estimated_depth_lines_up_as_the_same_map_uploaded(pipe, mode):
+    # A 150x64 picture: the estimator's map has its sides rounded to multiples of 32 (another aspect). It must
+    # be fitted by the picture's aspect, as the same map uploaded at the picture's size is (issue 15.2).
+    image = Image.fromarray(np.asarray(scene(seed=3, size=150))[:64])
+    estimated_map = pipe.estimate_depth(image)[0].numpy()
+    assert estimated_map.shape[1] * 64 != estimated_map.shape[0] * 150  # the case: another aspect
+    uploaded_map = depthmap.resize(estimated_map, 150, 64)  # what `depth` saves and a user uploads
+    results = [
+        generate(pipe, request(image=image, depth=depth, resize_mode=mode, steps=2, strength=1.0), progress=False)
+        for depth in (None, uploaded_map)
+    ]
+    estimated, uploaded = (result.depth for result in results)
+    if mode is depthmap.ResizeMode.JUST_RESIZE:
+        # Both stretched to the output: the same geometry, another resampling path (bicubic: the outer pixels
+        # differ most on this tiny model's noisy map), so compared inside the border.
+        estimated, uploaded = (depthmap.resize(d, SIZE, SIZE)[2:-2, 2:-2] for d in (estimated, uploaded))
+        np.testing.assert_allclose(estimated, uploaded, atol=0.03 * float(np.ptp(uploaded)))
+    else:  # the same map cropped or padded alike
+        assert estimated.shape == uploaded.shape
+        np.testing.assert_allclose(estimated, uploaded, atol=1e-5)

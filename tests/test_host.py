@@ -15,7 +15,7 @@ from depth2img import depthmap
 from depth2img.args import Depth2ImgArgs
 from depth2img.conditioning import FLAT_CONDITIONING, depth_conditioning
 from depth2img.depth_cache import DepthCache
-from depth2img.host import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator
+from depth2img.host import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, estimate_image
 
 
 class MidasModule(torch.nn.Module):
@@ -588,3 +588,28 @@ def test_folder_depth_range_is_the_sequence_global_range_over_every_readable_inp
         folder_depth_range(inputs[2:], lambda path: None, {})
     with pytest.raises(Depth2ImgError, match="flat.*'per-image'"):
         folder_depth_range(inputs[:1], lambda path: np.ones((4, 4), np.float32), {})
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [JobGeometry(64, 64, resize_mode=1), JobGeometry(64, 64, resize_mode=2),
+     JobGeometry(64, 64, resize_mode=1, crop_region=(30, 0, 94, 64))],  # the last: inpaint "only masked"
+    ids=["crop", "fill", "only-masked"],
+)
+def test_inpainting_estimated_depth_lines_up_as_the_same_map_uploaded(cheap_module, geometry):
+    # A 150x64 init image: the estimator's map has its sides rounded to multiples of 32, another aspect. Fitted
+    # by its own aspect (and the only-masked crop box scaled per axis, then filled by the crop's aspect), the depth
+    # moved against the picture and its mask; it must condition as the same map at the picture's size (15.2).
+    from depth2img.depthmap import DecodedDepth
+
+    init = Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 150, 3), dtype=np.uint8))
+    estimator = ModuleMidasEstimator(cheap_module, "tiny")
+    estimated_map = estimate_image(estimator, DepthCache(), init, "#ffffff")
+    assert estimated_map.shape[1] * 64 != estimated_map.shape[0] * 150  # the case: another aspect
+    uploaded_map = depthmap.resize(estimated_map, 150, 64)
+    conditionings = []
+    for depth in (None, DecodedDepth(uploaded_map, "inverse")):
+        conditioner = DepthConditioner(Depth2ImgArgs(enabled=True), geometry, estimator=estimator,
+                                       init_images=[init], inpainting=True, depth=depth)
+        conditionings.append(conditioner.conditioning(torch.zeros(1, 4, 8, 8)))
+    assert torch.allclose(conditionings[0], conditionings[1], atol=1e-4)
