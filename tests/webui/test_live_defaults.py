@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from .conftest import decode, rgb_b64
+from .conftest import decode, png_b64, rgb_b64
 from .test_live_api import BASE, SIZE, depth_args, images_of, img2img, scene
 
 STALE_OR_CROSSED = [
@@ -58,3 +58,31 @@ def test_a_phone_photo_is_estimated_as_displayed(webui):
     masks = [webui.ok("/depth2img/v1/mask", {"image": image, "mask_low": 50}) for image in (photo, turned)]
     assert np.array_equal(decode(masks[0]["mask"]), decode(masks[1]["mask"]))
     assert decode(masks[0]["mask"]).shape == (SIZE, SIZE // 2)
+
+
+def wide_picture() -> Image.Image:
+    """150x64: MiDaS's map of it has its sides rounded to multiples of 32, another aspect than the picture's."""
+    rng = np.random.default_rng(21)
+    gradient = np.linspace(0, 255, 150)[None, :, None].repeat(64, 0).repeat(3, 2)
+    return Image.fromarray(np.clip(gradient + rng.normal(0, 40, gradient.shape), 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize(("resize_mode", "only_masked"), [(1, False), (2, False), (0, True), (1, True)],
+                         ids=["crop", "fill", "only-masked", "only-masked-crop"])
+def test_inpainting_estimated_depth_lines_up_as_the_same_map_uploaded(webui, resize_mode, only_masked):
+    # Issue 15.2: in inpainting the depth is the whole init image's, fitted to the job; fitted by the estimated
+    # map's own rounded aspect it moved against the picture and its mask. It must equal the same map uploaded
+    # at the picture's size (what /estimate returns).
+    picture = wide_picture()
+    uploaded = webui.ok("/depth2img/v1/estimate", {"image": rgb_b64(picture)})["depth"]
+    mask = np.zeros((64, 150), np.uint8)
+    mask[16:48, 40:100] = 255
+    body = {"mask": png_b64(mask), "mask_blur": 0, "inpainting_fill": 1, "inpaint_full_res": only_masked,
+            "inpaint_full_res_padding": 4, "resize_mode": resize_mode}
+    maps = []
+    for source in ({"source": "estimate"}, {"source": "upload", "depth_image": uploaded}):
+        response = img2img(webui, picture, depth_args(enabled=True, return_depth=True, **source), **body)
+        maps.append(images_of(response)[-1].astype(float))
+    assert maps[0].shape == maps[1].shape and maps[1].std() > 1000
+    # The same map, once through a 16-bit PNG: quantization and float rounding only.
+    np.testing.assert_allclose(maps[0], maps[1], atol=0.01 * 65535)
