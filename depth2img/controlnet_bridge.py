@@ -119,10 +119,14 @@ class ControlNetEstimator(DepthEstimator):
         self.preprocessor = preprocessor
         self.name = PREFIX + preprocessor.label
         self.label = f"ControlNet {preprocessor.label}"
+        self._unloads = 0  # release() makes ControlNet load the weights again on the next call
 
     @property
     def cache_key(self) -> str:
-        return self.name
+        # Changes when ControlNet reloads its model: a new preprocessor object (its scripts reloaded), a model
+        # object of its own that changed (where it keeps one as `model`), or an unload we asked for.
+        model = getattr(self.preprocessor, "model", None)
+        return f"{self.name}:{id(self.preprocessor):x}:{id(model) if model is not None else 0:x}:{self._unloads}"
 
     def _call(self, image: np.ndarray) -> np.ndarray:
         preprocessor = self.preprocessor
@@ -147,6 +151,7 @@ class ControlNetEstimator(DepthEstimator):
 
     def release(self) -> None:
         self.preprocessor.unload()
+        self._unloads += 1
 
 
 def create(name: str) -> ControlNetEstimator:

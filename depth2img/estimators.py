@@ -414,8 +414,8 @@ def get_estimator_info(name: str, has_depth_checkpoint: bool | None = None) -> E
     return _folder_entry(folder)
 
 
-# Folder estimators built so far, by (path, device, dtype), and ControlNet's, by name: weights load once and are
-# shared by every caller.
+# Folder estimators built so far, by (path, contents, device, dtype), and ControlNet's, by name: weights load once
+# and are shared by every caller.
 _LOADED: dict[tuple, DepthEstimator] = {}
 
 
@@ -438,7 +438,7 @@ def create_estimator(
             raise ValueError(f"estimator {name!r} is unavailable: {info.reason}")
         return CheckpointMidasEstimator.from_checkpoint_state_dict(checkpoint_state_dict, dtype=dtype, device=device)
     from . import controlnet_bridge
-    from .folder_estimators import MarigoldFolderEstimator, TransformersFolderEstimator
+    from .folder_estimators import MarigoldFolderEstimator, TransformersFolderEstimator, folder_fingerprint
 
     if controlnet_bridge.is_controlnet_name(name):
         preprocessor = controlnet_bridge.find_preprocessor(name)  # raises, saying why, when there is none
@@ -451,8 +451,13 @@ def create_estimator(
         get_estimator_info(name)  # raises, naming the choices
     if not folder.available:
         raise ValueError(f"estimator {folder.name!r} is unavailable: {folder.reason}")
-    key = (str(folder.path), str(torch.device(device or "cpu")), dtype or torch.float32)
+    # Keyed by the folder's contents too (its configs, its weights' sizes and times): a folder replaced in place
+    # is a new model, maybe of another kind (metric vs inverse), with new depth-cache entries.
+    fingerprint = folder_fingerprint(folder.path)
+    key = (str(folder.path), fingerprint, str(torch.device(device or "cpu")), dtype or torch.float32)
     if key not in _LOADED:
+        for stale in [k for k in _LOADED if k[0] == key[0] and k[1] != fingerprint]:
+            _LOADED.pop(stale).release()  # the replaced model's weights
         kind = MarigoldFolderEstimator if folder.model_type == "marigold" else TransformersFolderEstimator
         _LOADED[key] = kind(folder, device=device, dtype=dtype)
     return _LOADED[key]

@@ -83,3 +83,25 @@ def test_an_output_that_is_no_8bit_map_is_an_error_naming_the_preprocessor(regis
     monkeypatch.setattr(preprocessor, "cached_call", lambda image, **kw: np.zeros(image.shape[:2], np.float32))
     with pytest.raises(RuntimeError, match="ControlNet's depth_midas returned float32"):
         estimators.create_estimator("controlnet:depth_midas").estimate(torch.zeros(1, 3, 64, 64))
+
+
+def test_the_cache_key_changes_when_controlnet_reloads_its_model(registry, monkeypatch):
+    # Issue 15.6: keyed by name alone, maps of a model ControlNet had since reloaded were served from the cache.
+    from depth2img.depth_cache import DepthCache
+
+    estimator = estimators.create_estimator("controlnet:depth_midas")
+    image = torch.rand(1, 3, 32, 48) * 2 - 1
+    cache = DepthCache()
+    cache.estimate(estimator, image)
+    keys = [estimator.cache_key]
+    estimator.release()  # ControlNet unloads it: the next call loads it again
+    keys.append(estimator.cache_key)
+    estimator.preprocessor.model = object()  # a preprocessor that keeps its model loaded another one
+    keys.append(estimator.cache_key)
+    standin.installed(monkeypatch)  # ControlNet's scripts reloaded: new preprocessor objects
+    reloaded = estimators.create_estimator("controlnet:depth_midas")
+    keys.append(reloaded.cache_key)
+    assert len(set(keys)) == 4 and all(key.startswith("controlnet:depth_midas:") for key in keys)
+    cache.estimate(reloaded, image)
+    assert cache.estimator_calls == 2
+    assert estimators.create_estimator("controlnet:depth_midas").cache_key == keys[-1]  # stable while unchanged

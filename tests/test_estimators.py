@@ -256,6 +256,28 @@ def test_repeated_estimate_is_served_by_the_cache_keyed_on_weights(root, tmp_pat
     assert TransformersFolderEstimator(inspect_folder(other)).cache_key != before
 
 
+def test_a_folder_replaced_in_place_is_a_new_estimator(root, tmp_path):
+    # Issue 15.6: built once per path, a folder replaced by another model kept the old kind (inverse vs metric),
+    # the old weights and the old depth-cache entries.
+    import shutil
+
+    folder = tmp_path / "my-depth"
+    shutil.copytree(root / "dpt", folder)
+    cache = DepthCache()
+    image = midas.images_to_tensor(photo())
+    before = estimators.create_estimator(str(folder))
+    cache.estimate(before, image)
+    assert before.kind == "inverse" and estimators.create_estimator(str(folder)) is before
+    shutil.rmtree(folder)
+    shutil.copytree(root / "glpn", folder)  # a metric model now, under the same name and path
+    after = estimators.create_estimator(str(folder))
+    assert after is not before and after.kind == "metric" and after.cache_key != before.cache_key
+    assert before.model is None  # the replaced model's weights were let go
+    depth = cache.estimate(after, image)
+    assert cache.estimator_calls == 2  # not the old model's map from the cache
+    assert torch.allclose(depth, after.estimate(image), atol=1e-5)
+
+
 # ---- registry -------------------------------------------------------------------------------------------
 
 
