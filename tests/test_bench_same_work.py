@@ -50,6 +50,35 @@ def test_bench_engine_renders_the_same_size_on_both_sides(tiny_checkpoint):
     pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     image, depth = bench_engine.bench_inputs(64)
-    for source_depth in (depth, None):
-        result = bench_engine.engine_vs_diffusers(pipe, image, source_depth, steps=2, repeats=1)
+    result = bench_engine.engine_vs_diffusers(pipe, image, depth, steps=2, repeats=1)
+    assert len(result.ratios) == 1
+    if bench_engine.reference_estimates_here(torch.device("cpu"), torch.float32):
+        result = bench_engine.engine_vs_diffusers(pipe, image, None, steps=2, repeats=1)
         assert len(result.ratios) == 1
+    else:
+        # torch 2.1 (environment b): the reference itself cannot estimate on the CPU; the bench says so, no ratio.
+        with pytest.raises(bench_engine.ReferenceCannotRun, match="cannot estimate depth on cpu"):
+            bench_engine.engine_vs_diffusers(pipe, image, None, steps=2, repeats=1)
+
+
+def test_the_probe_of_the_reference_tells_the_truth(tiny_checkpoint):
+    # reference_estimates_here decides whether the estimated-depth bench runs: it must agree with diffusers itself.
+    from diffusers import StableDiffusionDepth2ImgPipeline
+
+    from bench import bench_engine
+    from depth2img.engine import load_pipeline
+
+    pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
+    components = dict(pipe.components, feature_extractor=bench_engine.dpt_image_processor())
+    plain = StableDiffusionDepth2ImgPipeline(**components)
+    plain.set_progress_bar_config(disable=True)
+    image, _ = bench_engine.bench_inputs(64)
+
+    def estimate():
+        return plain(prompt="a room", image=image, strength=1.0, num_inference_steps=1).images
+
+    if bench_engine.reference_estimates_here(torch.device("cpu"), torch.float32):
+        assert estimate()[0].size == image.size
+    else:
+        with pytest.raises(RuntimeError, match="(?i)autocast"):
+            estimate()
