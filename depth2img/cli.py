@@ -552,7 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
         "conversion is approximate (near 1, far 10)",
     )
     gen.add_argument(
-        "--exr-channel", default="", help="EXR channel holding depth (default: ViewLayer.Depth.Z, Z, *.V, Mist, R=G=B)"
+        "--exr-channel", default="",
+        help="EXR channel holding depth, part.channel in a multi-part file (default: ViewLayer.Depth.Z, Z, *.V, "
+        "Mist, R=G=B)",
     )
     gen.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
     _add_render_options(gen)

@@ -5,12 +5,16 @@ Blender multilayer file as None and a Z-only file as zeros.
 
 Which channel holds the depth, in this order (the first rule that finds exactly one channel wins; two
 matches at one rule are an error that lists them, so nothing is picked silently):
-1. the name the caller gives (`exr_channel`, CLI `--exr-channel`);
+1. the name the caller gives (`exr_channel`, CLI `--exr-channel`); in a multi-part file also `part.channel`;
 2. the Z pass: `<view layer>.Depth.Z` (Blender multilayer, float32) or a plain `Z` channel;
 3. a File Output node's value socket: `<socket>.V`;
 4. the Mist pass: `<view layer>.Mist.Z` (0-1 between the mist's start and end: a *normalized* distance);
 5. a file with one channel: that channel;
 6. R, G and B that hold the same values (Blender's single-layer EXR of a depth pass).
+
+In a multi-part file (a stereo render, a layer per part) a channel name found in one part is read from it; a
+name found in several parts is no one channel: picking it is an error that names the parts, and `part.channel`
+chooses one.
 
 Values are returned as they are stored: scene units for Z (background pixels 1e10 in float files, inf in
 half files: the caller treats them as the far plane), 0-1 for Mist. NaN is refused naming the file.
@@ -72,13 +76,48 @@ def _window_size(header: dict) -> tuple[int, int]:
     return int(high[0] - low[0] + 1), int(high[1] - low[1] + 1)
 
 
-def _part_channels(parts) -> dict[str, tuple[int, object]]:
-    """{channel name: (part index, channel header)} over all parts; a name found in two parts is ambiguous."""
-    found: dict[str, tuple[int, object]] = {}
+@dataclass(frozen=True)
+class _Channel:
+    part: int  # the index of the part that holds it
+    name: str  # its name in that part
+    header: object  # OpenEXR's channel header (type, sampling)
+
+
+@dataclass(frozen=True)
+class _Channels:
+    """A file's channels by the names a caller may give: `listed` (a channel's own name where one part has it,
+    `part.channel` where several do: what errors list and the automatic rules choose among) and `known` (listed,
+    plus `part.channel` for every channel of a multi-part file)."""
+
+    listed: dict[str, _Channel]
+    known: dict[str, _Channel]
+    parts_of: dict[str, list[str]]  # a channel name found in several parts: those parts' names
+
+
+def _channels(parts) -> _Channels:
+    part_names = [part.name() or f"part{index}" for index, part in enumerate(parts)]
+    places: dict[str, list[tuple[str, _Channel]]] = {}
     for index, part in enumerate(parts):
         for channel in part.header["channels"]:
-            found.setdefault(channel.name, (index, channel))
-    return found
+            places.setdefault(channel.name, []).append((part_names[index], _Channel(index, channel.name, channel)))
+    listed, known, parts_of = {}, {}, {}
+    for name, found in places.items():
+        qualified = {f"{part_name}.{name}": channel for part_name, channel in found} if len(parts) > 1 else {}
+        if len(found) == 1:
+            listed[name] = found[0][1]
+        else:
+            listed.update(qualified)
+            parts_of[name] = [part_name for part_name, _ in found]
+        known.update(qualified)
+    known.update(listed)
+    return _Channels(listed, known, parts_of)
+
+
+def _in_several_parts(name: str, channel: str, parts: list[str]) -> ExrError:
+    return ExrError(
+        f"{name}: channel {channel!r} is in {len(parts)} parts ({', '.join(parts)}); choose one as part.channel "
+        f"with --exr-channel (API: exr_channel), e.g. {parts[0]}.{channel}"
+    )
 
 
 def check_header(data: bytes, name: str, max_pixels: int) -> int:
@@ -100,23 +139,33 @@ def check_header(data: bytes, name: str, max_pixels: int) -> int:
     return len(file.parts)
 
 
-def _pick(names: list[str], channel: str, name: str, values_of) -> tuple[str, bool]:
+def _pick(channels: _Channels, channel: str, name: str, values_of) -> tuple[str, bool]:
     """(channel name, normalized) by the module docstring's rules; values_of(name) gives a channel's pixels."""
+    names = list(channels.listed)
     listing = ", ".join(names)
     if channel:
-        if channel not in names:
+        if channel in channels.parts_of:
+            raise _in_several_parts(name, channel, channels.parts_of[channel])
+        if channel not in channels.known:
             raise ExrError(f"{name} has no channel {channel!r}; its channels: {listing}")
-        return channel, channel.endswith("Mist.Z")
+        return channel, channels.known[channel].name.endswith("Mist.Z")
+
+    def own(n: str) -> str:  # the rules read a channel's name in its part
+        return channels.listed[n].name
+
     rules = [
-        ("a Z pass", [n for n in names if n.endswith(".Depth.Z") or n == "Z"], False),
-        ("a File Output value", [n for n in names if n.endswith(".V") or n == "V"], False),
-        ("a Mist pass", [n for n in names if n.endswith(".Mist.Z")], True),
+        ("a Z pass", [n for n in names if own(n).endswith(".Depth.Z") or own(n) == "Z"], False),
+        ("a File Output value", [n for n in names if own(n).endswith(".V") or own(n) == "V"], False),
+        ("a Mist pass", [n for n in names if own(n).endswith(".Mist.Z")], True),
         ("the only channel", names if len(names) == 1 else [], False),
     ]
     for what, matches, normalized in rules:
         if len(matches) == 1:
             return matches[0], normalized
         if len(matches) > 1:
+            same = {own(n) for n in matches}
+            if len(same) == 1 and same <= set(channels.parts_of):
+                raise _in_several_parts(name, same.pop(), channels.parts_of[own(matches[0])])
             raise ExrError(
                 f"{name} has several channels that could be {what} ({', '.join(matches)}); "
                 "choose one with --exr-channel (API: exr_channel)"
@@ -137,15 +186,15 @@ def read_exr_depth(data: bytes, name: str, max_pixels: int, channel: str = "") -
     file = _open(data, name, header_only=False)
     if len(file.parts) != parts:  # OpenEXR drops the parts whose pixels it cannot read instead of raising
         raise ExrError(f"{name} is not a readable EXR file (truncated or corrupt pixel data); re-export it")
-    channels = _part_channels(file.parts)
+    channels = _channels(file.parts)
 
     def values_of(channel_name: str) -> np.ndarray:
-        index, _ = channels[channel_name]
-        return file.parts[index].channels[channel_name].pixels
+        found = channels.known[channel_name]
+        return file.parts[found.part].channels[found.name].pixels
 
-    picked, normalized = _pick(list(channels), channel, name, values_of)
+    picked, normalized = _pick(channels, channel, name, values_of)
     source = "R" if picked == "R=G=B" else picked
-    header = channels[source][1]
+    header = channels.known[source].header
     if header.xSampling != 1 or header.ySampling != 1:
         raise ExrError(f"{name}: channel {picked!r} is subsampled; export the depth pass at full resolution")
     values = np.asarray(values_of(source))

@@ -199,3 +199,22 @@ def test_inverse_kind_reads_an_exr_as_is_and_a_range_needs_values_in_0_1(tmp_pat
     z_path = write_exr(tmp_path / "z.exr", {"Z": scene_distance()})
     with pytest.raises(DepthMapError, match=r"from 2 to 8, not normalized.*leave it out"):
         depthmap.decode_depth(z_path, distance_range=(1.0, 5.0))
+
+
+def test_a_channel_in_several_parts_is_an_error_naming_them_until_one_is_chosen(tmp_path):
+    # Issue 15.7: a stereo render (a Z per part) was read from its first part without a word.
+    z = scene_distance()
+    path = write_exr(tmp_path / "stereo.exr", {}, parts=[{"Z": z}, {"Z": z * 2, "R": z}])
+    for given in ("", "Z"):
+        with pytest.raises(DepthMapError, match=r"channel 'Z' is in 2 parts \(part0, part1\).*e\.g\. part0\.Z"):
+            depthmap.decode_depth(path, exr_channel=given)
+    second = depthmap.decode_depth(path, exr_channel="part1.Z")
+    assert second.exr_channel == "part1.Z"
+    np.testing.assert_allclose(second.depth, 1.0 / (z * 2), rtol=1e-6)
+    first = depthmap.decode_depth(path, exr_channel="part0.Z")
+    np.testing.assert_allclose(first.depth, 1.0 / z, rtol=1e-6)
+    # A name in one part stays reachable by itself; errors list the parts' duplicates qualified.
+    np.testing.assert_allclose(depthmap.decode_depth(path, exr_channel="R", kind="distance").depth, 1.0 / z,
+                               rtol=1e-6)
+    with pytest.raises(DepthMapError, match=r"no channel 'G'; its channels: part0\.Z, part1\.Z, R"):
+        depthmap.decode_depth(path, exr_channel="G")
