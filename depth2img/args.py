@@ -12,7 +12,7 @@ import re
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from .depthmap import DEPTH_KINDS, DepthMapError, check_distance_range
+from .depthmap import DEPTH_KINDS, DepthMapError, PostprocessScale, check_distance_range
 
 SOURCES = ("estimate", "upload")
 # The same choices as depth2img.masks (not imported: this schema stays free of OpenCV).
@@ -107,13 +107,19 @@ class Depth2ImgArgs:
         return cls.from_positional(args)
 
     # ---- outputs ----
-    def postprocess_kwargs(self) -> dict:
+    def postprocess_kwargs(self, scale=None) -> dict:
+        """Keyword arguments of depthmap.postprocess. scale: a set's PostprocessScale (a batch folder's); else,
+        with a depth_range, gamma and invert work within that range for every map (one range, one scale); else
+        each map's own."""
+        if scale is None and self.depth_range is not None:
+            scale = PostprocessScale.within_range(self.depth_range)
         return dict(
             invert_depth=self.invert,
             clip_near=self.clip_near,
             clip_far=self.clip_far,
             gamma=self.gamma,
             blur_radius=self.blur,
+            scale=scale,
         )
 
     def decode_kwargs(self) -> dict:

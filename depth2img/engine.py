@@ -471,7 +471,10 @@ def generate(
     if mask is not None:
         mask = depthmap.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
 
-    depth = depthmap.postprocess(depth, **request.postprocess)
+    post = dict(request.postprocess)
+    if post.get("scale") is None and request.depth_range is not None:
+        post["scale"] = depthmap.PostprocessScale.within_range(request.depth_range)  # as Depth2ImgArgs has it
+    depth = depthmap.postprocess(depth, **post)
     # An estimated map covers its picture at the estimator's resolution, whose sides it rounds: fitted by the
     # picture's aspect. An uploaded map is fitted by its own (README: depth maps).
     estimated_from = source if request.depth is None else None  # the init image's size before its fit

@@ -171,11 +171,14 @@ class DepthConditioner:
         background: str = "#ffffff",
         max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
         depth: depthmap.DecodedDepth | None = None,
+        postprocess_scale: depthmap.PostprocessScale | None = None,
     ):
         """background: the colour transparent init images are flattened on (the WebUI's img2img_background_color).
         depth: a map already decoded (the batch tab's file), used instead of args.depth_image.
+        postprocess_scale: the set's scale the map is post-processed on (the batch folder's); None: args'.
         """
         self.args = args
+        self.post = args.postprocess_kwargs(scale=postprocess_scale)
         self.geometry = geometry
         self.estimator = estimator
         self.cache = cache if cache is not None else DepthCache()
@@ -227,7 +230,7 @@ class DepthConditioner:
         return self.cache.estimate(self.estimator, images, on_call=self._count_call).cpu()
 
     def _depth_maps(self, batch: int, source_image: torch.Tensor | None) -> list:
-        post = self.args.postprocess_kwargs()
+        post = self.post
         if self.uploaded is not None:
             return [self._fit(depthmap.postprocess(self.uploaded, **post), None)]
         if self.estimator is None:
@@ -250,7 +253,7 @@ class DepthConditioner:
         """The processed map of a whole init image (transparency flattened as the WebUI does), at the
         estimator's resolution."""
         depth = self._estimate(midas.images_to_tensor(flatten_image(image, self.background)))[0].numpy()
-        return depthmap.postprocess(depth, **self.args.postprocess_kwargs())
+        return depthmap.postprocess(depth, **self.post)
 
     # ---- an inpainting mask from a depth band ----
     def inpaint_mask(self, painted: Image.Image | None = None) -> tuple[Image.Image, str]:
@@ -272,7 +275,7 @@ class DepthConditioner:
             )
         image = self.init_images[0]
         if self.uploaded is not None:
-            depth = depthmap.postprocess(self.uploaded, **self.args.postprocess_kwargs())
+            depth = depthmap.postprocess(self.uploaded, **self.post)
         else:
             if self.estimator is None:
                 raise Depth2ImgError("no depth estimator: load an SD 2 depth checkpoint or upload a depth map")
@@ -332,32 +335,41 @@ def load_batch_depth(
         raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error
 
 
-def folder_depth_range(
+def folder_depth_scale(
     inputs: list[Path],
     depth_of: Callable[[Path], np.ndarray | None],
     postprocess: dict,
     progress: Callable[[int, int, Path], None] | None = None,
-) -> tuple[float, float]:
-    """One depth range for a whole batch folder: pass 1 of the batch tab's "one depth scale for the whole
-    folder", the range a sequence's `global` scale takes (depth2img.sequence: near/far percentiles over every
-    map), in the processed maps' units.
+) -> tuple[depthmap.PostprocessScale, tuple[float, float]]:
+    """One depth scale for a whole batch folder: pass 1 of the batch tab's "one depth scale for the whole
+    folder". (the post-processing scale, the depth range): the clip percentiles, min and max over every map, so that
+    every job post-processes its map alike; then the range a sequence's `global` scale takes (near/far percentiles
+    over every processed map), in the processed maps' units.
 
-    depth_of(path): the input's depth map (its file in the depth folder, or estimated), or None to leave the
-    input out (the WebUI skips unreadable inputs too). progress(done, total, path) before each input.
+    depth_of(path): the input's unprocessed depth map (its file in the depth folder, or estimated), or None to leave
+    the input out (the WebUI skips unreadable inputs too). progress(done, total, path) before each input.
+    The range is taken over each map's grid sample (depthmap.MapStatistics) processed on the folder's scale, a blur
+    at the grid's spacing: the maps are not held, and a folder's maps are estimated once.
     """
-    from .sequence import ScaleSettings, SequenceError, range_sample, shared_ranges
+    from .sequence import DEFAULT_PERCENTILES, SequenceError, range_of
 
-    samples = []
+    grids, statistics = [], []
     for done, path in enumerate(inputs):
         if progress is not None:
             progress(done, len(inputs), path)
         depth = depth_of(path)
         if depth is not None:
-            samples.append(range_sample(depthmap.postprocess(depth, **postprocess)))
-    if not samples:
+            statistics.append(depthmap.MapStatistics.of(depth))
+            grids.append(depthmap.grid_sample(depth))
+    if not statistics:
         raise Depth2ImgError("one depth scale for the whole folder: no input of the batch folder could be read")
+    scale = depthmap.set_scale(statistics, postprocess.get("clip_near", 100.0), postprocess.get("clip_far", 0.0))
+    processed = []
+    for grid, step in grids:
+        on_grid = dict(postprocess, scale=scale, blur_radius=postprocess.get("blur_radius", 0.0) / step)
+        processed.append(depthmap.postprocess(grid, **on_grid).ravel())
     try:
-        return shared_ranges(samples, ScaleSettings("global"))[0]
+        return scale, range_of(processed, *DEFAULT_PERCENTILES)
     except SequenceError as error:  # its advice is the CLI's
         raise Depth2ImgError(
             "one depth scale for the whole folder: the folder's depth maps are flat, no depth range to share; "

@@ -28,13 +28,12 @@ from . import depthmap
 
 SEQUENCE_FILE = "sequence.json"
 DEPTH_SUBDIR = "depth"
-SEQUENCE_VERSION = 1
+RAW_SUBDIR = "raw"  # under depth/: the unprocessed maps
+SEQUENCE_VERSION = 2  # 2: unprocessed maps in depth/raw/, one post-processing scale for all frames
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SCALES = ("global", "window", "per-frame")
 DEFAULT_PERCENTILES = (0.5, 99.5)  # (far, near): a few outlier pixels must not set the scale for every frame
-# Ranges come from a regular grid of at most this many pixels per frame (actual values, no interpolation):
-# exact enough for percentiles, and a thousand frames stay in memory.
-RANGE_SAMPLE_PIXELS = 65536
+RANGE_SAMPLE_PIXELS = depthmap.GRID_SAMPLE_PIXELS  # ranges come from a grid of each map (depthmap.grid_sample)
 
 
 class SequenceError(ValueError):
@@ -84,8 +83,18 @@ class ScaleSettings:
 
 def range_sample(depth: np.ndarray, max_pixels: int = RANGE_SAMPLE_PIXELS) -> np.ndarray:
     """The map's values on a regular grid of at most max_pixels pixels, flattened."""
-    step = max(1, int(np.ceil(np.sqrt(depth.size / max_pixels))))
-    return np.ascontiguousarray(depth[::step, ::step]).ravel()
+    return depthmap.grid_sample(depth, max_pixels)[0].ravel()
+
+
+def range_of(samples: Sequence[np.ndarray], far_percentile: float, near_percentile: float) -> tuple[float, float]:
+    """(lo, hi): the far and near percentiles over all the samples' values; refused when flat between them."""
+    low, high = (float(v) for v in np.percentile(np.concatenate(samples), [far_percentile, near_percentile]))
+    if not high > low:
+        raise SequenceError(
+            f"the depth maps are flat between the {far_percentile} and {near_percentile} percentiles: no depth "
+            "range to share; use --scale per-frame or other percentiles"
+        )
+    return low, high
 
 
 def shared_ranges(samples: Sequence[np.ndarray], settings: ScaleSettings) -> list[tuple[float, float] | None]:
@@ -93,21 +102,14 @@ def shared_ranges(samples: Sequence[np.ndarray], settings: ScaleSettings) -> lis
     window of frames (window), or None (per-frame: each map's own min-max, as the hosts do)."""
     if settings.scale == "per-frame":
         return [None] * len(samples)
-    percentiles = [settings.far_percentile, settings.near_percentile]
 
-    def range_of(chunk: Sequence[np.ndarray]) -> tuple[float, float]:
-        low, high = (float(v) for v in np.percentile(np.concatenate(chunk), percentiles))
-        if not high > low:
-            raise SequenceError(
-                f"the depth maps are flat between the {settings.far_percentile} and {settings.near_percentile} "
-                "percentiles: no depth range to share; use --scale per-frame or other percentiles"
-            )
-        return low, high
+    def range_for(chunk: Sequence[np.ndarray]) -> tuple[float, float]:
+        return range_of(chunk, settings.far_percentile, settings.near_percentile)
 
     if settings.scale == "global":
-        return [range_of(samples)] * len(samples)
+        return [range_for(samples)] * len(samples)
     half = settings.window // 2
-    return [range_of(samples[max(0, i - half) : i + half + 1]) for i in range(len(samples))]
+    return [range_for(samples[max(0, i - half) : i + half + 1]) for i in range(len(samples))]
 
 
 # ---- pass 1: depth -----------------------------------------------------------------------------
@@ -115,7 +117,8 @@ def shared_ranges(samples: Sequence[np.ndarray], settings: ScaleSettings) -> lis
 
 @dataclass
 class DepthPass:
-    """What pass 1 found: per frame name its depth map file and range; the frames that failed, and why."""
+    """What pass 1 found: per frame name its processed depth map file and range; the frames that failed, and why;
+    the post-processing scale every frame was processed on (None: each frame its own, scale per-frame)."""
 
     depth_files: dict[str, Path]
     ranges: dict[str, tuple[float, float] | None]
@@ -124,10 +127,16 @@ class DepthPass:
     from_depth_dir: list[str]
     reused: list[str]
     estimator_forwards: int = 0
+    postprocess_scale: depthmap.PostprocessScale | None = None
 
 
 def depth_file_for(out_dir: Path, frame: Path) -> Path:
     return out_dir / DEPTH_SUBDIR / f"{frame.stem}.npy"
+
+
+def raw_depth_file_for(out_dir: Path, frame: Path) -> Path:
+    """Where pass 1 keeps a frame's unprocessed map: the set's scale is taken over these, and a rerun reuses them."""
+    return out_dir / DEPTH_SUBDIR / RAW_SUBDIR / f"{frame.stem}.npy"
 
 
 def run_depth_pass(
@@ -143,15 +152,56 @@ def run_depth_pass(
     progress: Callable | None = None,
     background: str = depthmap.DEFAULT_BACKGROUND,
 ) -> DepthPass:
-    """Depth maps for all frames (reusing OUT/depth/*.npy from an earlier run), written as post-processed
-    float32 .npy; then the shared ranges.
+    """Depth maps for all frames: unprocessed ones (reusing OUT/depth/raw/*.npy from an earlier run), then one
+    post-processing scale over all of them (unless scale is per-frame), each map post-processed on it and written as
+    float32 OUT/depth/*.npy; then the shared ranges over the processed maps.
 
     estimate(list of PIL images of one size) -> their depth maps: one call per batch (None: only reuse and
     depth_dir maps; frames that would need an estimate fail). progress wraps an iterable (e.g. tqdm).
     """
+    postprocess = postprocess_settings(postprocess)
+    raw = collect_raw_depth(frames, out_dir, estimate, depth_dir=depth_dir, batch_size=batch_size,
+                            max_pixels=max_pixels, progress=progress, background=background)
+    names = [f.name for f in frames if f.name in raw.depth_files]
+    if not names:
+        return raw
+    if scale.scale != "per-frame" and not depthmap.is_identity(**postprocess):
+        statistics = [depthmap.MapStatistics.of(np.load(raw.depth_files[name])) for name in names]
+        raw.postprocess_scale = depthmap.set_scale(
+            statistics, postprocess.get("clip_near", 100.0), postprocess.get("clip_far", 0.0)
+        )
+    by_name = {f.name: f for f in frames}
+    samples = []
+    for name in names:
+        try:
+            processed = depthmap.postprocess(np.load(raw.depth_files[name]), **postprocess,
+                                             scale=raw.postprocess_scale)
+        except depthmap.DepthMapError as error:
+            raw.failed[name] = str(error)
+            continue
+        raw.depth_files[name] = depthmap.save_depth(processed, depth_file_for(out_dir, by_name[name]))
+        samples.append(range_sample(processed))
+    for name in raw.failed:
+        raw.depth_files.pop(name, None)
+    names = [name for name in names if name in raw.depth_files]
+    if names:
+        raw.ranges = dict(zip(names, shared_ranges(samples, scale), strict=True))
+    return raw
+
+
+def postprocess_settings(postprocess: dict | None) -> dict:
+    """The post-processing settings of a template, without a scale: a sequence takes its own over all frames."""
+    return {k: v for k, v in (postprocess or {}).items() if k != "scale"}
+
+
+def collect_raw_depth(
+    frames: Sequence[Path], out_dir: Path, estimate, *, depth_dir, batch_size: int, max_pixels: int, progress,
+    background: str,
+) -> DepthPass:
+    """Every frame's unprocessed depth map in OUT/depth/raw/ (depth_files names them): reused from an earlier run,
+    read from depth_dir by file name, or estimated in batches of one size."""
     from .host import find_depth_for
 
-    postprocess = postprocess or {}
     wrap = progress or (lambda iterable, **kwargs: iterable)
     result = DepthPass({}, {}, {}, [], [], [])
     # Frames waiting for the estimator, by size: a batch tensor needs one size, and a batch is estimated as
@@ -159,8 +209,8 @@ def run_depth_pass(
     waiting: dict[tuple[int, int], list[tuple[Path, object]]] = {}
 
     def store(frame: Path, depth: np.ndarray) -> None:
-        processed = depthmap.postprocess(depth, **postprocess)
-        result.depth_files[frame.name] = depthmap.save_depth(processed, depth_file_for(out_dir, frame))
+        depthmap.check_finite(depth, f"the depth map of frame {frame.name}")
+        result.depth_files[frame.name] = depthmap.save_depth(depth, raw_depth_file_for(out_dir, frame))
 
     def estimate_batch(size: tuple[int, int]) -> None:
         batch = waiting.pop(size)
@@ -174,7 +224,7 @@ def run_depth_pass(
                 result.failed[frame.name] = str(error)
 
     for frame in wrap(frames, desc="depth maps", unit="frame"):
-        target = depth_file_for(out_dir, frame)
+        target = raw_depth_file_for(out_dir, frame)
         if target.is_file():
             result.depth_files[frame.name] = target
             result.reused.append(frame.name)
@@ -197,11 +247,6 @@ def run_depth_pass(
             estimate_batch(image.size)
     for size in list(waiting):
         estimate_batch(size)
-
-    names = [f.name for f in frames if f.name in result.depth_files]
-    samples = [range_sample(np.load(result.depth_files[name])) for name in names]
-    if names:
-        result.ranges = dict(zip(names, shared_ranges(samples, scale), strict=True))
     return result
 
 
@@ -231,6 +276,10 @@ def check_same_settings(previous: dict | None, settings: dict, out_dir: Path) ->
         )
 
 
+def scale_json(scale: depthmap.PostprocessScale | None) -> dict | None:
+    return None if scale is None else scale.as_json()
+
+
 def write_sequence_file(out_dir: Path, settings: dict, frames: Sequence[Path], depth: DepthPass, size) -> Path:
     from .files import write_text_atomic
 
@@ -249,6 +298,8 @@ def write_sequence_file(out_dir: Path, settings: dict, frames: Sequence[Path], d
         "width": size[0],
         "height": size[1],
         "settings": settings,
+        # The values every frame's map was post-processed with (clip values, gamma/invert bounds); null: each its own.
+        "postprocess_scale": scale_json(depth.postprocess_scale),
         "frames": entries,
     }
     return write_text_atomic(out_dir / SEQUENCE_FILE, json.dumps(document, indent=1) + "\n")
@@ -318,11 +369,15 @@ def frame_jobs(frames: Sequence[Path], out_dir: Path, depth: DepthPass) -> list[
     ]
 
 
-def pending(jobs: Sequence[FrameJob], previous: dict | None) -> tuple[list[FrameJob], list[FrameJob], list[FrameJob]]:
-    """(to render, done already, stale): an existing output is done if the range it was rendered with (the
-    previous sequence.json's) is this run's; otherwise it is rendered again."""
+def pending(
+    jobs: Sequence[FrameJob], previous: dict | None, postprocess_scale: depthmap.PostprocessScale | None = None
+) -> tuple[list[FrameJob], list[FrameJob], list[FrameJob]]:
+    """(to render, done already, stale): an existing output is done if the range and the post-processing scale it
+    was rendered with (the previous sequence.json's) are this run's; otherwise it is rendered again (a frame added
+    to the folder changes the set's scale, and so every frame's map)."""
     old_ranges = {}
-    for entry in (previous or {}).get("frames", []):
+    same_scale = previous is not None and previous.get("postprocess_scale") == scale_json(postprocess_scale)
+    for entry in (previous or {}).get("frames", []) if same_scale else []:
         if "depth" in entry:
             old_ranges[entry["name"]] = tuple(entry["range"]) if entry.get("range") is not None else None
     todo, done, stale = [], [], []
@@ -450,16 +505,15 @@ def run_sequence(
     )
     failed.update(depth.failed)
     say(_depth_summary(depth, scale, depth_dir, len(readable)))
-    write_sequence_file(out_dir, settings, frames, DepthPass(
-        depth.depth_files, depth.ranges, failed, depth.estimated, depth.from_depth_dir, depth.reused
-    ), (width, height))
+    write_sequence_file(out_dir, settings, frames, dataclasses.replace(depth, failed=failed), (width, height))
 
     jobs = frame_jobs(readable, out_dir, depth)
-    todo, done, stale = pending(jobs, previous)
+    todo, done, stale = pending(jobs, previous, depth.postprocess_scale)
     if done:
         say(f"{len(done)} frame(s) already rendered in {out_dir}: skipped")
     if stale:
-        say(f"{len(stale)} frame(s) rendered with another depth range before (first {stale[0].name}): rendered again")
+        say(f"{len(stale)} frame(s) rendered with another depth range or post-processing scale before (first "
+            f"{stale[0].name}): rendered again")
     def render_here(template, jobs):
         for job in jobs:
             try:
@@ -522,7 +576,7 @@ def sequence_settings(template, scale: ScaleSettings, depth_dir, extra: dict | N
         "width": template.width,
         "height": template.height,
         "resize_mode": int(template.resize_mode),
-        "postprocess": dict(template.postprocess),
+        "postprocess": postprocess_settings(template.postprocess),
         "depth_mask": dataclasses.asdict(mask) if isinstance(mask, MaskSettings) else None,
         "scale": dataclasses.asdict(scale),
         "depth_dir": str(depth_dir) if depth_dir else None,

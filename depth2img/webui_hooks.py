@@ -22,7 +22,7 @@ from PIL import Image
 from . import estimators, paths
 from .args import Depth2ImgArgs
 from .checkpoints import find_checkpoints, inspect_checkpoint_cached
-from .depthmap import DEFAULT_MAX_PIXELS
+from .depthmap import DEFAULT_MAX_PIXELS, PostprocessScale
 from .files import copy_file_atomic
 from .host import (
     Depth2ImgError,
@@ -31,7 +31,7 @@ from .host import (
     ModuleMidasEstimator,
     decode_depth_argument,
     depth_output_image,
-    folder_depth_range,
+    folder_depth_scale,
     job_error,
     load_batch_depth,
     png16_base64,
@@ -296,26 +296,28 @@ def batch_input_paths(p, walk_files: Callable) -> list[Path] | None:
 
 def batch_depth_scale(
     settings: Depth2ImgArgs, p, walk_files: Callable, depth_of: Callable, progress: Callable | None = None
-) -> Depth2ImgArgs:
-    """settings with the whole folder's depth range (batch_depth_scale "global", batch tab only); computed by
-    the first image's job, kept on p for the others. A depth_range the user gave wins; outside the batch tab
-    there is one image, whose own scale it is.
+) -> tuple[Depth2ImgArgs, PostprocessScale | None]:
+    """(settings with the whole folder's depth range, the folder's post-processing scale) for batch_depth_scale
+    "global" in the batch tab; computed by the first image's job, kept on p for the others. A depth_range the user
+    gave wins (post-processing then within it); outside the batch tab there is one image, whose own scale it is:
+    (settings, None).
 
     depth_of(path) -> the input's unprocessed depth map (its depth-folder map, else estimated) or None to leave
     it out; progress(done, total, path).
     """
     if not (settings.enabled and settings.batch_depth_scale == "global") or settings.depth_range is not None:
-        return settings
+        return settings, None
     inputs = batch_input_paths(p, walk_files)
     if not inputs:
-        return settings
+        return settings, None
     key = (tuple(inputs), tuple(sorted(settings.postprocess_kwargs().items())), settings.depth_dir,
            settings.source, settings.estimator)  # fmt: skip
     cached = getattr(p, BATCH_RANGE_ATTR, None)
     if cached is None or cached[0] != key:
-        cached = (key, folder_depth_range(inputs, depth_of, settings.postprocess_kwargs(), progress))
+        cached = (key, *folder_depth_scale(inputs, depth_of, settings.postprocess_kwargs(), progress))
         setattr(p, BATCH_RANGE_ATTR, cached)
-    return dataclasses.replace(settings, depth_range=cached[1])
+    _, scale, depth_range = cached
+    return dataclasses.replace(settings, depth_range=depth_range), scale
 
 
 def batch_input_depth(
@@ -342,15 +344,16 @@ def batch_input_depth(
 def folder_scale_for_job(
     settings: Depth2ImgArgs, p, *, supported: bool, read_image: Callable, estimate: Callable, walk_files: Callable,
     state, max_pixels: int,
-) -> Depth2ImgArgs:
-    """The batch tab's "one depth scale for the whole folder" for this job (batch_depth_scale), its pass 1's
+) -> tuple[Depth2ImgArgs, PostprocessScale | None]:
+    """The batch tab's "one depth scale for the whole folder" for this job (batch_depth_scale: batch_depth_scale()'s
+    settings and post-processing scale), its pass 1's
     progress in the WebUI's status text (state.textinfo), which is the WebUI's own again afterwards.
 
     read_image(path) -> PIL as the batch tab reads its inputs; estimate(image) -> depth with the job's estimator.
     """
     if settings.batch_depth_scale == "global" and not supported:
         print(f"[Depth2Img] one depth scale for the whole folder is not used: {BATCH_DEPTH_DIR_NOTE}")
-        return settings
+        return settings, None
 
     @functools.cache
     def uploaded():  # one map for all inputs: decoded once for the whole pass

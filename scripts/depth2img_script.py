@@ -219,23 +219,24 @@ class Depth2ImgScript(scripts.Script):
             settings, is_api=bool(getattr(p, "is_api", False)),
             api_folders=bool(_opt(hooks.API_FOLDERS_SETTING, False)), dirs_hidden=dirs_hidden(),
         )  # fmt: skip
-        settings = self._batch_depth_scale(p, settings)
+        settings, folder_scale = self._batch_depth_scale(p, settings)
         settings, batch_depth = hooks.batch_depth(settings, sources, BATCH_DEPTH_DIR_SUPPORTED, max_pixels())
         if not is_depth_model:
             find = sd_models.get_closet_checkpoint_match
             raise Depth2ImgError(hooks.no_depth_model_message(settings.checkpoint, find, hooks.is_depth_checkpoint))
-        self._start(p, settings, painted, depth=batch_depth)
+        self._start(p, settings, painted, depth=batch_depth, postprocess_scale=folder_scale)
 
-    def _start(self, p, settings: Depth2ImgArgs, painted, depth) -> None:
+    def _start(self, p, settings: Depth2ImgArgs, painted, depth, postprocess_scale=None) -> None:
         CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
         round_mask = getattr(p, "mask_round", True)
         hooks.start_job(
             p, settings, painted, depth=depth, cache=CACHE, background=background_color(),
+            postprocess_scale=postprocess_scale,
             max_pixels=max_pixels(), binary_mask=lambda mask: processing.create_binary_mask(mask, round=round_mask),
             estimator=None if settings.source == "upload" else estimator_named(settings.estimator),
         )  # fmt: skip
 
-    def _batch_depth_scale(self, p, settings: Depth2ImgArgs) -> Depth2ImgArgs:
+    def _batch_depth_scale(self, p, settings: Depth2ImgArgs):
         def estimate(image):  # inside the job: the WebUI holds its queue lock
             return host.estimate_image(estimator_named(settings.estimator), CACHE, image, background_color())
 

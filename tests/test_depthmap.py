@@ -101,7 +101,7 @@ def test_postprocessing_steps():
     assert clipped.min() == pytest.approx(np.percentile(depth, 10))
     assert clipped.max() == pytest.approx(np.percentile(depth, 90))
     gamma = depthmap.apply_gamma(depth * 4 + 1, 2.0)
-    np.testing.assert_allclose(gamma, depth**2, atol=1e-6)
+    np.testing.assert_allclose(gamma, depth**2 * 4 + 1, atol=1e-5)  # within the map's own bounds, in its units
     blurred = depthmap.blur(np.pad(np.ones((1, 1), np.float32), 5), 1.5)
     assert blurred.max() < 1.0 and blurred.sum() == pytest.approx(1.0, rel=1e-2)
     # defaults change nothing
@@ -349,3 +349,40 @@ def test_a_map_of_rounded_aspect_lines_up_with_its_picture(mode, target):
     same = np.random.default_rng(0).random((256, 456), dtype=np.float32)
     assert depthmap.fit_aspect(same, 456, 256, mode, source_size=(912, 512)) is same
     assert depthmap.fit_aspect(estimated, width, height, ResizeMode.JUST_RESIZE, source_size=(912, 512)) is estimated
+
+
+def test_a_given_depth_range_is_the_scale_gamma_and_invert_work_within():
+    # Issue 15.5: with a user's depth_range (0..2 here) gamma and invert took the map's own min and max (0..1), so
+    # the range no longer meant what the user gave. Within it: invert is 2 - d, gamma 2 * (d / 2) ** 2.
+    from depth2img.args import Depth2ImgArgs
+
+    depth = np.array([[0.0, 0.5, 1.0]], np.float32)
+    inverted = depthmap.postprocess(depth, **Depth2ImgArgs(invert=True, depth_range=(0.0, 2.0)).postprocess_kwargs())
+    np.testing.assert_allclose(inverted, [[2.0, 1.5, 1.0]])
+    gamma = depthmap.postprocess(depth, **Depth2ImgArgs(gamma=2.0, depth_range=(0.0, 2.0)).postprocess_kwargs())
+    np.testing.assert_allclose(gamma, [[0.0, 0.125, 0.5]])
+    # Without a range each map is its own scale, in its own units: invert is 1 - d, gamma d ** 2 on 0..1.
+    np.testing.assert_allclose(depthmap.postprocess(depth, invert_depth=True), [[1.0, 0.5, 0.0]])
+    np.testing.assert_allclose(depthmap.postprocess(depth + 1, gamma=2.0), [[1.0, 1.25, 2.0]])
+
+
+def test_a_sets_scale_is_its_pooled_percentiles_and_bounds():
+    a = np.arange(0, 10, dtype=np.float32).reshape(2, 5)
+    b = np.arange(10, 30, dtype=np.float32).reshape(4, 5)
+    stats = [depthmap.MapStatistics.of(a), depthmap.MapStatistics.of(b)]
+    assert depthmap.set_scale(stats) == depthmap.PostprocessScale(bounds=(0.0, 29.0))  # no clip: min and max
+    clipped = depthmap.set_scale(stats, clip_near=90.0, clip_far=10.0)
+    pooled = np.arange(0, 30, dtype=np.float64)
+    assert clipped.clip == pytest.approx(tuple(np.percentile(pooled, [10, 90])))  # 2.9, 26.1
+    assert clipped.bounds == pytest.approx(clipped.clip)
+    # Every map is processed on it: a's low end is cut at the set's 10th percentile, not its own.
+    out = depthmap.postprocess(a, clip_near=90.0, clip_far=10.0, invert_depth=True, scale=clipped)
+    np.testing.assert_allclose(out, 2.9 + 26.1 - np.clip(a, 2.9, 26.1), rtol=1e-6)
+    with pytest.raises(DepthMapError, match="no depth maps"):
+        depthmap.set_scale([])
+    with pytest.raises(DepthMapError, match="far < near"):
+        depthmap.set_scale(stats, clip_near=10.0, clip_far=20.0)
+    # A map larger than the grid is sampled on a regular grid of actual values.
+    big = np.arange(300 * 300, dtype=np.float32).reshape(300, 300)
+    grid, step = depthmap.grid_sample(big, max_pixels=10000)
+    assert step == 3 and grid.shape == (100, 100) and grid[1, 1] == big[3, 3]

@@ -566,28 +566,37 @@ def test_inpaint_mask_needs_an_init_image_and_an_estimate_flattens_it(cheap_modu
     assert mask.size == (64, 48) and (np.asarray(mask) == 255).all() and conditioner.estimator_calls == 1
 
 
-def test_folder_depth_range_is_the_sequence_global_range_over_every_readable_input(tmp_path):
-    from depth2img.host import folder_depth_range
-    from depth2img.sequence import ScaleSettings, range_sample, shared_ranges
+def test_folder_depth_scale_is_one_scale_over_every_readable_input(tmp_path):
+    # Issue 15.5: the folder's post-processing scale (clip percentiles, min and max of every map) and its depth
+    # range (the 0.5/99.5 percentiles of every map processed on that scale), computed here by hand.
+    from depth2img.host import folder_depth_scale
 
     maps = {"a": np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10),
             "b": np.linspace(2, 4, 100, dtype=np.float32).reshape(10, 10), "bad": None}  # fmt: skip
+    pooled = np.concatenate([maps["a"].ravel(), maps["b"].ravel()]).astype(np.float64)
     inputs = [tmp_path / f"{name}.png" for name in maps]
     seen = []
 
     def progress(done, total, path):
         seen.append((done, total, path.stem))
 
-    low, high = folder_depth_range(inputs, lambda path: maps[path.stem], {"gamma": 1.0}, progress=progress)
-    expected = shared_ranges([range_sample(maps["a"]), range_sample(maps["b"])], ScaleSettings("global"))[0]
-    assert (low, high) == expected and 0.0 < low < 0.05 and 3.95 < high < 4.0
+    scale, (low, high) = folder_depth_scale(inputs, lambda path: maps[path.stem], {"gamma": 1.0}, progress=progress)
+    assert (low, high) == pytest.approx(tuple(np.percentile(pooled, [0.5, 99.5])), rel=1e-6)
+    assert 0.0 < low < 0.05 and 3.95 < high < 4.0
+    assert scale.bounds == (0.0, 4.0) and scale.clip is None
     assert seen == [(0, 3, "a"), (1, 3, "b"), (2, 3, "bad")]
-    inverted = folder_depth_range(inputs[:2], lambda path: maps[path.stem], {"invert_depth": True})
-    assert inverted != (low, high)  # the processed maps' units
+    # Inverted within the folder's bounds 0..4 (not each map's own: a would stay 0..1, b 2..4, the same range).
+    _, inverted = folder_depth_scale(inputs[:2], lambda path: maps[path.stem], {"invert_depth": True})
+    assert inverted == pytest.approx(tuple(np.percentile(4.0 - pooled, [0.5, 99.5])), rel=1e-6)
+    assert inverted[1] > 3.95 and inverted[0] < 0.05
+    # Clipped at the folder's 10th/90th percentiles: a's lowest values and b's highest are cut at the same values.
+    clipped_scale, _ = folder_depth_scale(inputs[:2], lambda path: maps[path.stem], {"clip_near": 90.0,
+                                                                                     "clip_far": 10.0})
+    assert clipped_scale.clip == pytest.approx(tuple(np.percentile(pooled, [10, 90])), rel=1e-6)
     with pytest.raises(Depth2ImgError, match="no input"):
-        folder_depth_range(inputs[2:], lambda path: None, {})
+        folder_depth_scale(inputs[2:], lambda path: None, {})
     with pytest.raises(Depth2ImgError, match="flat.*'per-image'"):
-        folder_depth_range(inputs[:1], lambda path: np.ones((4, 4), np.float32), {})
+        folder_depth_scale(inputs[:1], lambda path: np.ones((4, 4), np.float32), {})
 
 
 @pytest.mark.parametrize(

@@ -977,13 +977,13 @@ def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
 
     inputs, depths = batch_folder(tmp_path)
     passes = []
-    real_range = webui_hooks.folder_depth_range
+    real_scale = webui_hooks.folder_depth_scale
 
     def counted(*args, **kwargs):
         passes.append(args[0])
-        return real_range(*args, **kwargs)
+        return real_scale(*args, **kwargs)
 
-    monkeypatch.setattr(webui_hooks, "folder_depth_range", counted)
+    monkeypatch.setattr(webui_hooks, "folder_depth_scale", counted)
     texts = []
     shown = property(lambda s: texts[-1] if texts else None, lambda s, v: texts.append(v))
     monkeypatch.setattr(type(env.shared.state), "textinfo", shown)
@@ -1002,6 +1002,23 @@ def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
     per_image = run_batch(env, inputs, ui_args(enabled=True, depth_dir=str(depths)))
     assert all("Depth2Img depth_range" not in params for params, _ in per_image)
     assert per_image[1][1].max() > 0.99
+
+
+def test_one_depth_scale_for_the_folder_post_processes_every_map_alike(env, tmp_path):
+    # Issue 15.5: clip, gamma and invert took each map's own percentiles, min and max. b is a's ramp flattened at
+    # 0.5 from the middle on: its left half is a's. On one scale a raw depth gives one conditioning value in every
+    # image, so the left halves condition alike; on each map's own scale b's clip (its 80th percentile, 0.5: the
+    # folder's is 0.6) and its bounds would differ from a's.
+    inputs, depths = batch_folder(tmp_path)
+    cv2.imwrite(str(depths / "b.png"), np.minimum(ramp16(), 32767).astype(np.uint16))
+    post = {"invert": True, "gamma": 2.0, "clip_near": 80.0}
+    seen = run_batch(env, inputs, ui_args(enabled=True, depth_dir=str(depths), **post) + [*MASK_DEFAULTS.values(),
+                                                                                         "global"])
+    [(_, cond_a), (_, cond_b)] = seen
+    assert cond_a[:, 0].mean() > 0.9 and cond_a[:, -1].mean() < -0.9  # inverted on the folder's range
+    left = cond_a.shape[1] // 2 - 1  # latent columns whose pixels all lie in the left half (and the resize's reach)
+    assert torch.allclose(cond_a[:, :left], cond_b[:, :left], atol=0.02)
+    assert not torch.allclose(cond_a[:, -1], cond_b[:, -1], atol=0.2)  # b's flat right half is not a's
 
 
 def test_one_depth_scale_for_the_folder_estimates_inputs_without_maps(env, tmp_path, monkeypatch):

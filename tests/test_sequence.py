@@ -21,6 +21,7 @@ from depth2img.sequence import (
     range_sample,
     run_sequence,
     shared_ranges,
+    write_sequence_file,
 )
 
 SIZE = 64
@@ -322,24 +323,59 @@ def test_depth_pass_batches_frames_of_one_size_as_they_come(tmp_path):
     assert np.array_equal(saved, gray.max() + gray.min() - gray)  # post-processed (inverted) as asked
 
 
-def test_post_processing_applies_per_frame_before_the_shared_range(tmp_path):
-    """gamma (like invert and clip) works on each frame's own min-max; the global range is then taken over the
-    processed maps, as --help and the README say."""
-    from depth2img.depthmap import apply_gamma
-    from depth2img.sequence import run_depth_pass
-
+def depth_dir_frames(tmp_path, maps: dict[str, np.ndarray]) -> tuple[list, object]:
+    """Frames named by maps' keys whose depth maps come from a depth folder (.npy, read as they are)."""
     depths = tmp_path / "depths"
     depths.mkdir()
-    maps = {"f1.png": np.linspace(0.2, 0.6, 64, dtype=np.float32).reshape(8, 8),
-            "f2.png": np.linspace(0.1, 0.9, 64, dtype=np.float32).reshape(8, 8)}
     frames = []
     for name, depth in maps.items():
         frames.append(tmp_path / name)
         np.save(depths / f"{frames[-1].stem}.npy", depth)
+    return frames, depths
+
+
+def test_post_processing_takes_one_scale_over_the_whole_sequence(tmp_path):
+    """Issue 15.5: gamma (like invert and clip) took each frame's own min-max, so one depth range was not one scale
+    (both frames below spanned 0..1 after it). Now the set's bounds (0.1..0.9 over both frames) serve every frame,
+    sequence.json records them, and the shared range is taken over the maps processed on them."""
+    from depth2img.sequence import run_depth_pass
+
+    maps = {"f1.png": np.linspace(0.2, 0.6, 64, dtype=np.float32).reshape(8, 8),
+            "f2.png": np.linspace(0.1, 0.9, 64, dtype=np.float32).reshape(8, 8)}
+    frames, depths = depth_dir_frames(tmp_path, maps)
     scale = ScaleSettings("global", far_percentile=0.0, near_percentile=100.0)
     result = run_depth_pass(frames, tmp_path / "out", None, depth_dir=depths, postprocess={"gamma": 2.0}, scale=scale)
-    for frame in frames:
-        saved = np.load(result.depth_files[frame.name])
-        np.testing.assert_allclose(saved, apply_gamma(maps[frame.name], 2.0), rtol=1e-6)  # the frame's own min-max
-    # Both processed maps span 0..1, although the raw maps span 0.2..0.6 and 0.1..0.9.
-    assert result.ranges == {"f1.png": (0.0, 1.0), "f2.png": (0.0, 1.0)}
+    for frame in frames:  # gamma within 0.1..0.9 for both: 0.1 + 0.8 * ((d - 0.1) / 0.8) ** 2
+        expected = 0.1 + 0.8 * ((maps[frame.name].astype(np.float64) - 0.1) / 0.8) ** 2
+        np.testing.assert_allclose(np.load(result.depth_files[frame.name]), expected, rtol=1e-5)
+    assert np.load(result.depth_files["f1.png"])[0, 0] == pytest.approx(0.1125)  # 0.2: a sixteenth of the way up
+    assert result.ranges["f1.png"] == result.ranges["f2.png"] == pytest.approx((0.1, 0.9))
+    assert result.postprocess_scale.bounds == pytest.approx((0.1, 0.9)) and result.postprocess_scale.clip is None
+    # Per-frame: each frame on its own bounds, as a single job does (f1 keeps its 0.2..0.6).
+    per_frame = run_depth_pass(frames, tmp_path / "per", None, depth_dir=depths, postprocess={"gamma": 2.0},
+                               scale=ScaleSettings("per-frame"))
+    expected = 0.2 + 0.4 * ((maps["f1.png"].astype(np.float64) - 0.2) / 0.4) ** 2
+    np.testing.assert_allclose(np.load(per_frame.depth_files["f1.png"]), expected, rtol=1e-5)
+    assert per_frame.postprocess_scale is None
+
+
+def test_clip_and_invert_take_the_sequences_percentiles_and_bounds(tmp_path):
+    """Clip at the set's 25th/75th percentiles (pooled over both frames), then invert within the set's clipped
+    bounds: the same raw value gives the same processed value in every frame."""
+    from depth2img.sequence import run_depth_pass
+
+    f1 = np.arange(0, 8, dtype=np.float32).repeat(8).reshape(8, 8)  # rows of 0..7
+    f2 = f1 + 8  # rows of 8..15: pooled, 0..15 with 64 values each
+    frames, depths = depth_dir_frames(tmp_path, {"f1.png": f1, "f2.png": f2})
+    post = {"clip_near": 75.0, "clip_far": 25.0, "invert_depth": True}
+    result = run_depth_pass(frames, tmp_path / "out", None, depth_dir=depths, postprocess=post,
+                            scale=ScaleSettings("global", far_percentile=0.0, near_percentile=100.0))
+    low, high = np.percentile(np.concatenate([f1.ravel(), f2.ravel()]), [25, 75])  # 3.75, 11.25
+    for name, raw in (("f1.png", f1), ("f2.png", f2)):
+        expected = low + high - np.clip(raw, low, high)
+        np.testing.assert_allclose(np.load(result.depth_files[name]), expected, rtol=1e-6)
+    assert result.postprocess_scale.clip == pytest.approx((3.75, 11.25))
+    # sequence.json records the values every frame was processed with.
+    write_sequence_file(tmp_path / "out", {}, frames, result, (8, 8))
+    recorded = json.loads((tmp_path / "out" / SEQUENCE_FILE).read_text())["postprocess_scale"]
+    assert recorded["clip"] == pytest.approx([3.75, 11.25]) and recorded["bounds"] == pytest.approx([3.75, 11.25])
