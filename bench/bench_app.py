@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.same_work import require_same_work  # noqa: E402
-from depth2img import depthmap  # noqa: E402
-from depth2img.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
-from depth2img.paths import REPO_ROOT, cache_dir  # noqa: E402
-from depth2img.tiny import build_tiny_depth_checkpoint  # noqa: E402
+from depth2img.base.paths import REPO_ROOT, cache_dir  # noqa: E402
+from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
+from depth2img.source import depthmap  # noqa: E402
 
 
 def free_port() -> int:
@@ -60,7 +60,7 @@ def main() -> None:
     os.environ["GRADIO_TEMP_DIR"] = str(out / ".gradio-cache")
     from gradio_client import Client, handle_file
 
-    from depth2img.app import DepthApp
+    from depth2img.standalone.app import DepthApp
 
     checkpoint = options.checkpoint or build_tiny_depth_checkpoint(cache_dir() / "fixtures")
     pipe = load_pipeline(checkpoint)

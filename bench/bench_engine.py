@@ -38,9 +38,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.same_work import require_same_work  # noqa: E402
-from depth2img.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
-from depth2img.paths import cache_dir  # noqa: E402
-from depth2img.tiny import build_tiny_depth_checkpoint  # noqa: E402
+from depth2img.base.paths import cache_dir  # noqa: E402
+from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

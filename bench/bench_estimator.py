@@ -32,7 +32,7 @@ def build(device: torch.device, dtype: torch.dtype = torch.float32):
     import transformers
     from ldm.modules.midas import api
 
-    from depth2img import midas
+    from depth2img.estimate import midas
 
     api.ISL_PATHS["dpt_hybrid"] = None  # DPTDepthModel(path=None): nothing is loaded
     torch.manual_seed(0)
@@ -108,8 +108,8 @@ def main() -> int:
 
     from ldm.data.util import AddMiDaS
 
-    from depth2img import midas
-    from depth2img.estimators import CheckpointMidasEstimator
+    from depth2img.estimate import midas
+    from depth2img.estimate.estimators import CheckpointMidasEstimator
 
     device = torch.device(args.device)
     depth_model, ours = build(device)

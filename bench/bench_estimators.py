@@ -101,8 +101,8 @@ def specs() -> dict:
 def build_folder(name: str) -> Path:
     import transformers
 
-    from depth2img.folder_estimators import installed_architectures
-    from depth2img.paths import cache_dir
+    from depth2img.base.paths import cache_dir
+    from depth2img.estimate.folders import installed_architectures
 
     make_config, make_processor = specs()[name]
     config = make_config()
@@ -138,8 +138,8 @@ def peak_added_mb(fn) -> float:
 def midas_estimator():
     import transformers
 
-    from depth2img import midas
-    from depth2img.estimators import CheckpointMidasEstimator
+    from depth2img.estimate import midas
+    from depth2img.estimate.estimators import CheckpointMidasEstimator
 
     model = midas.randomize_for_fixture(transformers.DPTForDepthEstimation(midas.dpt_hybrid_config()), seed=0)
     return CheckpointMidasEstimator(model.eval().requires_grad_(False))
@@ -151,7 +151,7 @@ def weights_mb(model) -> float:
 
 def measure_one(name: str, size: int, repeats: int) -> dict:
     """Run in a child process: the candidate and the MiDaS anchor, interleaved."""
-    from depth2img.estimators import create_estimator
+    from depth2img.estimate.estimators import create_estimator
 
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, size, size, generator=gen) * 2 - 1
@@ -194,7 +194,7 @@ def main() -> int:
         print(json.dumps(measure_one(args.child, args.size, args.repeats)))
         return 0
 
-    from depth2img.folder_estimators import installed_architectures
+    from depth2img.estimate.folders import installed_architectures
 
     have = installed_architectures()
     names = ["checkpoint-midas"] + [n for n, (cfg, _) in specs().items() if cfg().model_type in have]

@@ -47,7 +47,7 @@ MB = 1 << 20
 
 # The CLI in a new process; it prints its own peak RSS (VmHWM: since exec, this process alone) to stderr.
 _MEASURE = (
-    "import re, sys; from depth2img import cli; code = cli.main(sys.argv[1:]); "
+    "import re, sys; from depth2img.standalone import cli; code = cli.main(sys.argv[1:]); "
     "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
     "print('peak_kb', peak, file=sys.stderr); sys.exit(code)"
 )

@@ -36,10 +36,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.same_work import require_same_work  # noqa: E402
-from depth2img.conditioning import depth_conditioning  # noqa: E402
-from depth2img.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
-from depth2img.paths import cache_dir  # noqa: E402
-from depth2img.sequence import (  # noqa: E402
+from depth2img.base.paths import cache_dir  # noqa: E402
+from depth2img.condition.conditioning import depth_conditioning  # noqa: E402
+from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
+from depth2img.sequences.passes import (
     FrameJob,
     ScaleSettings,
     range_sample,
@@ -47,7 +48,6 @@ from depth2img.sequence import (  # noqa: E402
     run_depth_pass,
     shared_ranges,
 )
-from depth2img.tiny import build_tiny_depth_checkpoint  # noqa: E402
 
 
 def synthetic_shot(count: int, size: int) -> tuple[list[Image.Image], list[np.ndarray], list[np.ndarray]]:

@@ -22,8 +22,8 @@ def main(out: str) -> None:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, DPTForDepthEstimation
 
-    from depth2img.ldm_export import models_to_ldm, write_ldm_checkpoint
-    from depth2img.midas import dpt_hybrid_config, randomize_for_fixture
+    from depth2img.estimate.midas import dpt_hybrid_config, randomize_for_fixture
+    from depth2img.export.ldm_export import models_to_ldm, write_ldm_checkpoint
 
     start = time.perf_counter()
     torch.manual_seed(0)

@@ -1,5 +1,5 @@
 import sys
 
-from .cli import main
+from depth2img.standalone.cli import main
 
 sys.exit(main())

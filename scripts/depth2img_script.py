@@ -19,14 +19,18 @@ from modules import call_queue, devices, images, processing, script_callbacks, s
 from modules.ui_components import InputAccordion
 from PIL import ImageOps
 
-from depth2img import api, depthmap, estimators, host, route_auth
-from depth2img import webui_hooks as hooks
-from depth2img.args import Depth2ImgArgs, requested_enabled
-from depth2img.depth_cache import DepthCache
-from depth2img.estimators import list_estimators
-from depth2img.folder_estimators import add_estimator_dir
-from depth2img.host import Depth2ImgError, job_error
-from depth2img.ui import build_depth_panel, build_webui_rows, infotext_key, js_kwargs
+from depth2img.estimate import estimators
+from depth2img.estimate.cache import DepthCache
+from depth2img.estimate.estimators import list_estimators
+from depth2img.estimate.folders import add_estimator_dir
+from depth2img.panel.builder import build_depth_panel, build_webui_rows, infotext_key, js_kwargs
+from depth2img.schema.args import Depth2ImgArgs, requested_enabled
+from depth2img.source import depthmap
+from depth2img.webui import hooks as hooks
+from depth2img.webui import job as host
+from depth2img.webui import route_auth
+from depth2img.webui import routes as api
+from depth2img.webui.job import Depth2ImgError, job_error
 
 USE_LOADED_MODEL = "Use the loaded model"
 CACHE = DepthCache()
@@ -142,7 +146,7 @@ class Depth2ImgScript(scripts.Script):
     def ui(self, is_img2img):
         tab = "img2img" if is_img2img else "txt2img"
         with InputAccordion(False, label="Depth2Img", elem_id=f"depth2img_{tab}") as enabled:
-            # The panel both hosts show (depth2img.ui); below it what only the WebUI has.
+            # The panel both hosts show (depth2img.panel.builder); below it what only the WebUI has.
             # img2img also makes inpainting masks from a depth band; txt2img has no image to mask.
             extras = ("depth_range", "mask") if is_img2img else ("depth_range",)
             panel = build_depth_panel(

@@ -43,7 +43,7 @@ def _no_outside_connections():
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Path:
     """The tiny depth checkpoint (real key layout, random weights) with its YAML beside it."""
-    from depth2img.paths import cache_dir
-    from depth2img.tiny import build_tiny_depth_checkpoint
+    from depth2img.base.paths import cache_dir
+    from depth2img.export.tiny import build_tiny_depth_checkpoint
 
     return build_tiny_depth_checkpoint(cache_dir() / "fixtures")

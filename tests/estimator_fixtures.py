@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from depth2img.folder_estimators import installed_architectures
+from depth2img.estimate.folders import installed_architectures
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img.api import (
+from depth2img.schema.args import ArgsError, Depth2ImgArgs
+from depth2img.webui.job import Depth2ImgError
+from depth2img.webui.routes import (
     ESTIMATE_FIELDS,
     checkpoints_response,
     estimate_request_schema,
@@ -20,8 +22,6 @@ from depth2img.api import (
     estimators_response,
     parse_estimate_request,
 )
-from depth2img.args import ArgsError, Depth2ImgArgs
-from depth2img.host import Depth2ImgError
 
 
 def image_b64(size=(8, 8), mode="RGB") -> str:
@@ -121,7 +121,7 @@ def test_checkpoints_response_lists_depth_models_and_skips_bad_files_naming_them
 
 def test_an_uploaded_distance_map_is_answered_as_inverse_depth_with_its_notice():
     """depth_image instead of image: read as depth_kind says (here a normalized Z-pass PNG, black = near)."""
-    from depth2img.api import answer_estimate_request
+    from depth2img.webui.routes import answer_estimate_request
 
     distance = np.tile(np.linspace(0, 65535, 40), (30, 1)).astype(np.uint16)  # left near, right far
     body = {"depth_image": base64.b64encode(cv2.imencode(".png", distance)[1].tobytes()).decode(),
@@ -154,7 +154,7 @@ def decode_mask(b64: str) -> np.ndarray:
 
 
 def test_mask_request_and_response_from_an_uploaded_depth_map():
-    from depth2img.api import mask_response, parse_mask_request
+    from depth2img.webui.routes import mask_response, parse_mask_request
 
     request = parse_mask_request({"image": image_b64((16, 8)), "depth_image": ramp_b64(), "mask_low": 50})
     assert request.args.mask_from_depth and request.depth is not None and request.painted is None
@@ -169,7 +169,7 @@ def test_mask_request_and_response_from_an_uploaded_depth_map():
 
 
 def test_mask_request_combines_with_a_painted_mask():
-    from depth2img.api import mask_response, parse_mask_request
+    from depth2img.webui.routes import mask_response, parse_mask_request
 
     painted = np.zeros((8, 16), np.uint8)
     painted[:4] = 255
@@ -190,7 +190,7 @@ def test_mask_request_combines_with_a_painted_mask():
      ({"mask_combine": "xor"}, "mask_combine")],
 )  # fmt: skip
 def test_mask_request_errors_name_the_field(body, field):
-    from depth2img.api import parse_mask_request
+    from depth2img.webui.routes import parse_mask_request
 
     body = {k: v for k, v in {"image": image_b64((16, 8)), **body}.items() if v is not None}
     with pytest.raises(Depth2ImgError) as error:
@@ -199,7 +199,7 @@ def test_mask_request_errors_name_the_field(body, field):
 
 
 def test_an_empty_band_is_an_error_naming_the_band_fields():
-    from depth2img.api import mask_response, parse_mask_request
+    from depth2img.webui.routes import mask_response, parse_mask_request
 
     # A ramp conditioned on 0..2 lies in 0-50 percent of that range: 60-100 selects no pixel.
     request = parse_mask_request({"image": image_b64((16, 8)), "depth_image": ramp_b64(), "mask_low": 60,
@@ -210,7 +210,7 @@ def test_an_empty_band_is_an_error_naming_the_band_fields():
 
 
 def test_the_mask_request_schema_is_the_args_schema():
-    from depth2img.api import MASK_SETTINGS, mask_request_schema
+    from depth2img.webui.routes import MASK_SETTINGS, mask_request_schema
 
     schema = mask_request_schema()
     assert set(schema["properties"]) == {"image", "depth_image", "mask", *MASK_SETTINGS}

@@ -25,7 +25,7 @@ if not REQUIRED:
     pytest.importorskip("gradio", reason="the app runs on current releases (environment a); gradio is missing")
 import gradio_client  # noqa: E402
 
-from depth2img.paths import DEMO_DIR, REPO_ROOT  # noqa: E402
+from depth2img.base.paths import DEMO_DIR, REPO_ROOT  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
@@ -43,7 +43,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The app in its own process: (url, out folder, working folder); its log is printed if it fails to start."""
-    from depth2img.tiny import build_tiny_depth_checkpoint
+    from depth2img.export.tiny import build_tiny_depth_checkpoint
 
     checkpoint = build_tiny_depth_checkpoint(DEMO_DIR)  # what the app uses without --checkpoint
     root = tmp_path_factory.mktemp("app")

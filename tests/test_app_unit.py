@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img import depthmap, ui
-from depth2img.args import ArgsError, Depth2ImgArgs
-from depth2img.engine import GenerationRequest, generate, load_pipeline
+from depth2img.panel import builder as ui
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.schema.args import ArgsError, Depth2ImgArgs
+from depth2img.source import depthmap
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def test_panel_settings_and_host_settings_in_the_schema_order():
 
 
 def test_sliders_show_the_schema_default_and_stay_inside_its_checks():
-    from depth2img.args import _CHECKS
+    from depth2img.schema.args import _CHECKS
 
     defaults = Depth2ImgArgs()
     for name, slider in {**ui.SLIDERS, **ui.MASK_SLIDERS}.items():
@@ -99,7 +100,7 @@ def test_panel_depth_reads_a_distance_map_as_the_settings_say():
 
 
 def test_preview_mask_is_the_engines_band_mask_at_the_image_size():
-    from depth2img.engine import depth_band_mask
+    from depth2img.pipeline.engine import depth_band_mask
 
     depth = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))
     args = Depth2ImgArgs(mask_from_depth=True, mask_low=50.0, mask_high=100.0, mask_grow=1)
@@ -146,7 +147,7 @@ def test_preview_is_gray_and_colour_of_the_processed_map():
 
 
 def test_painted_mask_is_the_union_of_the_layers():
-    from depth2img.app import painted_mask
+    from depth2img.standalone.app import painted_mask
 
     first, second = np.zeros((16, 24, 4), np.uint8), np.zeros((16, 24, 4), np.uint8)
     first[2:5, 3:6, 3] = 255
@@ -160,7 +161,7 @@ def test_painted_mask_is_the_union_of_the_layers():
 
 
 def test_settings_text_reads_back_into_the_schema():
-    from depth2img.app import infotext
+    from depth2img.standalone.app import infotext
 
     args = Depth2ImgArgs(enabled=True, invert=True, gamma=2.0, blur=1.5, depth_kind="distance", distance_range=(1, 9))
     text = infotext("a room", "blurry", {"Steps": 2, "Seed": 7, **args.to_infotext()})
@@ -237,7 +238,7 @@ def test_stop_ends_the_running_job_of_that_page_only_and_says_where(pipe, tmp_pa
     import time
     from types import SimpleNamespace
 
-    from depth2img.app import DepthApp, StopRequested
+    from depth2img.standalone.app import DepthApp, StopRequested
 
     app = DepthApp(pipe, tmp_path / "out")
     image = tmp_path / "scene.png"

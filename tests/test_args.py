@@ -1,6 +1,6 @@
 import pytest
 
-from depth2img.args import ArgsError, Depth2ImgArgs
+from depth2img.schema.args import ArgsError, Depth2ImgArgs
 
 
 def test_defaults_and_named_dict():
@@ -75,7 +75,7 @@ def test_infotext_round_trip_never_carries_the_image():
 def test_postprocess_kwargs_feed_depthmap():
     import numpy as np
 
-    from depth2img.depthmap import postprocess
+    from depth2img.source.depthmap import postprocess
 
     depth = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
     out = postprocess(depth, **Depth2ImgArgs(invert=True, gamma=2.0).postprocess_kwargs())
@@ -103,7 +103,7 @@ def test_mask_defaults_change_nothing():
 
 
 def test_mask_settings_from_named_args_and_infotext():
-    from depth2img.masks import MaskSettings
+    from depth2img.process.masks import MaskSettings
 
     args = Depth2ImgArgs.from_request([{
         "mask_from_depth": True, "mask_low": "40", "mask_high": 90, "mask_band_mode": "percentile",

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from depth2img.checkpoints import (
+from depth2img.base.paths import SHIPPED_DEPTH_CONFIG
+from depth2img.checkpoint.load import (
     CheckpointError,
     config_path_for,
     config_shape_mismatch,
@@ -13,7 +14,6 @@ from depth2img.checkpoints import (
     load_state_dict,
     require_depth_checkpoint,
 )
-from depth2img.paths import SHIPPED_DEPTH_CONFIG
 
 
 def fake_state(in_channels=5, midas=True, dtype=torch.float32, ema=False):
@@ -143,7 +143,7 @@ def test_truncated_and_junk_ckpt_are_checkpoint_errors(tmp_path):
 
 
 def test_inspection_is_remembered_until_the_file_changes(tmp_path):
-    from depth2img.checkpoints import inspect_checkpoint_cached
+    from depth2img.checkpoint.load import inspect_checkpoint_cached
 
     path = tmp_path / "m.safetensors"
     save_file(fake_state(), str(path))
@@ -157,7 +157,7 @@ def test_inspection_is_remembered_until_the_file_changes(tmp_path):
 
 
 def test_find_checkpoints_lists_model_files_only(tmp_path):
-    from depth2img.checkpoints import find_checkpoints
+    from depth2img.checkpoint.load import find_checkpoints
 
     (tmp_path / "sub").mkdir()
     for name in ("a.safetensors", "sub/b.ckpt", "c.yaml", "d.txt"):
@@ -201,7 +201,7 @@ def test_shipped_config_is_the_depth_config():
 def test_a_config_of_another_model_is_named_with_the_tensor_it_contradicts(tiny_checkpoint, tmp_path):
     # The tiny checkpoint (model_channels 32) with the full-size SD 2 depth YAML beside it: diffusers' own error
     # names an internal module and advises flags that would load random weights (issue 15.11).
-    from depth2img.engine import load_pipeline
+    from depth2img.pipeline.engine import load_pipeline
 
     checkpoint = tmp_path / "finetune.safetensors"
     shutil.copyfile(tiny_checkpoint, checkpoint)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img import depthmap
-from depth2img.paths import REPO_ROOT
+from depth2img.base.paths import REPO_ROOT
+from depth2img.source import depthmap
 
 
 def write_png_header(path, width, height):
@@ -66,8 +66,8 @@ def files(tmp_path_factory):
 def test_generate_with_user_depth_equals_plain_diffusers(files, tiny_checkpoint, tmp_path):
     from diffusers import StableDiffusionDepth2ImgPipeline
 
-    from depth2img.depthmap import load_depth
-    from depth2img.engine import load_pipeline
+    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.source.depthmap import load_depth
 
     out = tmp_path / "out.png"
     result = run_cli(
@@ -118,7 +118,7 @@ def test_txt2img_and_inpaint_from_the_command_line(files, tiny_checkpoint, tmp_p
 
 
 def test_depth_command_writes_by_suffix_at_the_images_size(files, tiny_checkpoint, tmp_path):
-    from depth2img.engine import load_pipeline
+    from depth2img.pipeline.engine import load_pipeline
 
     result = run_cli(
         "depth", "--image", files / "wide.png", "--out", tmp_path / "d.png", "--checkpoint", tiny_checkpoint
@@ -233,7 +233,7 @@ def test_bad_input_is_one_line_and_exit_2(files, tiny_checkpoint, args, message,
     """In-process (the same main() the command runs): one line on stderr, exit code 2, no input touched."""
     import re
 
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     monkeypatch.chdir(files)
     before = {p: p.stat().st_mtime_ns for p in files.iterdir()}
@@ -250,7 +250,7 @@ def test_txt2img_from_a_blender_exr_and_a_normalized_distance_png(files, tiny_ch
     """In-process: the EXR's Z becomes 1/d (background = the far plane); a Z-pass PNG without its range is
     converted approximately, and the command says so."""
     OpenEXR = pytest.importorskip("OpenEXR")
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     distance = np.tile(np.linspace(2.0, 6.0, 64, dtype=np.float32), (64, 1))
     z = distance.copy()
@@ -286,8 +286,8 @@ def test_bad_input_from_the_shell_has_no_traceback(files):
 
 def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
     """A diffusers-format fine-tune -> LDM .safetensors + .yaml -> loads and generates the same images."""
-    from depth2img.engine import GenerationRequest, generate, load_pipeline
-    from depth2img.tiny import TINY_OPEN_CLIP_ARCH
+    from depth2img.export.tiny import TINY_OPEN_CLIP_ARCH
+    from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
 
     folder = tmp_path / "finetune"
     load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32).save_pretrained(folder)
@@ -320,9 +320,9 @@ def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
 
 def test_depth_range_flag_conditions_on_that_range(files, tiny_checkpoint, tmp_path):
     """In-process: --depth-range LO HI gives the engine's picture for depth_range=(LO, HI)."""
-    from depth2img.cli import main
-    from depth2img.depthmap import load_depth
-    from depth2img.engine import GenerationRequest, generate, load_pipeline
+    from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+    from depth2img.source.depthmap import load_depth
+    from depth2img.standalone.cli import main
 
     common = ["generate", "--image", files / "in.png", "--depth", files / "depth.png", "--prompt", "x",
               "--steps", "2", "--width", "64", "--height", "64", "--checkpoint", tiny_checkpoint]
@@ -358,7 +358,7 @@ def test_generate_with_a_depth_band_keeps_the_rest(files, tiny_checkpoint, tmp_p
 
 def test_mask_command_writes_the_mask_alone(files, tmp_path):
     """In-process, from a given depth map (no model): band, invert, and auto from painted strokes."""
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     base = ["mask", "--image", str(files / "in.png"), "--depth", str(files / "depth.png")]
     assert main([*base, "--mask-depth", "25:75", "--out", str(tmp_path / "band.png")]) == 0
@@ -380,7 +380,7 @@ def test_mask_command_writes_the_mask_alone(files, tmp_path):
 
 def test_sequence_command_goes_on_past_a_bad_frame_and_exits_1(tiny_checkpoint, tmp_path, capsys):
     """In-process: two good frames render (tqdm shows progress), the unreadable one is named, exit code 1."""
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     frames, depths = tmp_path / "frames", tmp_path / "depths"
     frames.mkdir()
@@ -404,7 +404,7 @@ def test_sequence_command_goes_on_past_a_bad_frame_and_exits_1(tiny_checkpoint, 
 
 def test_mask_command_fits_the_depth_map_like_generate(files, tmp_path):
     """A 2:1 depth map for a square image, crop-and-resize: the band is taken on the centre crop's range."""
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     columns = np.arange(128, dtype=np.float32)
     np.save(tmp_path / "wide.npy", np.tile((columns / 127) ** 2, (64, 1)))  # not linear: a crop changes the band
@@ -422,8 +422,8 @@ def test_mask_command_fits_the_depth_map_like_generate(files, tmp_path):
 def test_mask_command_lines_up_an_estimated_map_with_its_picture(tiny_checkpoint, tmp_path):
     # 150x64: MiDaS rounds its map's sides to multiples of 32 (another aspect). The estimated band mask must be
     # the one the same map gives when uploaded at the picture's size (issue 15.2), under each resize mode.
-    from depth2img.cli import main
-    from depth2img.engine import load_pipeline
+    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.standalone.cli import main
 
     image = Image.fromarray(np.random.default_rng(6).integers(0, 255, (64, 150, 3), dtype=np.uint8))
     image.save(tmp_path / "photo.png")

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from depth2img.conditioning import FLAT_CONDITIONING, depth_conditioning, normalize_per_sample, normalize_to_range
-from depth2img.devices import BackendCaps, backend_caps, bicubic_resize
+from depth2img.base.devices import BackendCaps, backend_caps, bicubic_resize
+from depth2img.condition.conditioning import (
+    FLAT_CONDITIONING,
+    depth_conditioning,
+    normalize_per_sample,
+    normalize_to_range,
+)
 
 
 def reference_ldm(depth: torch.Tensor, size) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""ControlNet's depth preprocessors as estimators (depth2img.controlnet_bridge), against a stand-in of ControlNet's
+"""ControlNet's depth preprocessors as estimators (depth2img.estimate.controlnet), against a stand-in of ControlNet's
 preprocessor registry (tests/webui_standins/controlnet); the live suite runs the real extension."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img import controlnet_bridge, estimators
-from depth2img.api import estimators_response
+from depth2img.estimate import controlnet as controlnet_bridge
+from depth2img.estimate import estimators
+from depth2img.webui.routes import estimators_response
 from tests.webui_standins import controlnet as standin
 
 
@@ -87,7 +88,7 @@ def test_an_output_that_is_no_8bit_map_is_an_error_naming_the_preprocessor(regis
 
 def test_the_cache_key_changes_when_controlnet_reloads_its_model(registry, monkeypatch):
     # Issue 15.6: keyed by name alone, maps of a model ControlNet had since reloaded were served from the cache.
-    from depth2img.depth_cache import DepthCache
+    from depth2img.estimate.cache import DepthCache
 
     estimator = estimators.create_estimator("controlnet:depth_midas")
     image = torch.rand(1, 3, 32, 48) * 2 - 1

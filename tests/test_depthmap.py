@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depth2img import depthmap
-from depth2img.depthmap import DepthMapError, ResizeMode
+from depth2img.source import depthmap
+from depth2img.source.depthmap import DepthMapError, ResizeMode
 
 
 def ramp(h=24, w=32):
@@ -354,7 +354,7 @@ def test_a_map_of_rounded_aspect_lines_up_with_its_picture(mode, target):
 def test_a_given_depth_range_is_the_scale_gamma_and_invert_work_within():
     # Issue 15.5: with a user's depth_range (0..2 here) gamma and invert took the map's own min and max (0..1), so
     # the range no longer meant what the user gave. Within it: invert is 2 - d, gamma 2 * (d / 2) ** 2.
-    from depth2img.args import Depth2ImgArgs
+    from depth2img.schema.args import Depth2ImgArgs
 
     depth = np.array([[0.0, 0.5, 1.0]], np.float32)
     inverted = depthmap.postprocess(depth, **Depth2ImgArgs(invert=True, depth_range=(0.0, 2.0)).postprocess_kwargs())

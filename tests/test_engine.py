@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img import depthmap
-from depth2img.engine import DepthPipeline, GenerationRequest, generate, load_pipeline
+from depth2img.pipeline.engine import DepthPipeline, GenerationRequest, generate, load_pipeline
+from depth2img.source import depthmap
 
 SIZE = 64
 STEPS = 3
@@ -117,7 +117,7 @@ def test_batch_of_identical_images_estimates_once(pipe):
 def test_flat_depth_map_gives_a_finite_image(pipe):
     from diffusers import StableDiffusionDepth2ImgPipeline
 
-    from depth2img.conditioning import FLAT_CONDITIONING
+    from depth2img.condition.conditioning import FLAT_CONDITIONING
 
     flat = np.full((SIZE, SIZE), 0.5, np.float32)
     out = generate(pipe, request(depth=flat), progress=False).images
@@ -196,7 +196,7 @@ def test_pipeline_is_offline_and_reusable_from_a_saved_diffusers_folder(pipe, tm
 
 
 def test_default_size_is_the_sources_aspect_at_about_512_squared():
-    from depth2img.engine import default_size, output_size
+    from depth2img.pipeline.engine import default_size, output_size
 
     assert default_size(1920, 1080) == (704, 384)  # 16:9 at ~512^2: 270k pixels, not 2 megapixels
     assert default_size(64, 64) == (512, 512)
@@ -253,7 +253,7 @@ def test_one_depth_map_conditions_every_image_of_a_batch(pipe):
 
 @pytest.mark.parametrize("name", ["ddim", "euler"])
 def test_other_schedulers_generate(tiny_checkpoint, name):
-    from depth2img.engine import make_scheduler
+    from depth2img.pipeline.engine import make_scheduler
 
     other = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32, scheduler=name)
     assert type(other.scheduler) is type(make_scheduler({"model": {"params": {}}}, name))
@@ -331,7 +331,7 @@ def step_depth(size=SIZE) -> np.ndarray:
 
 
 def test_depth_band_mask_keeps_everything_outside_it(pipe):
-    from depth2img.masks import MaskSettings
+    from depth2img.process.masks import MaskSettings
 
     image = scene(11)
     settings = MaskSettings(low=50, high=100, feather=3)
@@ -350,7 +350,7 @@ def test_depth_band_mask_keeps_everything_outside_it(pipe):
 
 
 def test_depth_band_mask_on_a_shared_scale_and_combined(pipe):
-    from depth2img.masks import MaskSettings
+    from depth2img.process.masks import MaskSettings
 
     # On the scale 0..1 the band 70-100 holds only the near half (0.8); the map's own range would say the same,
     # so shift the map: 0.5/0.6 on the shared scale are both below 70 percent, so the band is empty there.
@@ -367,7 +367,7 @@ def test_depth_band_mask_on_a_shared_scale_and_combined(pipe):
 
 
 def test_depth_band_mask_needs_an_image(pipe):
-    from depth2img.masks import MaskSettings
+    from depth2img.process.masks import MaskSettings
 
     with pytest.raises(ValueError, match="needs an init image"):
         generate(pipe, request(image=None, depth=step_depth(), depth_mask=MaskSettings(low=50)))

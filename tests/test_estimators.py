@@ -20,10 +20,12 @@ import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from depth2img import depthmap, estimators, folder_estimators, midas  # noqa: E402
-from depth2img.depth_cache import DepthCache  # noqa: E402
-from depth2img.estimators import PrecisionCaps  # noqa: E402
-from depth2img.folder_estimators import TransformersFolderEstimator, inspect_folder  # noqa: E402
+from depth2img.estimate import estimators, midas  # noqa: E402
+from depth2img.estimate import folders as folder_estimators
+from depth2img.estimate.cache import DepthCache  # noqa: E402
+from depth2img.estimate.estimators import PrecisionCaps  # noqa: E402
+from depth2img.estimate.folders import TransformersFolderEstimator, inspect_folder  # noqa: E402
+from depth2img.source import depthmap
 from tests.estimator_fixtures import FIXTURES, available_fixtures, build_folder, randomize  # noqa: E402
 
 HAS_TORCHVISION = transformers.utils.is_torchvision_available()
@@ -362,7 +364,7 @@ def test_unknown_names_and_missing_paths_say_what_exists(tmp_path):
 
 
 def test_cli_depth_and_generate_with_a_folder_estimator(root, tiny_checkpoint, tmp_path, capsys):
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     photo(48, 80).save(tmp_path / "in.png")
     folder = root / "dpt"
@@ -395,8 +397,8 @@ def marigold_folder(tmp_path_factory):
     diffusers = pytest.importorskip("diffusers")
     if not hasattr(diffusers, "MarigoldDepthPipeline"):
         pytest.skip(f"diffusers {diffusers.__version__} has no MarigoldDepthPipeline")
-    from depth2img import tiny
-    from depth2img.tokenizer import load_clip_tokenizer
+    from depth2img.checkpoint.tokenizer import load_clip_tokenizer
+    from depth2img.export import tiny
 
     models = tiny.build_tiny_models(seed=0, depth_estimator=False)
     unet = diffusers.UNet2DConditionModel(**{**tiny.tiny_unet_config(), "in_channels": 8})  # image + depth latents

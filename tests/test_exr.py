@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depth2img import depthmap
-from depth2img.depthmap import DepthMapError, ImageTooLargeError
+from depth2img.source import depthmap
+from depth2img.source.depthmap import DepthMapError, ImageTooLargeError
 
 OpenEXR = pytest.importorskip("OpenEXR")
 

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from depth2img.files import OutputError, check_output, write_bytes_atomic
+from depth2img.base.files import OutputError, check_output, write_bytes_atomic
 
 
 def test_outputs_never_overwrite_inputs(tmp_path):
@@ -31,7 +31,7 @@ def test_atomic_write_is_whole_and_readable_by_others(tmp_path):
     def fail(_temporary):
         raise RuntimeError("interrupted")
 
-    from depth2img.files import write_atomic
+    from depth2img.base.files import write_atomic
 
     with pytest.raises(RuntimeError):
         write_atomic(path, fail)
@@ -43,7 +43,8 @@ def test_the_config_written_beside_a_found_checkpoint_is_whole_or_absent(tmp_pat
     # there for it (or another WebUI sharing the folder) to read (issue 15.8).
     import shutil
 
-    from depth2img import paths, webui_hooks
+    from depth2img.base import paths
+    from depth2img.webui import hooks as webui_hooks
 
     monkeypatch.setattr(paths, "USER_CHECKPOINT_DIR", tmp_path)
     checkpoint = tmp_path / "mine.safetensors"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from depth2img._compat import torch_version
+from depth2img.base.compat import torch_version
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img import depthmap
-from depth2img.args import Depth2ImgArgs
-from depth2img.conditioning import FLAT_CONDITIONING, depth_conditioning
-from depth2img.depth_cache import DepthCache
-from depth2img.host import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, estimate_image
+from depth2img.condition.conditioning import FLAT_CONDITIONING, depth_conditioning
+from depth2img.estimate.cache import DepthCache
+from depth2img.schema.args import Depth2ImgArgs
+from depth2img.source import depthmap
+from depth2img.webui.job import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, estimate_image
 
 
 class MidasModule(torch.nn.Module):
@@ -26,7 +26,7 @@ class MidasModule(torch.nn.Module):
         self.model = model
 
     def forward(self, pixel_values):
-        from depth2img.midas import predict_depth
+        from depth2img.estimate.midas import predict_depth
 
         return predict_depth(self.model, pixel_values)[:, None]
 
@@ -35,7 +35,7 @@ class MidasModule(torch.nn.Module):
 def midas_module(tiny_checkpoint):
     from safetensors.torch import load_file
 
-    from depth2img.midas import load_midas_from_state_dict
+    from depth2img.estimate.midas import load_midas_from_state_dict
 
     state = load_file(str(tiny_checkpoint))
     return MidasModule(load_midas_from_state_dict({k: v for k, v in state.items() if k.startswith("depth_model.")}))
@@ -111,7 +111,7 @@ def test_txt2img_estimate_without_image_says_what_to_do(midas_module):
 
 
 def test_batch_estimates_once_and_equals_the_native_arithmetic(midas_module):
-    from depth2img.midas import preprocess
+    from depth2img.estimate.midas import preprocess
 
     cache = DepthCache()
     estimator = ModuleMidasEstimator(midas_module, "tiny")
@@ -143,7 +143,7 @@ def test_inpainting_depth_comes_from_the_whole_unfilled_image(cheap_module):
     cond = conditioner.conditioning(torch.zeros(2, 4, 6, 8), filled)
     assert cache.estimator_calls == 1
     # Reference: the depth of the init image itself (the network run directly, not through the conditioner).
-    from depth2img.midas import images_to_tensor, preprocess
+    from depth2img.estimate.midas import images_to_tensor, preprocess
 
     with torch.no_grad():
         of_init = cheap_module(preprocess(images_to_tensor(init)))[:, 0]
@@ -156,7 +156,7 @@ def test_inpainting_depth_comes_from_the_whole_unfilled_image(cheap_module):
 
 
 def test_transparent_init_images_are_flattened_on_the_webui_background(cheap_module):
-    from depth2img.midas import images_to_tensor
+    from depth2img.estimate.midas import images_to_tensor
 
     rgba = np.random.default_rng(2).integers(0, 255, (48, 64, 4), dtype=np.uint8)
     rgba[:, :32, 3] = 0  # left half transparent
@@ -178,7 +178,7 @@ def test_transparent_init_images_are_flattened_on_the_webui_background(cheap_mod
 
 
 def test_flatten_image_follows_the_webui_for_every_mode_with_alpha():
-    from depth2img.host import flatten_image
+    from depth2img.webui.job import flatten_image
 
     la = Image.fromarray(np.stack([np.full((2, 2), 200, np.uint8), np.array([[0, 255], [255, 0]], np.uint8)], -1),
                          "LA")
@@ -214,7 +214,7 @@ def test_postprocess_identity_is_decided_in_one_place():
 
 
 def test_depth_argument_in_every_form_and_errors_name_the_field():
-    from depth2img.host import decode_depth_argument
+    from depth2img.webui.job import decode_depth_argument
 
     png = cv2.imencode(".png", RAMP)[1].tobytes()
     expected = RAMP.astype(np.float32) / 65535
@@ -234,8 +234,8 @@ def test_depth_maps_above_the_size_limit_are_refused_before_decoding():
 
 
 def test_job_errors_keep_the_cores_messages_and_mark_faults():
-    from depth2img.args import ArgsError
-    from depth2img.host import job_error
+    from depth2img.schema.args import ArgsError
+    from depth2img.webui.job import job_error
 
     for error in (depthmap.DepthMapError("bad map"), ArgsError("bad arg"), Depth2ImgError("bad job")):
         assert job_error(error).status_code == 422 and str(job_error(error)) == str(error)
@@ -269,7 +269,7 @@ def test_output_depth_is_at_the_size_of_the_image_it_conditioned():
 
 
 def test_depth_output_images():
-    from depth2img.host import depth_output_image, depth_to_png16_image, png16_base64
+    from depth2img.webui.job import depth_output_image, depth_to_png16_image, png16_base64
 
     depth = np.linspace(-3, 5, 48 * 64, dtype=np.float32).reshape(48, 64)
     image = depth_to_png16_image(depth)
@@ -290,7 +290,7 @@ def test_depth_output_images():
 
 
 def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
-    from depth2img.estimators import PrecisionCaps
+    from depth2img.estimate.estimators import PrecisionCaps
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -309,7 +309,7 @@ def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
     depth = estimator.estimate(images)
     assert depth.dtype == torch.float32 and net.conv.weight.dtype == torch.bfloat16  # the host's weights untouched
     assert net.seen == []  # the bfloat16 module never ran: a float32 copy did
-    from depth2img.midas import preprocess
+    from depth2img.estimate.midas import preprocess
 
     with torch.no_grad():
         reference = torch.nn.functional.conv2d(preprocess(images), net.conv.weight.float(), net.conv.bias.float(),
@@ -329,7 +329,7 @@ def test_float32_copy_is_made_once_per_module_and_weights_not_per_job():
     # MiDaS) must not be rebuilt each time (issue 15.8); new weights in the same module object make a new one.
     import gc
 
-    from depth2img.estimators import _FLOAT32_COPIES, PrecisionCaps
+    from depth2img.estimate.estimators import _FLOAT32_COPIES, PrecisionCaps
 
     no_half = PrecisionCaps(float16=False, bfloat16=False)
     net = torch.nn.Conv2d(3, 1, 3, padding=1).to(torch.bfloat16)
@@ -464,8 +464,8 @@ def test_half_precision_weights_run_natively_or_fall_back(cheap_module, dtype):
     MiDaS amplifies rounding by how its weights happen to fall, differently on each processor)."""
     import copy
 
-    from depth2img.estimators import probe_precision_caps
-    from depth2img.midas import preprocess
+    from depth2img.estimate.estimators import probe_precision_caps
+    from depth2img.estimate.midas import preprocess
 
     half = copy.deepcopy(cheap_module).to(dtype)
     seen = []
@@ -491,7 +491,7 @@ def test_half_precision_weights_run_natively_or_fall_back(cheap_module, dtype):
 
 
 def test_batch_depth_maps_are_found_by_input_file_name(tmp_path):
-    from depth2img.host import find_depth_for
+    from depth2img.webui.job import find_depth_for
 
     (tmp_path / "photo_001.png").write_bytes(b"x")
     (tmp_path / "photo_002.TIFF").write_bytes(b"x")
@@ -501,7 +501,7 @@ def test_batch_depth_maps_are_found_by_input_file_name(tmp_path):
 
 
 def test_a_batch_depth_map_that_cannot_be_read_is_an_error_naming_it(tmp_path):
-    from depth2img.host import load_batch_depth
+    from depth2img.webui.job import load_batch_depth
 
     cv2.imwrite(str(tmp_path / "good.png"), RAMP)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n cut short")
@@ -569,7 +569,7 @@ def test_inpaint_mask_needs_an_init_image_and_an_estimate_flattens_it(cheap_modu
 def test_folder_depth_scale_is_one_scale_over_every_readable_input(tmp_path):
     # Issue 15.5: the folder's post-processing scale (clip percentiles, min and max of every map) and its depth
     # range (the 0.5/99.5 percentiles of every map processed on that scale), computed here by hand.
-    from depth2img.host import folder_depth_scale
+    from depth2img.webui.job import folder_depth_scale
 
     maps = {"a": np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10),
             "b": np.linspace(2, 4, 100, dtype=np.float32).reshape(10, 10), "bad": None}  # fmt: skip
@@ -609,7 +609,7 @@ def test_inpainting_estimated_depth_lines_up_as_the_same_map_uploaded(cheap_modu
     # A 150x64 init image: the estimator's map has its sides rounded to multiples of 32, another aspect. Fitted
     # by its own aspect (and the only-masked crop box scaled per axis, then filled by the crop's aspect), the depth
     # moved against the picture and its mask; it must condition as the same map at the picture's size (15.2).
-    from depth2img.depthmap import DecodedDepth
+    from depth2img.source.depthmap import DecodedDepth
 
     init = Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 150, 3), dtype=np.uint8))
     estimator = ModuleMidasEstimator(cheap_module, "tiny")

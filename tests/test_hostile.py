@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from depth2img import api, depthmap, image_gate
-from depth2img.args import Depth2ImgArgs
+from depth2img.schema.args import Depth2ImgArgs
+from depth2img.source import depthmap
+from depth2img.source import gate as image_gate
+from depth2img.webui import routes as api
 from tests.hostile_inputs import BOMBS
 
 REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ def test_every_bomb_is_refused_from_its_header(name):
 # The CLI command that decodes each bomb: pictures as the init image of `depth`, depth formats as `--depth`.
 # The peak is VmHWM (this process' own memory since exec; ru_maxrss would include the forking pytest's).
 _MEASURE = (
-    "import re, sys; from depth2img import cli; code = cli.main(sys.argv[1:]); "
+    "import re, sys; from depth2img.standalone import cli; code = cli.main(sys.argv[1:]); "
     "peak = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1); "
     "print('peak_kb', peak, file=sys.stderr); sys.exit(code)"
 )

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
 
-from depth2img import ldm_export, tiny
-from depth2img.paths import SHIPPED_DEPTH_CONFIG
+from depth2img.base.paths import SHIPPED_DEPTH_CONFIG
+from depth2img.export import ldm_export, tiny
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +300,7 @@ def _save_pipeline_folder(folder, models, depth_estimator):
     from diffusers import DDIMScheduler, StableDiffusionDepth2ImgPipeline
     from transformers import DPTImageProcessor
 
-    from depth2img.tokenizer import load_clip_tokenizer
+    from depth2img.checkpoint.tokenizer import load_clip_tokenizer
 
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -325,7 +325,7 @@ def _save_pipeline_folder(folder, models, depth_estimator):
 def test_export_diffusers_folder(models, tmp_path):
     from transformers import DPTForDepthEstimation
 
-    from depth2img import midas
+    from depth2img.estimate import midas
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

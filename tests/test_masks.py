@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from depth2img.masks import (
+from depth2img.process.masks import (
     MaskError,
     MaskSettings,
     auto_band,

@@ -16,8 +16,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from depth2img import estimators, midas  # noqa: E402
-from depth2img.estimators import CheckpointMidasEstimator, PrecisionCaps  # noqa: E402
+from depth2img.estimate import estimators, midas  # noqa: E402
+from depth2img.estimate.estimators import CheckpointMidasEstimator, PrecisionCaps  # noqa: E402
 
 
 def tiny_hybrid_config():

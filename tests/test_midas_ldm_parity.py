@@ -1,4 +1,4 @@
-"""Parity of depth2img.midas with Stability's ldm MiDaS (environment b: the `ldm` package is installed).
+"""Parity of depth2img.estimate.midas with Stability's ldm MiDaS (environment b: the `ldm` package is installed).
 
 ldm's architecture is fixed, so this builds the full-size DPT-Hybrid (~123M parameters) once per module:
 ldm's own `MiDaSInference("dpt_hybrid")` (what LatentDepth2ImageDiffusion holds as `depth_model`), with
@@ -21,8 +21,8 @@ from tests.references import reference  # noqa: E402
 
 reference("ldm")
 
-from depth2img import midas  # noqa: E402
-from depth2img.estimators import CheckpointMidasEstimator  # noqa: E402
+from depth2img.estimate import midas  # noqa: E402
+from depth2img.estimate.estimators import CheckpointMidasEstimator  # noqa: E402
 
 pytestmark = [pytest.mark.ldm, pytest.mark.slow]
 

@@ -15,9 +15,10 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from depth2img import api, depthmap
-from depth2img.engine import GenerationRequest, generate, load_pipeline
-from depth2img.sequence import run_depth_pass
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.sequences.passes import run_depth_pass
+from depth2img.source import depthmap
+from depth2img.webui import routes as api
 
 from .test_cli import run_cli
 
@@ -96,7 +97,7 @@ def test_the_engine_flattens_a_transparent_picture_on_the_requests_background(pi
 
 
 def test_the_app_estimates_the_photo_as_displayed(pipe, photo, tmp_path):
-    from depth2img.app import DepthApp
+    from depth2img.standalone.app import DepthApp
 
     path, prepared = photo
     app = DepthApp(pipe, tmp_path / "out")

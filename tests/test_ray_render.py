@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depth2img.cli import main
-from depth2img.distribute import share_frames
-from depth2img.engine import GenerationRequest, load_pipeline
-from depth2img.ray_render import (
+from depth2img.pipeline.engine import GenerationRequest, load_pipeline
+from depth2img.sequences.distribute import share_frames
+from depth2img.sequences.passes import run_sequence
+from depth2img.sequences.ray_render import (
     RAY_MISSING,
     RayUnavailable,
     actor_resources,
@@ -24,7 +24,7 @@ from depth2img.ray_render import (
     ray_workers,
     worker_runtime_env,
 )
-from depth2img.sequence import run_sequence
+from depth2img.standalone.cli import main
 
 REQUIRED = os.environ.get("DEPTH2IMG_REQUIRE_RAY") == "1"
 SIZE = 64

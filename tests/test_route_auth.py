@@ -14,7 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from fastapi.testclient import TestClient
 
-from depth2img.route_auth import auth_dependencies, parse_credentials
+from depth2img.webui.route_auth import auth_dependencies, parse_credentials
 
 
 class WebUIApi:

@@ -19,11 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img import depthmap
-from depth2img import webui_hooks as hooks
-from depth2img.args import Depth2ImgArgs
-from depth2img.host import Depth2ImgError
-from depth2img.webui_hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
+from depth2img.schema.args import Depth2ImgArgs
+from depth2img.source import depthmap
+from depth2img.webui import hooks as hooks
+from depth2img.webui.hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
+from depth2img.webui.job import Depth2ImgError
 
 from .webui_standins import VERSIONS, webui
 
@@ -329,11 +329,11 @@ def recorded(env):
     env.gradio.Block.__init__ = original_init
 
 
-# The panel's values (depth2img.ui.PANEL_SETTINGS order) as the UI sends them.
+# The panel's values (depth2img.panel.builder.PANEL_SETTINGS order) as the UI sends them.
 PREVIEW_SETTINGS = ["estimate", None, "checkpoint-midas", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""]
 # What the WebUI's panel sends: those, then its extras (the depth range box, empty).
 PANEL_VALUES = [*PREVIEW_SETTINGS, ""]
-# img2img's panel has the mask settings too (depth2img.ui.EXTRAS["mask"]), the band off.
+# img2img's panel has the mask settings too (depth2img.panel.builder.EXTRAS["mask"]), the band off.
 MASK_DEFAULTS = {"mask_from_depth": False, "mask_low": 0.0, "mask_high": 100.0, "mask_band_mode": "range",
                  "mask_feather": 0.0, "mask_grow": 0, "mask_invert": False, "mask_combine": "replace",
                  "mask_auto": False}  # fmt: skip
@@ -342,7 +342,7 @@ IMG2IMG_PANEL_VALUES = [*PANEL_VALUES, *MASK_DEFAULTS.values()]
 
 def preview_of(env, image, settings=PREVIEW_SETTINGS):
     """The preview the panel shows for one init image, with the script's estimate callback."""
-    from depth2img import ui
+    from depth2img.panel import builder as ui
 
     return ui.preview_images(ui.settings_from_values(settings), image, env.script.estimate_for_preview)
 
@@ -582,7 +582,7 @@ def test_listing_routes(env, tiny_checkpoint, tmp_path, caplog):
 
 
 def test_demo_checkpoint_is_not_registered_but_the_extension_folder_is(tmp_path, tiny_checkpoint, monkeypatch):
-    import depth2img.paths as paths
+    import depth2img.base.paths as paths
 
     user, demo = tmp_path / "user", tmp_path / "demo"
     for folder in (user, demo):
@@ -637,7 +637,8 @@ def test_an_uploaded_distance_map_is_read_as_the_panel_says(env):
 @pytest.fixture
 def dpt_folder(tmp_path, monkeypatch):
     """A tiny transformers DPT folder in a models/depth folder: the estimator "dpt"."""
-    from depth2img import estimators, folder_estimators
+    from depth2img.estimate import estimators
+    from depth2img.estimate import folders as folder_estimators
 
     from .estimator_fixtures import build_folder
 
@@ -654,8 +655,8 @@ def photo_tensor(height=48, width=64, seed=0) -> torch.Tensor:
 
 @pytest.mark.parametrize("api_args", [False, True])
 def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, dpt_folder, api_args):
-    from depth2img import estimators
-    from depth2img.conditioning import depth_conditioning
+    from depth2img.condition.conditioning import depth_conditioning
+    from depth2img.estimate import estimators
 
     p = img2img_p(env, is_api=api_args)
     # The API's alwayson args (named, first) or the UI's positional list.
@@ -675,7 +676,7 @@ def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, 
 
 
 def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt_folder):
-    from depth2img import estimators
+    from depth2img.estimate import estimators
 
     env.shared.opts.data["depth2img_keep_estimator"] = True
     p = img2img_p(env)
@@ -686,7 +687,8 @@ def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt
 
 
 def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_folder):
-    from depth2img import estimators, ui
+    from depth2img.estimate import estimators
+    from depth2img.panel import builder as ui
 
     image = picture(size=(64, 48))
     answer = mounted(env)["/depth2img/v1/estimate"]["endpoint"]({"image": rgb_b64(image), "estimator": "dpt"})
@@ -700,8 +702,8 @@ def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_fo
 
 
 def test_a_job_with_a_controlnet_preprocessor_runs_it_at_the_jobs_size_and_unloads_it(env, monkeypatch):
-    from depth2img import estimators
-    from depth2img.conditioning import depth_conditioning
+    from depth2img.condition.conditioning import depth_conditioning
+    from depth2img.estimate import estimators
 
     from .webui_standins import controlnet
 
@@ -888,7 +890,8 @@ def test_preview_shows_the_mask_of_the_band(recorded):
     event = preview_event(env)
     settings = {"source": "upload", "depth_image": png_bytes(ramp16()), "mask_from_depth": True, "mask_low": 50.0}
     values = list(IMG2IMG_PANEL_VALUES)
-    names = [*__import__("depth2img.ui", fromlist=["PANEL_SETTINGS"]).PANEL_SETTINGS, "depth_range", *MASK_DEFAULTS]
+    panel_settings = __import__("depth2img.panel.builder", fromlist=["PANEL_SETTINGS"]).PANEL_SETTINGS
+    names = [*panel_settings, "depth_range", *MASK_DEFAULTS]
     for name, value in settings.items():
         values[names.index(name)] = value
     image = picture(size=(64, 48))
@@ -973,7 +976,8 @@ def run_batch(env, inputs, args):
 
 
 def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
-    from depth2img import sequence, webui_hooks
+    from depth2img.sequences import passes as sequence
+    from depth2img.webui import hooks as webui_hooks
 
     inputs, depths = batch_folder(tmp_path)
     passes = []
@@ -1022,7 +1026,7 @@ def test_one_depth_scale_for_the_folder_post_processes_every_map_alike(env, tmp_
 
 
 def test_one_depth_scale_for_the_folder_estimates_inputs_without_maps(env, tmp_path, monkeypatch):
-    from depth2img import host
+    from depth2img.webui import job as host
 
     inputs, _ = batch_folder(tmp_path)
     calls = []
@@ -1251,7 +1255,7 @@ def test_an_xyz_cell_that_turns_depth2img_on_is_checked(env):
      (20, 10, "upper", (9.5, 10)), (20, 0, "upper", (0, 0.5)), (50, 50, "upper", (49.5, 50))],
 )  # fmt: skip
 def test_coupled_sliders_never_cross(lower, upper, moved, expected):
-    from depth2img.ui import keep_apart
+    from depth2img.panel.builder import keep_apart
 
     assert keep_apart(lower, upper, moved, step=0.5) == expected
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img.engine import GenerationRequest, generate, load_pipeline
-from depth2img.sequence import (
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.sequences.passes import (
     SEQUENCE_FILE,
     FrameJob,
     ScaleSettings,
@@ -142,7 +142,7 @@ def test_bad_scale_settings(kwargs, message):
 
 def test_global_scale_holds_the_background_still():
     """The point of it all: the background's conditioning stays put while the object comes nearer."""
-    from depth2img.conditioning import depth_conditioning
+    from depth2img.condition.conditioning import depth_conditioning
 
     maps = np.stack([frame_depth(i) for i in range(5)])
     background = torch.from_numpy((maps == np.float32(0.4)).all(axis=0))
@@ -287,7 +287,7 @@ def test_frames_sharing_a_name_are_refused(pipe, clip, tmp_path):
 
 
 def test_depth_band_mask_per_frame_on_the_shared_scale(pipe, clip, tmp_path):
-    from depth2img.masks import MaskSettings
+    from depth2img.process.masks import MaskSettings
 
     frames, depths = clip
     out = tmp_path / "out"
@@ -303,7 +303,7 @@ def test_depth_band_mask_per_frame_on_the_shared_scale(pipe, clip, tmp_path):
 
 def test_depth_pass_batches_frames_of_one_size_as_they_come(tmp_path):
     """Grouping only (the estimator here is the frame's luminance, a stand-in that shows what each forward got)."""
-    from depth2img.sequence import run_depth_pass
+    from depth2img.sequences.passes import run_depth_pass
 
     frames = []
     for i, size in enumerate([64, 64, 80, 64, 80]):
@@ -338,7 +338,7 @@ def test_post_processing_takes_one_scale_over_the_whole_sequence(tmp_path):
     """Issue 15.5: gamma (like invert and clip) took each frame's own min-max, so one depth range was not one scale
     (both frames below spanned 0..1 after it). Now the set's bounds (0.1..0.9 over both frames) serve every frame,
     sequence.json records them, and the shared range is taken over the maps processed on them."""
-    from depth2img.sequence import run_depth_pass
+    from depth2img.sequences.passes import run_depth_pass
 
     maps = {"f1.png": np.linspace(0.2, 0.6, 64, dtype=np.float32).reshape(8, 8),
             "f2.png": np.linspace(0.1, 0.9, 64, dtype=np.float32).reshape(8, 8)}
@@ -362,7 +362,7 @@ def test_post_processing_takes_one_scale_over_the_whole_sequence(tmp_path):
 def test_clip_and_invert_take_the_sequences_percentiles_and_bounds(tmp_path):
     """Clip at the set's 25th/75th percentiles (pooled over both frames), then invert within the set's clipped
     bounds: the same raw value gives the same processed value in every frame."""
-    from depth2img.sequence import run_depth_pass
+    from depth2img.sequences.passes import run_depth_pass
 
     f1 = np.arange(0, 8, dtype=np.float32).repeat(8).reshape(8, 8)  # rows of 0..7
     f2 = f1 + 8  # rows of 8..15: pooled, 0..15 with 64 values each

@@ -17,8 +17,8 @@ reference("open_clip")
 from omegaconf import OmegaConf  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from depth2img import ldm_export, tiny  # noqa: E402
-from depth2img.paths import cache_dir  # noqa: E402
+from depth2img.base.paths import cache_dir  # noqa: E402
+from depth2img.export import ldm_export, tiny  # noqa: E402
 
 pytestmark = pytest.mark.ldm
 

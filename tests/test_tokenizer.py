@@ -1,6 +1,6 @@
 import pytest
 
-from depth2img.tokenizer import find_bpe_vocab, load_clip_tokenizer
+from depth2img.checkpoint.tokenizer import find_bpe_vocab, load_clip_tokenizer
 from tests.references import reference
 
 PROMPTS = ["a photo of a cat", "Ünïcödé, punctuation!!! and   spaces", "a" * 300, ""]

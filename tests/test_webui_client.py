@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depth2img.cli import main
-from depth2img.distribute import share_frames
-from depth2img.engine import GenerationRequest
-from depth2img.sequence import run_sequence
-from depth2img.webui_client import WorkerSettings, depth_png_and_range, img2img_payload, webui_workers
+from depth2img.pipeline.engine import GenerationRequest
+from depth2img.sequences.distribute import share_frames
+from depth2img.sequences.passes import run_sequence
+from depth2img.sequences.webui_workers import WorkerSettings, depth_png_and_range, img2img_payload, webui_workers
+from depth2img.standalone.cli import main
 
 SIZE = 32
 DEPTH_TITLE = "tiny-depth.safetensors [0123abcd]"
@@ -165,7 +165,7 @@ def test_depth_png_and_range_keep_the_frame_on_the_shared_scale():
 
 
 def test_the_payload_carries_the_jobs_settings():
-    from depth2img.masks import MaskSettings
+    from depth2img.process.masks import MaskSettings
 
     image = Image.new("RGB", (SIZE, SIZE), (10, 20, 30))
     depth = np.random.default_rng(1).random((SIZE, SIZE)).astype(np.float32)
@@ -180,7 +180,7 @@ def test_the_payload_carries_the_jobs_settings():
     assert args["enabled"] is True and args["source"] == "upload" and args["depth_kind"] == "inverse"
     assert len(args["depth_range"]) == 2 and args["depth_range"] != [0.1, 0.8]  # in the PNG's units
     assert (args["mask_from_depth"], args["mask_low"], args["mask_high"], args["mask_feather"]) == (True, 40, 90, 2)
-    from depth2img.args import Depth2ImgArgs
+    from depth2img.schema.args import Depth2ImgArgs
 
     Depth2ImgArgs.from_request([args])  # the extension's schema accepts every key
     sent = Image.open(io.BytesIO(base64.b64decode(payload["init_images"][0])))

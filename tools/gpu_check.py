@@ -200,7 +200,7 @@ def engine_inputs(folder: Path):
     import numpy as np
     from PIL import Image
 
-    from depth2img import depthmap
+    from depth2img.source import depthmap
 
     size = ENGINE_SIZE
     ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
@@ -217,7 +217,7 @@ def engine_inputs(folder: Path):
 
 
 def engine_request(mode: str, seed: int, image, depth_path, mask, depth=None):
-    from depth2img.engine import GenerationRequest
+    from depth2img.pipeline.engine import GenerationRequest
 
     # The picture's own size (without it the engine defaults to the aspect at ~512x512).
     common = dict(
@@ -264,10 +264,10 @@ def check_engine(report: Report, device, dtypes: list, skipped_dtypes: dict, see
     import numpy as np
     import torch
 
-    from depth2img import depthmap
-    from depth2img.engine import generate, load_pipeline
-    from depth2img.paths import cache_dir
-    from depth2img.tiny import build_tiny_depth_checkpoint
+    from depth2img.base.paths import cache_dir
+    from depth2img.export.tiny import build_tiny_depth_checkpoint
+    from depth2img.pipeline.engine import generate, load_pipeline
+    from depth2img.source import depthmap
 
     checkpoint = build_tiny_depth_checkpoint(cache_dir() / "fixtures")  # the tests' copy, built once
     image, depth_path, depth_written, mask = engine_inputs(folder)
@@ -370,9 +370,9 @@ def _estimators(model, device, dtype):
 
     import torch
 
-    from depth2img import midas
-    from depth2img.estimators import CheckpointMidasEstimator
-    from depth2img.host import ModuleMidasEstimator
+    from depth2img.estimate import midas
+    from depth2img.estimate.estimators import CheckpointMidasEstimator
+    from depth2img.webui.job import ModuleMidasEstimator
 
     class MidasModule(torch.nn.Module):
         """Stands in for ldm's MiDaSInference in the WebUI: module(pixel_values) -> inverse depth."""
@@ -395,8 +395,8 @@ def check_estimators(report: Report, device, full_size: bool) -> None:
     import torch
     import transformers
 
-    from depth2img import midas
-    from depth2img.estimators import probe_precision_caps
+    from depth2img.estimate import midas
+    from depth2img.estimate.estimators import probe_precision_caps
 
     config = midas.dpt_hybrid_config() if full_size else narrow_dpt_hybrid_config()
     size = "full-size DPT-Hybrid" if full_size else "narrow DPT-Hybrid (--cpu)"
@@ -469,7 +469,7 @@ def full_size_checkpoint(workdir: Path) -> Path:
 def check_engine_benchmark(report: Report, device, workdir: Path, steps: int, repeats: int) -> None:
     import torch
 
-    from depth2img.engine import load_pipeline
+    from depth2img.pipeline.engine import load_pipeline
 
     bench_engine = _import_bench("bench_engine")
     start = time.perf_counter()
@@ -514,7 +514,7 @@ def _network_timings(bench_estimator, device, dtype, image, repeats: int):
     """bench_estimator's network comparison: our predict_depth vs ldm's DPTDepthModel, same weights and input."""
     import torch
 
-    from depth2img import midas
+    from depth2img.estimate import midas
 
     depth_model, ours = bench_estimator.build(device, dtype)
     midas_in = midas.preprocess(image).to(device=device, dtype=dtype)

@@ -18,8 +18,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
-from depth2img.paths import cache_dir
-from depth2img.tiny import build_tiny_depth_checkpoint
+from depth2img.base.paths import cache_dir
+from depth2img.export.tiny import build_tiny_depth_checkpoint
 
 DEPTH_NAME = "tiny-depth"
 PLAIN_NAME = "tiny-sd2"

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from depth2img.paths import REPO_ROOT
+from depth2img.base.paths import REPO_ROOT
 
 from .conftest import WEBUI_URL
 
@@ -279,7 +279,8 @@ def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
     import cv2
     from PIL import Image
 
-    from depth2img import depthmap, sequence
+    from depth2img.sequences import passes as sequence
+    from depth2img.source import depthmap
 
     from .conftest import decode, png_b64, rgb_b64
 

@@ -224,7 +224,7 @@ def test_non_depth_model(webui):
 
 
 def test_infotext_records_the_settings_and_reads_back(webui):
-    from depth2img.args import Depth2ImgArgs
+    from depth2img.schema.args import Depth2ImgArgs
 
     response = img2img(webui, scene(), depth_args(enabled=True, invert=True, gamma=1.5, blur=2.0))
     assert response.status_code == 200
@@ -242,7 +242,7 @@ def test_batch_count_and_batch_size_together(webui):
 
 
 def test_depth_checkpoints_in_the_extension_folder_are_listed(webui, tiny_checkpoint):
-    from depth2img.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
+    from depth2img.base.paths import SHIPPED_DEPTH_CONFIG, USER_CHECKPOINT_DIR
 
     USER_CHECKPOINT_DIR.mkdir(parents=True, exist_ok=True)
     link = USER_CHECKPOINT_DIR / "ext-folder-depth.safetensors"

@@ -1,5 +1,6 @@
 """`sequence --workers` against a real WebUI: each frame equals what that WebUI returns for the same frame, depth,
-range and seed sent alone (built here by hand, not by depth2img.webui_client), and the shared range is honoured.
+range and seed sent alone (built here by hand, not by depth2img.sequences.webui_workers), and the shared range is
+honoured.
 
 Two workers on one WebUI (the same URL twice: it queues them), plus an address nothing listens on, which the
 run names while the others render its frames.
@@ -59,7 +60,7 @@ def alone(webui, frame: Image.Image, depth: np.ndarray, depth_range) -> np.ndarr
 
 
 def test_sequence_on_workers_equals_each_frame_sent_alone(webui, tmp_path, capsys):
-    from depth2img.cli import main
+    from depth2img.standalone.cli import main
 
     frames, depths = make_clip(tmp_path)
     # Measured on v1.8.0: the first img2img job after the WebUI starts differs from the same request sent again
@@ -98,7 +99,7 @@ def test_sequence_on_workers_equals_each_frame_sent_alone(webui, tmp_path, capsy
 
 def test_the_worker_settings_are_what_the_webui_received(webui, tmp_path):
     """The run's images carry the job's settings in their infotext (the WebUI writes what it used)."""
-    from depth2img.webui_client import WorkerSettings, webui_workers
+    from depth2img.sequences.webui_workers import WorkerSettings, webui_workers
 
     frames, depths = make_clip(tmp_path)
     [worker] = webui_workers([WEBUI_URL], WorkerSettings(sampler="Euler", checkpoint="tiny-depth"), 10**7)
@@ -108,8 +109,8 @@ def test_the_worker_settings_are_what_the_webui_received(webui, tmp_path):
     on_loaded.check()  # the loaded model (the fixture's tiny-depth) is found among the depth checkpoints
     assert on_loaded.checkpoint_title == ""
     # One request through the client, read back through the WebUI's PNG info route.
-    from depth2img.engine import GenerationRequest
-    from depth2img.webui_client import img2img_payload
+    from depth2img.pipeline.engine import GenerationRequest
+    from depth2img.sequences.webui_workers import img2img_payload
 
     frame = Image.open(frames / "f1.png").convert("RGB")
     depth = np.load(depths / "f1.npy")

@@ -1,0 +1,1 @@
+"""Stage 5, condition: a depth map becomes the UNet's fifth input channel."""

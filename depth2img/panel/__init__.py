@@ -1,0 +1,1 @@
+"""Stage 8, panel: the one depth panel both hosts build (gradio 3.41 and current)."""

@@ -1,0 +1,1 @@
+"""Stage 9, host: the standalone diffusers engine (pipeline loading, generate)."""

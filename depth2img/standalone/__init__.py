@@ -1,0 +1,1 @@
+"""Stage 11, entry points: the CLI and the web app."""
