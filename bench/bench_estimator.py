@@ -109,7 +109,7 @@ def main() -> int:
     from ldm.data.util import AddMiDaS
 
     from depth2img.estimate import midas
-    from depth2img.estimate.estimators import CheckpointMidasEstimator
+    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 
     device = torch.device(args.device)
     depth_model, ours = build(device)

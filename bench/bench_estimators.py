@@ -139,7 +139,7 @@ def midas_estimator():
     import transformers
 
     from depth2img.estimate import midas
-    from depth2img.estimate.estimators import CheckpointMidasEstimator
+    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 
     model = midas.randomize_for_fixture(transformers.DPTForDepthEstimation(midas.dpt_hybrid_config()), seed=0)
     return CheckpointMidasEstimator(model.eval().requires_grad_(False))
@@ -151,7 +151,7 @@ def weights_mb(model) -> float:
 
 def measure_one(name: str, size: int, repeats: int) -> dict:
     """Run in a child process: the candidate and the MiDaS anchor, interleaved."""
-    from depth2img.estimate.estimators import create_estimator
+    from depth2img.estimate.registry import create_estimator
 
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(1, 3, size, size, generator=gen) * 2 - 1

@@ -40,14 +40,8 @@ from depth2img.base.paths import cache_dir  # noqa: E402
 from depth2img.condition.conditioning import depth_conditioning  # noqa: E402
 from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
-from depth2img.sequences.passes import (
-    FrameJob,
-    ScaleSettings,
-    range_sample,
-    render_frame,
-    run_depth_pass,
-    shared_ranges,
-)
+from depth2img.process.scale import range_sample
+from depth2img.sequences.passes import FrameJob, ScaleSettings, render_frame, run_depth_pass, shared_ranges
 
 
 def synthetic_shot(count: int, size: int) -> tuple[list[Image.Image], list[np.ndarray], list[np.ndarray]]:

@@ -19,10 +19,11 @@ from modules import call_queue, devices, images, processing, script_callbacks, s
 from modules.ui_components import InputAccordion
 from PIL import ImageOps
 
-from depth2img.estimate import estimators
+from depth2img.base.errors import Depth2ImgError
+from depth2img.estimate import registry
 from depth2img.estimate.cache import DepthCache
-from depth2img.estimate.estimators import list_estimators
 from depth2img.estimate.folders import add_estimator_dir
+from depth2img.estimate.registry import list_estimators
 from depth2img.panel.builder import build_depth_panel, build_webui_rows, infotext_key, js_kwargs
 from depth2img.schema.args import Depth2ImgArgs, requested_enabled
 from depth2img.source import depthmap
@@ -30,7 +31,7 @@ from depth2img.webui import hooks as hooks
 from depth2img.webui import job as host
 from depth2img.webui import route_auth
 from depth2img.webui import routes as api
-from depth2img.webui.job import Depth2ImgError, job_error
+from depth2img.webui.job import job_error
 
 USE_LOADED_MODEL = "Use the loaded model"
 CACHE = DepthCache()
@@ -101,7 +102,7 @@ def depth_checkpoint_entries() -> list[dict]:
 
 hooks.register_demo_text_arch()
 # An estimator is a registered name, or a model folder inside the model folders: API callers are strangers.
-estimators.restrict_to_model_folders()
+registry.restrict_to_model_folders()
 # Estimator folders in the WebUI's models/depth too (besides the extension's own models/depth).
 add_estimator_dir(Path(shared.models_path) / "depth")
 # Batch inputs' paths (v1.9+'s images.read), to match each input with its depth map by file name.

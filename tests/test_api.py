@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base.errors import Depth2ImgError
 from depth2img.schema.args import ArgsError, Depth2ImgArgs
-from depth2img.webui.job import Depth2ImgError
 from depth2img.webui.routes import (
     ESTIMATE_FIELDS,
     checkpoints_response,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from depth2img.estimate import controlnet as controlnet_bridge
-from depth2img.estimate import estimators
+from depth2img.estimate import registry as estimators
 from depth2img.webui.routes import estimators_response
 from tests.webui_standins import controlnet as standin
 

@@ -20,11 +20,12 @@ import torch.nn.functional as F  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from depth2img.estimate import estimators, midas  # noqa: E402
 from depth2img.estimate import folders as folder_estimators
+from depth2img.estimate import midas
+from depth2img.estimate import registry as estimators  # noqa: E402
 from depth2img.estimate.cache import DepthCache  # noqa: E402
-from depth2img.estimate.estimators import PrecisionCaps  # noqa: E402
 from depth2img.estimate.folders import TransformersFolderEstimator, inspect_folder  # noqa: E402
+from depth2img.estimate.interface import PrecisionCaps  # noqa: E402
 from depth2img.source import depthmap
 from tests.estimator_fixtures import FIXTURES, available_fixtures, build_folder, randomize  # noqa: E402
 

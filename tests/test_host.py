@@ -11,11 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base.errors import Depth2ImgError
 from depth2img.condition.conditioning import FLAT_CONDITIONING, depth_conditioning
 from depth2img.estimate.cache import DepthCache
+from depth2img.estimate.checkpoint_midas import ModuleMidasEstimator
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.source import depthmap
-from depth2img.webui.job import Depth2ImgError, DepthConditioner, JobGeometry, ModuleMidasEstimator, estimate_image
+from depth2img.webui.job import DepthConditioner, JobGeometry, estimate_image
 
 
 class MidasModule(torch.nn.Module):
@@ -269,7 +271,8 @@ def test_output_depth_is_at_the_size_of_the_image_it_conditioned():
 
 
 def test_depth_output_images():
-    from depth2img.webui.job import depth_output_image, depth_to_png16_image, png16_base64
+    from depth2img.source.encode import depth_output_image, depth_to_png16_image
+    from depth2img.source.transport import png16_base64
 
     depth = np.linspace(-3, 5, 48 * 64, dtype=np.float32).reshape(48, 64)
     image = depth_to_png16_image(depth)
@@ -290,7 +293,7 @@ def test_depth_output_images():
 
 
 def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
-    from depth2img.estimate.estimators import PrecisionCaps
+    from depth2img.estimate.interface import PrecisionCaps
 
     class Net(torch.nn.Module):
         def __init__(self):
@@ -329,7 +332,7 @@ def test_float32_copy_is_made_once_per_module_and_weights_not_per_job():
     # MiDaS) must not be rebuilt each time (issue 15.8); new weights in the same module object make a new one.
     import gc
 
-    from depth2img.estimate.estimators import _FLOAT32_COPIES, PrecisionCaps
+    from depth2img.estimate.interface import _FLOAT32_COPIES, PrecisionCaps
 
     no_half = PrecisionCaps(float16=False, bfloat16=False)
     net = torch.nn.Conv2d(3, 1, 3, padding=1).to(torch.bfloat16)
@@ -464,7 +467,7 @@ def test_half_precision_weights_run_natively_or_fall_back(cheap_module, dtype):
     MiDaS amplifies rounding by how its weights happen to fall, differently on each processor)."""
     import copy
 
-    from depth2img.estimate.estimators import probe_precision_caps
+    from depth2img.estimate.interface import probe_precision_caps
     from depth2img.estimate.midas import preprocess
 
     half = copy.deepcopy(cheap_module).to(dtype)
@@ -491,7 +494,7 @@ def test_half_precision_weights_run_natively_or_fall_back(cheap_module, dtype):
 
 
 def test_batch_depth_maps_are_found_by_input_file_name(tmp_path):
-    from depth2img.webui.job import find_depth_for
+    from depth2img.source.batch_folder import find_depth_for
 
     (tmp_path / "photo_001.png").write_bytes(b"x")
     (tmp_path / "photo_002.TIFF").write_bytes(b"x")
@@ -501,7 +504,7 @@ def test_batch_depth_maps_are_found_by_input_file_name(tmp_path):
 
 
 def test_a_batch_depth_map_that_cannot_be_read_is_an_error_naming_it(tmp_path):
-    from depth2img.webui.job import load_batch_depth
+    from depth2img.source.batch_folder import load_batch_depth
 
     cv2.imwrite(str(tmp_path / "good.png"), RAMP)
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n cut short")
@@ -569,7 +572,7 @@ def test_inpaint_mask_needs_an_init_image_and_an_estimate_flattens_it(cheap_modu
 def test_folder_depth_scale_is_one_scale_over_every_readable_input(tmp_path):
     # Issue 15.5: the folder's post-processing scale (clip percentiles, min and max of every map) and its depth
     # range (the 0.5/99.5 percentiles of every map processed on that scale), computed here by hand.
-    from depth2img.webui.job import folder_depth_scale
+    from depth2img.process.scale import folder_depth_scale
 
     maps = {"a": np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10),
             "b": np.linspace(2, 4, 100, dtype=np.float32).reshape(10, 10), "bad": None}  # fmt: skip

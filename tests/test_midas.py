@@ -16,8 +16,13 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from depth2img.estimate import estimators, midas  # noqa: E402
-from depth2img.estimate.estimators import CheckpointMidasEstimator, PrecisionCaps  # noqa: E402
+from depth2img.estimate import (
+    interface,  # noqa: E402
+    midas,
+)
+from depth2img.estimate import registry as estimators  # noqa: E402
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
+from depth2img.estimate.interface import PrecisionCaps  # noqa: E402
 
 
 def tiny_hybrid_config():
@@ -339,7 +344,7 @@ def test_estimator_falls_back_to_float32_where_float16_is_missing():
 def test_probed_caps_agree_with_the_real_network(dtype):
     """The probe says 'runs' exactly when the network runs in that dtype on this CPU (torch 2.1 has no
     float16 bilinear upsampling on the CPU; later releases do)."""
-    supported = estimators.probe_precision_caps("cpu").supports(dtype)
+    supported = interface.probe_precision_caps("cpu").supports(dtype)
     model = make_tiny(dtype=dtype)
     try:
         depth = midas.predict_depth(model, scene(64, 64).to(dtype))

@@ -22,7 +22,7 @@ from tests.references import reference  # noqa: E402
 reference("ldm")
 
 from depth2img.estimate import midas  # noqa: E402
-from depth2img.estimate.estimators import CheckpointMidasEstimator  # noqa: E402
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator  # noqa: E402
 
 pytestmark = [pytest.mark.ldm, pytest.mark.slow]
 

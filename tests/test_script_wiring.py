@@ -19,11 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base.errors import Depth2ImgError
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.source import depthmap
 from depth2img.webui import hooks as hooks
 from depth2img.webui.hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
-from depth2img.webui.job import Depth2ImgError
 
 from .webui_standins import VERSIONS, webui
 
@@ -637,8 +637,8 @@ def test_an_uploaded_distance_map_is_read_as_the_panel_says(env):
 @pytest.fixture
 def dpt_folder(tmp_path, monkeypatch):
     """A tiny transformers DPT folder in a models/depth folder: the estimator "dpt"."""
-    from depth2img.estimate import estimators
     from depth2img.estimate import folders as folder_estimators
+    from depth2img.estimate import registry as estimators
 
     from .estimator_fixtures import build_folder
 
@@ -656,7 +656,7 @@ def photo_tensor(height=48, width=64, seed=0) -> torch.Tensor:
 @pytest.mark.parametrize("api_args", [False, True])
 def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, dpt_folder, api_args):
     from depth2img.condition.conditioning import depth_conditioning
-    from depth2img.estimate import estimators
+    from depth2img.estimate import registry as estimators
 
     p = img2img_p(env, is_api=api_args)
     # The API's alwayson args (named, first) or the UI's positional list.
@@ -676,7 +676,7 @@ def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, 
 
 
 def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt_folder):
-    from depth2img.estimate import estimators
+    from depth2img.estimate import registry as estimators
 
     env.shared.opts.data["depth2img_keep_estimator"] = True
     p = img2img_p(env)
@@ -687,7 +687,7 @@ def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt
 
 
 def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_folder):
-    from depth2img.estimate import estimators
+    from depth2img.estimate import registry as estimators
     from depth2img.panel import builder as ui
 
     image = picture(size=(64, 48))
@@ -703,7 +703,7 @@ def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_fo
 
 def test_a_job_with_a_controlnet_preprocessor_runs_it_at_the_jobs_size_and_unloads_it(env, monkeypatch):
     from depth2img.condition.conditioning import depth_conditioning
-    from depth2img.estimate import estimators
+    from depth2img.estimate import registry as estimators
 
     from .webui_standins import controlnet
 

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base.errors import SequenceError
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.process.scale import range_sample
 from depth2img.sequences.passes import (
     SEQUENCE_FILE,
     FrameJob,
     ScaleSettings,
-    SequenceError,
     list_frames,
     pending,
-    range_sample,
     run_sequence,
     shared_ranges,
     write_sequence_file,

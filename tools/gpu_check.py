@@ -371,8 +371,7 @@ def _estimators(model, device, dtype):
     import torch
 
     from depth2img.estimate import midas
-    from depth2img.estimate.estimators import CheckpointMidasEstimator
-    from depth2img.webui.job import ModuleMidasEstimator
+    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator, ModuleMidasEstimator
 
     class MidasModule(torch.nn.Module):
         """Stands in for ldm's MiDaSInference in the WebUI: module(pixel_values) -> inverse depth."""
@@ -396,7 +395,7 @@ def check_estimators(report: Report, device, full_size: bool) -> None:
     import transformers
 
     from depth2img.estimate import midas
-    from depth2img.estimate.estimators import probe_precision_caps
+    from depth2img.estimate.interface import probe_precision_caps
 
     config = midas.dpt_hybrid_config() if full_size else narrow_dpt_hybrid_config()
     size = "full-size DPT-Hybrid" if full_size else "narrow DPT-Hybrid (--cpu)"

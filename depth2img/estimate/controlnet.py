@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import torch
 
-from depth2img.estimate.estimators import DepthEstimator, autocast_off, caller_device, uint8_images
+from depth2img.estimate.interface import DepthEstimator, autocast_off, caller_device, uint8_images
 
 PREFIX = "controlnet:"
 # Where ControlNet's registry lives once its scripts have loaded (the WebUI puts each extension's folder on

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from depth2img.base.paths import MODELS_DIR
-from depth2img.estimate.estimators import (
+from depth2img.estimate.interface import (
     DepthEstimator,
     NetworkRuntime,
     autocast_off,

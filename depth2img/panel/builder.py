@@ -253,7 +253,7 @@ def build_depth_panel(
     (visibility, upload thumbnail). The host then calls `panel.wire_preview(...)`.
 
     has_init_image False (the WebUI's txt2img): only an uploaded map can apply, so the source is fixed to
-    "upload" and the estimator is hidden. estimators: depth2img.estimate.estimators.EstimatorInfo list (default: the
+    "upload" and the estimator is hidden. estimators: depth2img.estimate.registry.EstimatorInfo list (default: the
     registry, availability not judged). max_pixels: the host's size limit for depth maps, read per call.
     extras: names in EXTRAS the host applies ("depth_range", "mask"); a host shows only what it applies.
     mask_over_image: the preview shows the band's mask over the init image (red = repaint), not the mask alone.
@@ -263,7 +263,7 @@ def build_depth_panel(
         raise ValueError(f"unknown panel extras {unknown}; choose from {', '.join(EXTRAS)}")
     gr = _gradio()
     max_pixels = max_pixels or (lambda: depthmap.DEFAULT_MAX_PIXELS)
-    from depth2img.estimate.estimators import list_estimators
+    from depth2img.estimate.registry import list_estimators
 
     estimators = list_estimators() if estimators is None else estimators
     unavailable = "; ".join(f"{e.name}: {e.reason}" for e in estimators if not e.available)

@@ -289,7 +289,7 @@ class DepthPipeline(_Base):
 
     @property
     def estimator(self):
-        from depth2img.estimate.estimators import CheckpointMidasEstimator
+        from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 
         if getattr(self, "_estimator", None) is None or self._estimator.model is not self.depth_estimator:
             self._estimator = CheckpointMidasEstimator(self.depth_estimator)

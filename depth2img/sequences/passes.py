@@ -24,7 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from depth2img.base.errors import SequenceError
+from depth2img.process.scale import DEFAULT_PERCENTILES, range_of, range_sample
 from depth2img.source import depthmap
+from depth2img.source.batch_folder import find_depth_for
 
 SEQUENCE_FILE = "sequence.json"
 DEPTH_SUBDIR = "depth"
@@ -32,12 +35,8 @@ RAW_SUBDIR = "raw"  # under depth/: the unprocessed maps
 SEQUENCE_VERSION = 2  # 2: unprocessed maps in depth/raw/, one post-processing scale for all frames
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SCALES = ("global", "window", "per-frame")
-DEFAULT_PERCENTILES = (0.5, 99.5)  # (far, near): a few outlier pixels must not set the scale for every frame
-RANGE_SAMPLE_PIXELS = depthmap.GRID_SAMPLE_PIXELS  # ranges come from a grid of each map (depthmap.grid_sample)
 
 
-class SequenceError(ValueError):
-    """A sequence that cannot start; the message names the problem and what to do."""
 
 
 # ---- frames ----------------------------------------------------------------------------------
@@ -81,20 +80,8 @@ class ScaleSettings:
             )
 
 
-def range_sample(depth: np.ndarray, max_pixels: int = RANGE_SAMPLE_PIXELS) -> np.ndarray:
-    """The map's values on a regular grid of at most max_pixels pixels, flattened."""
-    return depthmap.grid_sample(depth, max_pixels)[0].ravel()
 
 
-def range_of(samples: Sequence[np.ndarray], far_percentile: float, near_percentile: float) -> tuple[float, float]:
-    """(lo, hi): the far and near percentiles over all the samples' values; refused when flat between them."""
-    low, high = (float(v) for v in np.percentile(np.concatenate(samples), [far_percentile, near_percentile]))
-    if not high > low:
-        raise SequenceError(
-            f"the depth maps are flat between the {far_percentile} and {near_percentile} percentiles: no depth "
-            "range to share; use --scale per-frame or other percentiles"
-        )
-    return low, high
 
 
 def shared_ranges(samples: Sequence[np.ndarray], settings: ScaleSettings) -> list[tuple[float, float] | None]:
@@ -200,8 +187,6 @@ def collect_raw_depth(
 ) -> DepthPass:
     """Every frame's unprocessed depth map in OUT/depth/raw/ (depth_files names them): reused from an earlier run,
     read from depth_dir by file name, or estimated in batches of one size."""
-    from depth2img.webui.job import find_depth_for
-
     wrap = progress or (lambda iterable, **kwargs: iterable)
     result = DepthPass({}, {}, {}, [], [], [])
     # Frames waiting for the estimator, by size: a batch tensor needs one size, and a batch is estimated as

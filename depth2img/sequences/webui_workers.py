@@ -19,7 +19,7 @@ import numpy as np
 from depth2img.sequences.distribute import WorkerFailed
 from depth2img.sequences.passes import FrameJob, load_frame
 from depth2img.source import depthmap
-from depth2img.webui.job import png16_base64, png_base64
+from depth2img.source.transport import png16_base64, png_base64
 
 # The WebUI's sampler for each of the engine's schedulers (PNDM as diffusers runs it is PLMS).
 SAMPLER_NAMES = {"pndm": "PLMS", "ddim": "DDIM", "euler": "Euler"}

@@ -25,8 +25,9 @@ from PIL import Image, PngImagePlugin
 
 from depth2img.base.files import write_atomic
 from depth2img.base.paths import DEMO_DIR
-from depth2img.estimate.estimators import CheckpointMidasEstimator, create_estimator, list_estimators
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.midas import images_to_tensor
+from depth2img.estimate.registry import create_estimator, list_estimators
 from depth2img.panel import builder as ui
 from depth2img.pipeline.engine import GenerationRequest, generate, make_scheduler
 from depth2img.source import depthmap
@@ -123,7 +124,7 @@ class DepthApp:
     # ---- depth ----
     def estimate(self, image, estimator: str) -> np.ndarray:
         """Depth (larger = nearer) of the init image (PIL, or a path from the page) with the named estimator:
-        the checkpoint's MiDaS in the pipeline, or a model folder's network (depth2img.estimate.estimators)."""
+        the checkpoint's MiDaS in the pipeline, or a model folder's network (depth2img.estimate.registry)."""
         self._check_estimator(estimator)
         if not isinstance(image, Image.Image):
             image = self.open_upload(image, "the init image")

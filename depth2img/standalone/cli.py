@@ -111,7 +111,8 @@ def _load_depth(path: str, settings, max_pixels: int):
 
 def _folder_estimator(name: str):
     """The estimator --estimator names, unless it is the checkpoint's MiDaS (None: the pipeline estimates)."""
-    from depth2img.estimate.estimators import CheckpointMidasEstimator, create_estimator
+    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
+    from depth2img.estimate.registry import create_estimator
 
     if name == CheckpointMidasEstimator.name:
         return None

@@ -20,23 +20,19 @@ import numpy as np
 from PIL import Image
 
 from depth2img.base import paths
+from depth2img.base.errors import Depth2ImgError
 from depth2img.base.files import copy_file_atomic
 from depth2img.checkpoint.load import find_checkpoints, inspect_checkpoint_cached
-from depth2img.estimate import estimators
+from depth2img.estimate import registry
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator, ModuleMidasEstimator
+from depth2img.estimate.interface import DepthEstimator
+from depth2img.process.scale import folder_depth_scale
 from depth2img.schema.args import Depth2ImgArgs
+from depth2img.source.batch_folder import load_batch_depth
 from depth2img.source.depthmap import DEFAULT_MAX_PIXELS, PostprocessScale
-from depth2img.webui.job import (
-    Depth2ImgError,
-    DepthConditioner,
-    JobGeometry,
-    ModuleMidasEstimator,
-    decode_depth_argument,
-    depth_output_image,
-    folder_depth_scale,
-    job_error,
-    load_batch_depth,
-    png16_base64,
-)
+from depth2img.source.encode import depth_output_image
+from depth2img.source.transport import png16_base64
+from depth2img.webui.job import DepthConditioner, JobGeometry, decode_depth_argument, job_error
 
 # API responses carry the 16-bit depth PNG (base64) here in info's extra_generation_params (with return_depth),
 # whatever the WebUI's samples_format: JPEG/WebP cannot hold it.
@@ -128,17 +124,17 @@ API_FOLDERS_SETTING = "depth2img_api_folders"
 NO_DEPTH_MODEL_TO_ESTIMATE = "estimating with checkpoint-midas needs a loaded SD 2 depth model (or upload a depth map)"
 
 
-def job_estimator(name: str, loaded_midas: Callable, device, dtype) -> estimators.DepthEstimator:
+def job_estimator(name: str, loaded_midas: Callable, device, dtype) -> DepthEstimator:
     """The estimator called `name` for a job, the preview or the API: for checkpoint-midas the loaded model's own
     MiDaS module (loaded_midas(), never a second copy), otherwise the registry's (a model folder, loaded once on
     `device` in `dtype`; a ControlNet preprocessor, where ControlNet runs it). ValueError saying why when it
     cannot run."""
-    if name == estimators.CheckpointMidasEstimator.name:
+    if name == CheckpointMidasEstimator.name:
         estimator = loaded_midas()
         if estimator is None:
             raise Depth2ImgError(NO_DEPTH_MODEL_TO_ESTIMATE)
         return estimator
-    return estimators.create_estimator(name, device=device, dtype=dtype)
+    return registry.create_estimator(name, device=device, dtype=dtype)
 
 
 def release_estimators(keep: bool) -> None:
@@ -146,7 +142,7 @@ def release_estimators(keep: bool) -> None:
     them (the "keep estimator in memory" setting; VRAM is short in the WebUI). The checkpoint's MiDaS is the
     model's and stays."""
     if not keep:
-        estimators.release_estimators()
+        registry.release_estimators()
 
 
 # ---- the job's hooks ------------------------------------------------------------------------------
@@ -555,7 +551,7 @@ def check_depth_dir_allowed(settings: Depth2ImgArgs, *, is_api: bool, api_folder
 
 def check_estimator_name(name: str) -> None:
     try:
-        estimators.get_estimator_info(name)
+        registry.get_estimator_info(name)
     except ValueError as error:
         raise Depth2ImgError(f"depth2img arg 'estimator': {error}") from error
 

@@ -12,36 +12,26 @@ init images, the loaded model's MiDaS) and hands them to a DepthConditioner; the
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from depth2img.base.errors import Depth2ImgError
 from depth2img.condition.conditioning import depth_conditioning
 from depth2img.estimate import midas
 from depth2img.estimate.cache import DepthCache
-from depth2img.estimate.estimators import DepthEstimator, NetworkRuntime, PrecisionCaps, caller_device, to_network
+from depth2img.estimate.interface import DepthEstimator
 from depth2img.process import masks
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.source import depthmap
+from depth2img.source.transport import decode_base64
 
 # The latent is 1/8 of the image's size in SD's VAE: depth outputs are sized from the latent they conditioned.
 LATENT_SCALE = 8
 
 
-class Depth2ImgError(ValueError):
-    """A job that must not run; the WebUI's API turns `status_code` into the HTTP status."""
-
-    def __init__(self, message: str, status_code: int = 422):
-        super().__init__(message)
-        self.status_code = status_code
-        self.detail = message
 
 
 def job_error(error: Exception) -> Depth2ImgError:
@@ -61,62 +51,12 @@ def job_error(error: Exception) -> Depth2ImgError:
     )
 
 
-def decode_base64(value: str, field: str) -> bytes:
-    """The bytes of a base64 string or data URL (the API's form for images); errors name the field."""
-    text = value.split(",", 1)[1] if value.startswith("data:") else value
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as error:
-        raise Depth2ImgError(f"{field} is not valid base64 (nor a data URL)") from error
 
 
 # The one flattening rule of every host (depthmap.flatten); the name the WebUI job code uses.
 flatten_image = depthmap.flatten
 
 
-class ModuleMidasEstimator(DepthEstimator):
-    """The loaded checkpoint's own MiDaS module (ldm's MiDaSInference in the WebUI): no second copy in memory.
-
-    `module(pixel_values)` must return inverse depth [B, 1, h, w] or [B, h, w]. It runs under the runtime policy
-    every estimator shares (estimators.NetworkRuntime): inputs on the weights' device and dtype, a float32 copy
-    where the backend lacks the dtype, autocast off.
-    `execution_device`: where the module computes when that differs from where its weights rest (the
-    WebUI's --lowvram/--medvram hooks move it to the GPU on call).
-    """
-
-    name = "checkpoint-midas"
-    label = "MiDaS DPT-Hybrid (from the depth checkpoint)"
-
-    def __init__(
-        self,
-        module: torch.nn.Module,
-        cache_key: str,
-        execution_device: torch.device | None = None,
-        caps: PrecisionCaps | None = None,
-    ):
-        """caps: which dtypes the compute device runs (None: probed on first use; injectable for tests)."""
-        self.module = module
-        self._cache_key = f"{self.name}:{cache_key}"
-        # One float32 copy per module and weights, though the WebUI makes this estimator per job.
-        self._runtime = NetworkRuntime(
-            module, caps=caps, execution_device=execution_device, weights_key=self._cache_key
-        )
-
-    @property
-    def cache_key(self) -> str:
-        return self._cache_key
-
-    def estimate(self, images) -> torch.Tensor:
-        caller = caller_device(images)
-        pixel_values = midas.preprocess(images)  # OpenCV on the CPU, float32, as the reference does
-        with self._runtime.session() as (module, device, dtype):
-            depth = module(to_network(pixel_values, device, dtype))
-        if depth.ndim == 4:
-            depth = depth[:, 0]
-        return depth.to(torch.float32).to(caller)
-
-    def release(self) -> None:
-        self._runtime.release()  # only the float32 copy: the module is the checkpoint's
 
 
 @dataclass
@@ -304,107 +244,3 @@ class DepthConditioner:
         mode = geometry.resize_mode if geometry.resize_mode in (0, 1, 2) else 0
         # image_size: an estimated map, fitted by its picture's aspect; an uploaded map (None) by its own.
         return depthmap.fit_aspect(depth, geometry.width, geometry.height, mode, source_size=image_size)
-
-
-DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".exr", ".jpg", ".jpeg", ".webp")
-
-
-def find_depth_for(depth_dir: str | Path, input_path: str | Path) -> Path | None:
-    """The depth map in `depth_dir` with the input image's file name (any supported suffix), if any."""
-    folder = Path(depth_dir)
-    stem = Path(input_path).stem
-    for suffix in DEPTH_SUFFIXES:
-        for candidate in (folder / f"{stem}{suffix}", folder / f"{stem}{suffix.upper()}"):
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def load_batch_depth(
-    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
-) -> tuple[Path, depthmap.DecodedDepth] | None:
-    """The batch tab's depth map for one input (path and decoded map), or None when the folder has none.
-
-    decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
-    A map that exists but cannot be read is an error naming the file: it must never be skipped silently.
-    """
-    path = find_depth_for(depth_dir, input_path)
-    if path is None:
-        return None
-    try:
-        return path, depthmap.decode_depth(path, max_pixels=max_pixels, **decode_kwargs)
-    except (OSError, depthmap.DepthMapError) as error:
-        raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error
-
-
-def folder_depth_scale(
-    inputs: list[Path],
-    depth_of: Callable[[Path], np.ndarray | None],
-    postprocess: dict,
-    progress: Callable[[int, int, Path], None] | None = None,
-) -> tuple[depthmap.PostprocessScale, tuple[float, float]]:
-    """One depth scale for a whole batch folder: pass 1 of the batch tab's "one depth scale for the whole
-    folder". (the post-processing scale, the depth range): the clip percentiles, min and max over every map, so that
-    every job post-processes its map alike; then the range a sequence's `global` scale takes (near/far percentiles
-    over every processed map), in the processed maps' units.
-
-    depth_of(path): the input's unprocessed depth map (its file in the depth folder, or estimated), or None to leave
-    the input out (the WebUI skips unreadable inputs too). progress(done, total, path) before each input.
-    The range is taken over each map's grid sample (depthmap.MapStatistics) processed on the folder's scale, a blur
-    at the grid's spacing: the maps are not held, and a folder's maps are estimated once.
-    """
-    from depth2img.sequences.passes import DEFAULT_PERCENTILES, SequenceError, range_of
-
-    grids, statistics = [], []
-    for done, path in enumerate(inputs):
-        if progress is not None:
-            progress(done, len(inputs), path)
-        depth = depth_of(path)
-        if depth is not None:
-            statistics.append(depthmap.MapStatistics.of(depth))
-            grids.append(depthmap.grid_sample(depth))
-    if not statistics:
-        raise Depth2ImgError("one depth scale for the whole folder: no input of the batch folder could be read")
-    scale = depthmap.set_scale(statistics, postprocess.get("clip_near", 100.0), postprocess.get("clip_far", 0.0))
-    processed = []
-    for grid, step in grids:
-        on_grid = dict(postprocess, scale=scale, blur_radius=postprocess.get("blur_radius", 0.0) / step)
-        processed.append(depthmap.postprocess(grid, **on_grid).ravel())
-    try:
-        return scale, range_of(processed, *DEFAULT_PERCENTILES)
-    except SequenceError as error:  # its advice is the CLI's
-        raise Depth2ImgError(
-            "one depth scale for the whole folder: the folder's depth maps are flat, no depth range to share; "
-            "choose 'per-image' (depth2img arg 'batch_depth_scale')"
-        ) from error
-
-
-# ---- depth maps as outputs ----------------------------------------------------------------------------
-
-
-def depth_to_png16_image(depth: np.ndarray) -> Image.Image:
-    """A 16-bit grayscale PIL image (mode I;16) of a depth map: PNG keeps all 16 bits."""
-    return Image.fromarray(depthmap.to_uint16(depth))  # uint16 arrays become mode I;16
-
-
-def depth_output_image(depth: np.ndarray, file_format: str) -> Image.Image:
-    """The depth map as a host's output image in `file_format` (the WebUI's samples_format).
-
-    PNG keeps 16 bits; JPEG and WebP cannot hold 16-bit gray ("cannot write mode I;16 as JPEG"): they get
-    an 8-bit map, viewable and saveable, while the 16-bit PNG travels separately (png16_base64).
-    """
-    if file_format.lower() == "png":
-        return depth_to_png16_image(depth)
-    return Image.fromarray((depthmap.to_uint16(depth) >> 8).astype(np.uint8))
-
-
-def png16_base64(depth: np.ndarray) -> str:
-    """A depth map as base64 of a 16-bit grayscale PNG (white = near), as the API returns it."""
-    return base64.b64encode(depthmap.encode_png16(depth)).decode("ascii")
-
-
-def png_base64(image: Image.Image) -> str:
-    """A PIL image as base64 of a PNG, as the WebUI's API takes and returns pictures."""
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")

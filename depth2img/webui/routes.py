@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from depth2img.base.errors import Depth2ImgError
 from depth2img.checkpoint.load import inspect_checkpoint_cached
-from depth2img.estimate.estimators import get_estimator_info, list_estimators
+from depth2img.estimate.registry import get_estimator_info, list_estimators
 from depth2img.process import masks
 from depth2img.schema.args import ArgsError, Depth2ImgArgs, json_schema
 from depth2img.source import depthmap
-from depth2img.webui.job import Depth2ImgError, decode_base64, decode_depth_argument, png16_base64, png_base64
+from depth2img.source.transport import decode_base64, png16_base64, png_base64
+from depth2img.webui.job import decode_depth_argument
 
 logger = logging.getLogger(__name__)
 

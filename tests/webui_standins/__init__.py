@@ -45,7 +45,7 @@ def webui(version: str = "1.10.1"):
     """Put the stand-ins in sys.modules for the duration (real gradio/fastapi, if installed, come back after)."""
     if version not in VERSIONS:
         raise ValueError(f"unknown WebUI version {version}; stand-ins for {', '.join(VERSIONS)}")
-    from depth2img.estimate import estimators
+    from depth2img.estimate import registry as estimators
 
     saved = {name: module for name, module in sys.modules.items() if _ours(name)}
     any_folder_path = estimators.ANY_FOLDER_PATH  # the script restricts estimator paths at import

@@ -1,0 +1,209 @@
+"""Depth estimators: the one interface and the one runtime policy every estimator runs its network under.
+
+Members: the depth checkpoint's own MiDaS (CheckpointMidasEstimator), transformers model folders
+(depth2img.estimate.folders: DPT, GLPN, Depth Anything, ZoeDepth, ... whatever the installed transformers has),
+and, in a WebUI with the ControlNet extension, its depth preprocessors (depth2img.estimate.controlnet).
+
+Contract of `DepthEstimator.estimate(images)`:
+- images: [B, 3, H, W] in [-1, 1] (the WebUI's convention), any dtype, any device; or PIL image(s);
+- returns [B, h, w] float32, larger = nearer (inverse depth: estimators whose network outputs metric depth
+  convert it), at a resolution of the estimator's choosing (the caller resizes), on the caller's device (the
+  images' device; the CPU for PIL input).
+
+The runtime policy every estimator runs its network under (NetworkRuntime):
+- the network runs where its weights are (or on an execution device: the WebUI's --lowvram moves weights to
+  the GPU on call), in their dtype: inputs are moved there (the real-user error "Input type (MPSFloatType) and
+  weight type (torch.FloatTensor) should be the same" came from the opposite);
+- where a backend lacks an op for that dtype (torch 2.1 has no float16 bilinear upsampling on the CPU), a
+  float32 copy of the network runs instead. Which dtypes a backend can run is plain data (PrecisionCaps),
+  probed once per device, injectable so each branch is testable on a CPU;
+- autocast is off inside (the WebUI may call us under autocast), and no gradients are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import weakref
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from depth2img.base.devices import module_placement
+
+
+@dataclass(frozen=True)
+class PrecisionCaps:
+    """Reduced-precision dtypes in which the ops of the estimators' networks (DPT-Hybrid, ViT/DINOv2 backbones)
+    exist on one backend (float32 always does)."""
+
+    float16: bool = True
+    bfloat16: bool = True
+
+    def supports(self, dtype: torch.dtype) -> bool:
+        if dtype == torch.float16:
+            return self.float16
+        if dtype == torch.bfloat16:
+            return self.bfloat16
+        return True
+
+
+def _ops_run_in(device: torch.device, dtype: torch.dtype) -> bool:
+    """Run, tiny, each kind of op the estimators use, in `dtype` on `device`: does every kernel exist?"""
+    try:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 8, 9, 9, generator=g).to(device=device, dtype=dtype)
+        w = torch.randn(8, 8, 3, 3, generator=g).to(device=device, dtype=dtype)
+        # BiT: weight standardisation (batch_norm in training mode), "same" padding, group norm, max pool.
+        w_std = F.batch_norm(w.reshape(1, 8, -1), None, None, training=True, momentum=0.0, eps=1e-8)
+        y = F.conv2d(F.pad(x, (1, 1, 1, 1)), w_std.reshape_as(w), stride=2)
+        y = F.max_pool2d(F.pad(F.relu(F.group_norm(y, 4)), (0, 1, 0, 1)), 3, 2)
+        # ViT: linear, layer norm, GELU, attention (fused where torch has it), on tokens.
+        t = y.flatten(2).transpose(1, 2)
+        t = F.gelu(F.linear(F.layer_norm(t, (8,)), torch.ones(8, 8, device=device, dtype=dtype)))
+        q = t.reshape(1, -1, 2, 4).transpose(1, 2)
+        torch.softmax(q @ q.transpose(-1, -2), dim=-1) @ q
+        if hasattr(F, "scaled_dot_product_attention"):
+            F.scaled_dot_product_attention(q, q, q)
+        # Position-embedding resize runs on a channels-last view; fusion/head upsample with align_corners.
+        grid = torch.randn(1, 3, 3, 8, generator=g).to(device=device, dtype=dtype).permute(0, 3, 1, 2)
+        F.interpolate(grid, size=(4, 5), mode="bilinear")
+        F.interpolate(grid, size=(4, 5), mode="bicubic", align_corners=False)  # DINOv2/ViT position embeddings
+        z = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        F.conv2d(z, w, padding=1, stride=2)
+        return True
+    except (RuntimeError, NotImplementedError, TypeError):
+        return False
+
+
+@functools.cache
+def _probe(device_str: str) -> PrecisionCaps:
+    device = torch.device(device_str)
+    return PrecisionCaps(float16=_ops_run_in(device, torch.float16), bfloat16=_ops_run_in(device, torch.bfloat16))
+
+
+def probe_precision_caps(device: torch.device | str) -> PrecisionCaps:
+    """PrecisionCaps of a device, found by running each op kind once (cached per device)."""
+    return _probe(str(torch.device(device)))
+
+
+def autocast_off(device: torch.device):
+    # The WebUI may call us inside autocast; the network must run in its weights' dtype, not autocast's.
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def caller_device(images) -> torch.device:
+    return images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
+
+
+# The float32 copies by the module they copy: held weakly, so a copy goes when its host drops the module (the
+# copy holds no reference back to it). One per module: a copy for other weights or another device replaces it.
+_FLOAT32_COPIES: weakref.WeakKeyDictionary[torch.nn.Module, tuple[torch.device, str, torch.nn.Module]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+class NetworkRuntime:
+    """The runtime policy (module docstring) for one network; every estimator runs its network through one.
+
+    module: the network, left as the caller made it (never cast or moved here).
+    caps: what the backend runs; None probes the execution device on first use.
+    execution_device: where the network computes when that differs from where its weights rest (the WebUI's
+        --lowvram/--medvram hooks move the module to the GPU when it is called).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        caps: PrecisionCaps | None = None,
+        execution_device: torch.device | str | None = None,
+        weights_key: str = "",
+    ):
+        """weights_key: names the module's current weights (a host may load other weights into the same module
+        object, as the WebUI does when it switches between checkpoints of one architecture)."""
+        self.module = module
+        self.caps = caps
+        self.execution_device = torch.device(execution_device) if execution_device is not None else None
+        self.weights_key = weights_key
+
+    def resolve(self) -> tuple[torch.nn.Module, torch.device, torch.dtype]:
+        """The network that will run, with its device and dtype (read now: the caller may have moved it)."""
+        weights_device, dtype = module_placement(self.module)
+        device = self.execution_device or weights_device
+        caps = self.caps if self.caps is not None else probe_precision_caps(device)
+        if caps.supports(dtype):
+            return self.module, device, dtype
+        return self._float32(device), device, torch.float32
+
+    @contextlib.contextmanager
+    def session(self):
+        """(network, device, dtype) to call now, with autocast off and no gradients."""
+        module, device, dtype = self.resolve()
+        with torch.no_grad(), autocast_off(device):
+            yield module, device, dtype
+
+    def release(self) -> None:
+        """Drop the float32 copy, if one was made."""
+        _FLOAT32_COPIES.pop(self.module, None)
+
+    def _float32(self, device: torch.device) -> torch.nn.Module:
+        # The backend lacks a kernel for the weights' dtype (e.g. float16 on the CPU in torch 2.1): a float32
+        # copy (~0.5 GB for MiDaS), made once per module, device and weights, whichever runtime asks (the WebUI
+        # makes an estimator per job); the caller's module stays as it was.
+        made = _FLOAT32_COPIES.get(self.module)
+        if made is None or made[:2] != (device, self.weights_key):
+            network = copy.deepcopy(self.module).to(device=device, dtype=torch.float32)
+            made = (device, self.weights_key, network.eval().requires_grad_(False))
+            _FLOAT32_COPIES[self.module] = made
+        return made[2]
+
+
+def to_network(tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """An input moved to the network: floating tensors also take its dtype, others (ids, masks) keep theirs."""
+    if tensor.is_floating_point():
+        return tensor.to(device=device, dtype=dtype)
+    return tensor.to(device=device)
+
+
+def uint8_images(images) -> list[np.ndarray]:
+    """HxWx3 uint8 RGB arrays of [B, 3, H, W] images in [-1, 1] (rounded back to the 8 bits the WebUI made them
+    from) or of PIL image(s): what depth-estimation pipelines and ControlNet's preprocessors take."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    if isinstance(images, (list, tuple)):
+        return [np.asarray(image.convert("RGB")) for image in images]
+    x = images if images.ndim == 4 else images.unsqueeze(0)
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(images.shape)}")
+    x255 = ((x.detach().to("cpu", torch.float32) + 1.0) * 127.5).round().clamp(0, 255)
+    return list(x255.to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
+class DepthEstimator(ABC):
+    """An image -> depth network. See the module docstring for the contract of estimate()."""
+
+    name: str = ""
+    label: str = ""
+    kind: str = "inverse"  # what the network outputs (EstimatorInfo.kind); estimate() always returns inverse depth
+    source: str = "checkpoint"  # "checkpoint" (the depth model's MiDaS) | "folder" | "controlnet" (its preprocessor)
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies the estimator and its weights (depth caches key on it)."""
+        return self.name
+
+    @abstractmethod
+    def estimate(self, images) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] (or PIL image(s)) -> [B, h, w] float32, larger = nearer."""
+
+    def release(self) -> None:
+        """Free the weights this estimator loaded itself (they load again on the next estimate). The checkpoint's
+        MiDaS belongs to the checkpoint: only its float32 copy, if any, is freed."""
+        return None
