@@ -36,7 +36,10 @@ from bench.same_work import require_same_work  # noqa: E402
 from depth2img.base.paths import REPO_ROOT, cache_dir  # noqa: E402
 from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
-from depth2img.source import depthmap  # noqa: E402
+from depth2img.source import (
+    decoding,  # noqa: E402
+    encoding,  # noqa: E402
+)
 
 
 def free_port() -> int:
@@ -68,7 +71,7 @@ def main() -> None:
     Image.open(REPO_ROOT / "examples" / "scene.png").convert("RGB").save(image_path)
     depth_path = work / "depth16.png"
     ramp = np.tile(np.linspace(0, 1, options.size, dtype=np.float32), (options.size, 1))
-    depth_path.write_bytes(depthmap.encode_png16(ramp))
+    depth_path.write_bytes(encoding.encode_png16(ramp))
 
     app = DepthApp(pipe, out)
     blocks = app.build()
@@ -89,7 +92,7 @@ def main() -> None:
     def direct():
         request = GenerationRequest(
             prompt="a room",
-            image=depthmap.open_image(image_path, "the init image"),
+            image=decoding.open_image(image_path, "the init image"),
             depth=depth_path if upload else None,
             steps=options.steps,
             width=options.size,

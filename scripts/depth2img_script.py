@@ -19,6 +19,7 @@ from modules import call_queue, devices, images, processing, script_callbacks, s
 from modules.ui_components import InputAccordion
 from PIL import ImageOps
 
+from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
 from depth2img.estimate import registry
 from depth2img.estimate.cache import DepthCache
@@ -26,10 +27,8 @@ from depth2img.estimate.folders import add_estimator_dir
 from depth2img.estimate.registry import list_estimators
 from depth2img.panel.builder import build_depth_panel, build_webui_rows, infotext_key, js_kwargs
 from depth2img.schema.args import Depth2ImgArgs, requested_enabled
-from depth2img.source import depthmap
 from depth2img.webui import hooks as hooks
-from depth2img.webui import job as host
-from depth2img.webui import route_auth
+from depth2img.webui import job, route_auth
 from depth2img.webui import routes as api
 from depth2img.webui.job import job_error
 
@@ -43,7 +42,7 @@ def _opt(name: str, default):
 
 
 def max_pixels() -> int:
-    return int(float(_opt("depth2img_max_megapixels", depthmap.DEFAULT_MAX_PIXELS / 1e6)) * 1_000_000)
+    return int(float(_opt("depth2img_max_megapixels", limits.DEFAULT_MAX_PIXELS / 1e6)) * 1_000_000)
 
 
 def dirs_hidden() -> bool:  # --hide-ui-dir-config: no server folders named from the UI or the API
@@ -78,7 +77,7 @@ def estimate_holding_the_lock(image, estimator: str):
     """Depth of one PIL image (preview, API) through the shared cache; the caller holds the WebUI's queue_lock:
     no network runs beside a generation or a model reload (--lowvram/--medvram move modules on call)."""
     try:
-        return host.estimate_image(estimator_named(estimator), CACHE, image, background_color())
+        return job.estimate_image(estimator_named(estimator), CACHE, image, background_color())
     finally:
         release_estimators()
 
@@ -243,7 +242,7 @@ class Depth2ImgScript(scripts.Script):
 
     def _batch_depth_scale(self, p, settings: Depth2ImgArgs):
         def estimate(image):  # inside the job: the WebUI holds its queue lock
-            return host.estimate_image(estimator_named(settings.estimator), CACHE, image, background_color())
+            return job.estimate_image(estimator_named(settings.estimator), CACHE, image, background_color())
 
         return hooks.folder_scale_for_job(
             settings, p, supported=BATCH_DEPTH_DIR_SUPPORTED, max_pixels=max_pixels(), estimate=estimate,

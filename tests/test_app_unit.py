@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base import limits
 from depth2img.panel import builder as ui
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
 from depth2img.schema.args import ArgsError, Depth2ImgArgs
-from depth2img.source import depthmap
+from depth2img.source import encoding
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,7 @@ def pipe(tiny_checkpoint):
 
 
 def ramp_png16() -> bytes:
-    return depthmap.encode_png16(np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1)))
+    return encoding.encode_png16(np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1)))
 
 
 def no_estimate(image, name):
@@ -85,7 +86,7 @@ def test_panel_depth_uploaded_16_bit_kept_and_post_processed():
 
 def test_panel_depth_reads_a_distance_map_as_the_settings_say():
     distance = np.tile(np.linspace(1, 0, 48, dtype=np.float32), (32, 1))  # 16-bit Z pass: black = near
-    png = depthmap.encode_png16(distance)
+    png = encoding.encode_png16(distance)
     as_inverse = ui.panel_depth(Depth2ImgArgs(source="upload", depth_image=png), None, no_estimate)
     as_distance = ui.panel_depth(
         Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance", distance_range=(1.0, 4.0)),
@@ -122,11 +123,11 @@ def test_a_host_without_an_extra_keeps_the_positional_order():
 
 
 def test_panel_depth_errors_say_what_to_do():
-    with pytest.raises(depthmap.DepthMapError, match="no depth map uploaded"):
+    with pytest.raises(limits.DepthMapError, match="no depth map uploaded"):
         ui.panel_depth(Depth2ImgArgs(source="upload"), None, no_estimate)
-    with pytest.raises(depthmap.DepthMapError, match="not a readable image"):
+    with pytest.raises(limits.DepthMapError, match="not a readable image"):
         ui.panel_depth(Depth2ImgArgs(source="upload", depth_image=b"not an image"), None, no_estimate)
-    with pytest.raises(depthmap.DepthMapError, match="no init image"):
+    with pytest.raises(limits.DepthMapError, match="no init image"):
         ui.panel_depth(Depth2ImgArgs(source="estimate"), None, no_estimate)
 
 

@@ -75,7 +75,7 @@ def test_infotext_round_trip_never_carries_the_image():
 def test_postprocess_kwargs_feed_depthmap():
     import numpy as np
 
-    from depth2img.source.depthmap import postprocess
+    from depth2img.process.postprocessing import postprocess
 
     depth = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
     out = postprocess(depth, **Depth2ImgArgs(invert=True, gamma=2.0).postprocess_kwargs())

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from depth2img.base.paths import REPO_ROOT
-from depth2img.source import depthmap
+from depth2img.process import fitting
 
 
 def write_png_header(path, width, height):
@@ -67,7 +67,7 @@ def test_generate_with_user_depth_equals_plain_diffusers(files, tiny_checkpoint,
     from diffusers import StableDiffusionDepth2ImgPipeline
 
     from depth2img.pipeline.engine import load_pipeline
-    from depth2img.source.depthmap import load_depth
+    from depth2img.source.decoding import load_depth
 
     out = tmp_path / "out.png"
     result = run_cli(
@@ -321,7 +321,7 @@ def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
 def test_depth_range_flag_conditions_on_that_range(files, tiny_checkpoint, tmp_path):
     """In-process: --depth-range LO HI gives the engine's picture for depth_range=(LO, HI)."""
     from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
-    from depth2img.source.depthmap import load_depth
+    from depth2img.source.decoding import load_depth
     from depth2img.standalone.cli import main
 
     common = ["generate", "--image", files / "in.png", "--depth", files / "depth.png", "--prompt", "x",
@@ -429,7 +429,7 @@ def test_mask_command_lines_up_an_estimated_map_with_its_picture(tiny_checkpoint
     image.save(tmp_path / "photo.png")
     estimated = load_pipeline(tiny_checkpoint, device="cpu").estimate_depth(image)[0].numpy()
     assert estimated.shape[1] * 64 != estimated.shape[0] * 150
-    np.save(tmp_path / "uploaded.npy", depthmap.resize(estimated, 150, 64))
+    np.save(tmp_path / "uploaded.npy", fitting.resize(estimated, 150, 64))
     for mode in ("crop-and-resize", "resize-and-fill"):
         masks = []
         for depth in ([], ["--depth", tmp_path / "uploaded.npy"]):

@@ -11,27 +11,27 @@ import torch
 from PIL import Image
 
 from depth2img.estimate import controlnet as controlnet_bridge
-from depth2img.estimate import registry as estimators
+from depth2img.estimate import registry as registry_module
 from depth2img.webui.routes import estimators_response
 from tests.webui_standins import controlnet as standin
 
 
 @pytest.fixture
 def registry(monkeypatch):
-    monkeypatch.setattr(estimators, "_LOADED", {})
+    monkeypatch.setattr(registry_module, "_LOADED", {})
     return standin.installed(monkeypatch)
 
 
 def test_without_controlnet_nothing_is_listed_and_asking_for_one_says_what_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, standin.MODULE_NAME, raising=False)
-    assert all(info.source != "controlnet" for info in estimators.list_estimators())
-    for ask in (estimators.get_estimator_info, estimators.create_estimator):
+    assert all(info.source != "controlnet" for info in registry_module.list_estimators())
+    for ask in (registry_module.get_estimator_info, registry_module.create_estimator):
         with pytest.raises(ValueError, match="sd-webui-controlnet extension, which is not loaded"):
             ask("controlnet:depth_midas")
 
 
 def test_its_scene_depth_preprocessors_are_listed_as_inverse_controlnet_estimators(registry):
-    listed = {info.name: info for info in estimators.list_estimators() if info.source == "controlnet"}
+    listed = {info.name: info for info in registry_module.list_estimators() if info.source == "controlnet"}
     # depth_hand_refiner is depth-tagged but no scene depth; canny is no depth at all
     assert sorted(listed) == ["controlnet:depth_leres", "controlnet:depth_midas"]
     assert all(info.available and info.kind == "inverse" for info in listed.values())
@@ -39,13 +39,13 @@ def test_its_scene_depth_preprocessors_are_listed_as_inverse_controlnet_estimato
     assert entry == {"name": "controlnet:depth_midas", "label": "ControlNet depth_midas", "kind": "inverse",
                      "source": "controlnet", "available": True, "reason": ""}
     with pytest.raises(ValueError, match="no depth preprocessor 'canny'.*controlnet:depth_leres"):
-        estimators.get_estimator_info("controlnet:canny")
+        registry_module.get_estimator_info("controlnet:canny")
 
 
 def test_estimate_calls_the_preprocessor_as_its_detect_route_does_at_the_jobs_resolution(registry):
     torch.manual_seed(0)
     images = torch.rand(2, 3, 72, 120) * 2 - 1  # the WebUI's [-1, 1]
-    estimator = estimators.create_estimator("controlnet:depth_leres")
+    estimator = registry_module.create_estimator("controlnet:depth_leres")
     depth = estimator.estimate(images)
 
     preprocessor = registry.get_preprocessor("depth_leres")
@@ -62,7 +62,7 @@ def test_estimate_calls_the_preprocessor_as_its_detect_route_does_at_the_jobs_re
 
 def test_pil_input_and_the_resolution_kept_within_its_slider(registry):
     picture = Image.fromarray(np.full((40, 30, 3), (200, 10, 10), np.uint8))
-    depth = estimators.create_estimator("controlnet:depth_midas").estimate(picture)
+    depth = registry_module.create_estimator("controlnet:depth_midas").estimate(picture)
     preprocessor = registry.get_preprocessor("depth_midas")
     assert preprocessor.calls[0]["resolution"] == 64  # ControlNet's minimum: the map comes back larger
     assert depth.shape == (1, 85, 64) and torch.allclose(depth, torch.tensor(200 / 255), atol=1 / 255)
@@ -70,12 +70,12 @@ def test_pil_input_and_the_resolution_kept_within_its_slider(registry):
 
 
 def test_release_asks_controlnet_to_unload_and_the_estimator_is_built_once(registry):
-    estimator = estimators.create_estimator("controlnet:depth_midas")
-    assert estimators.create_estimator("controlnet:depth_midas") is estimator
+    estimator = registry_module.create_estimator("controlnet:depth_midas")
+    assert registry_module.create_estimator("controlnet:depth_midas") is estimator
     estimator.estimate(torch.zeros(1, 3, 64, 64))
     preprocessor = registry.get_preprocessor("depth_midas")
     assert preprocessor.loaded
-    estimators.release_estimators()
+    registry_module.release_estimators()
     assert not preprocessor.loaded and preprocessor.unloads == 1
 
 
@@ -83,14 +83,14 @@ def test_an_output_that_is_no_8bit_map_is_an_error_naming_the_preprocessor(regis
     preprocessor = registry.get_preprocessor("depth_midas")
     monkeypatch.setattr(preprocessor, "cached_call", lambda image, **kw: np.zeros(image.shape[:2], np.float32))
     with pytest.raises(RuntimeError, match="ControlNet's depth_midas returned float32"):
-        estimators.create_estimator("controlnet:depth_midas").estimate(torch.zeros(1, 3, 64, 64))
+        registry_module.create_estimator("controlnet:depth_midas").estimate(torch.zeros(1, 3, 64, 64))
 
 
 def test_the_cache_key_changes_when_controlnet_reloads_its_model(registry, monkeypatch):
     # Issue 15.6: keyed by name alone, maps of a model ControlNet had since reloaded were served from the cache.
     from depth2img.estimate.cache import DepthCache
 
-    estimator = estimators.create_estimator("controlnet:depth_midas")
+    estimator = registry_module.create_estimator("controlnet:depth_midas")
     image = torch.rand(1, 3, 32, 48) * 2 - 1
     cache = DepthCache()
     cache.estimate(estimator, image)
@@ -100,9 +100,9 @@ def test_the_cache_key_changes_when_controlnet_reloads_its_model(registry, monke
     estimator.preprocessor.model = object()  # a preprocessor that keeps its model loaded another one
     keys.append(estimator.cache_key)
     standin.installed(monkeypatch)  # ControlNet's scripts reloaded: new preprocessor objects
-    reloaded = estimators.create_estimator("controlnet:depth_midas")
+    reloaded = registry_module.create_estimator("controlnet:depth_midas")
     keys.append(reloaded.cache_key)
     assert len(set(keys)) == 4 and all(key.startswith("controlnet:depth_midas:") for key in keys)
     cache.estimate(reloaded, image)
     assert cache.estimator_calls == 2
-    assert estimators.create_estimator("controlnet:depth_midas").cache_key == keys[-1]  # stable while unchanged
+    assert registry_module.create_estimator("controlnet:depth_midas").cache_key == keys[-1]  # stable while unchanged

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from depth2img.pipeline.engine import DepthPipeline, GenerationRequest, generate, load_pipeline
-from depth2img.source import depthmap
+from depth2img.process import fitting
 
 SIZE = 64
 STEPS = 3
@@ -156,15 +156,15 @@ def test_user_depth_aspect_is_fitted(pipe):
     # txt2img: the map is the picture; a square output crops its centre, pads its edge rows, or stretches it.
     fitted = {
         mode: generate(pipe, request(image=None, depth=wide, resize_mode=mode, steps=2), progress=False).depth
-        for mode in depthmap.ResizeMode
+        for mode in fitting.ResizeMode
     }
-    assert np.array_equal(fitted[depthmap.ResizeMode.JUST_RESIZE], wide)
-    assert np.array_equal(fitted[depthmap.ResizeMode.CROP_AND_RESIZE], wide[:, 24:72])
-    filled = fitted[depthmap.ResizeMode.RESIZE_AND_FILL]
+    assert np.array_equal(fitted[fitting.ResizeMode.JUST_RESIZE], wide)
+    assert np.array_equal(fitted[fitting.ResizeMode.CROP_AND_RESIZE], wide[:, 24:72])
+    filled = fitted[fitting.ResizeMode.RESIZE_AND_FILL]
     assert filled.shape == (96, 96) and np.array_equal(filled[24:72], wide)
     assert (filled[:24] == wide[0]).all() and (filled[72:] == wide[-1]).all()
     # img2img with a square image: an uploaded map is fitted by its own aspect alike (README: depth maps).
-    for mode in (depthmap.ResizeMode.CROP_AND_RESIZE, depthmap.ResizeMode.RESIZE_AND_FILL):
+    for mode in (fitting.ResizeMode.CROP_AND_RESIZE, fitting.ResizeMode.RESIZE_AND_FILL):
         result = generate(pipe, request(depth=wide, resize_mode=mode, steps=2, strength=1.0), progress=False)
         assert np.array_equal(result.depth, fitted[mode])
 
@@ -215,7 +215,7 @@ def test_image_mask_and_depth_get_the_same_fit(pipe):
     fitted = generate(
         pipe,
         request(image=image, depth=depth, mask=Image.fromarray(mask), width=SIZE, height=SIZE // 2,
-                resize_mode=depthmap.ResizeMode.CROP_AND_RESIZE),
+                resize_mode=fitting.ResizeMode.CROP_AND_RESIZE),
         progress=False,
     ).images
     rows = slice(SIZE // 4, SIZE // 4 + SIZE // 2)  # the centre band a 2:1 crop keeps
@@ -373,23 +373,23 @@ def test_depth_band_mask_needs_an_image(pipe):
         generate(pipe, request(image=None, depth=step_depth(), depth_mask=MaskSettings(low=50)))
 
 
-@pytest.mark.parametrize("mode", list(depthmap.ResizeMode))
+@pytest.mark.parametrize("mode", list(fitting.ResizeMode))
 def test_estimated_depth_lines_up_as_the_same_map_uploaded(pipe, mode):
     # A 150x64 picture: the estimator's map has its sides rounded to multiples of 32 (another aspect). It must
     # be fitted by the picture's aspect, as the same map uploaded at the picture's size is (issue 15.2).
     image = Image.fromarray(np.asarray(scene(seed=3, size=150))[:64])
     estimated_map = pipe.estimate_depth(image)[0].numpy()
     assert estimated_map.shape[1] * 64 != estimated_map.shape[0] * 150  # the case: another aspect
-    uploaded_map = depthmap.resize(estimated_map, 150, 64)  # what `depth` saves and a user uploads
+    uploaded_map = fitting.resize(estimated_map, 150, 64)  # what `depth` saves and a user uploads
     results = [
         generate(pipe, request(image=image, depth=depth, resize_mode=mode, steps=2, strength=1.0), progress=False)
         for depth in (None, uploaded_map)
     ]
     estimated, uploaded = (result.depth for result in results)
-    if mode is depthmap.ResizeMode.JUST_RESIZE:
+    if mode is fitting.ResizeMode.JUST_RESIZE:
         # Both stretched to the output: the same geometry, another resampling path (bicubic: the outer pixels
         # differ most on this tiny model's noisy map), so compared inside the border.
-        estimated, uploaded = (depthmap.resize(d, SIZE, SIZE)[2:-2, 2:-2] for d in (estimated, uploaded))
+        estimated, uploaded = (fitting.resize(d, SIZE, SIZE)[2:-2, 2:-2] for d in (estimated, uploaded))
         np.testing.assert_allclose(estimated, uploaded, atol=0.03 * float(np.ptp(uploaded)))
     else:  # the same map cropped or padded alike
         assert estimated.shape == uploaded.shape

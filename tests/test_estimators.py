@@ -21,12 +21,14 @@ import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from depth2img.estimate import folders as folder_estimators
-from depth2img.estimate import midas
-from depth2img.estimate import registry as estimators  # noqa: E402
+from depth2img.estimate import (
+    midas,
+    registry,  # noqa: E402
+)
 from depth2img.estimate.cache import DepthCache  # noqa: E402
 from depth2img.estimate.folders import TransformersFolderEstimator, inspect_folder  # noqa: E402
 from depth2img.estimate.interface import PrecisionCaps  # noqa: E402
-from depth2img.source import depthmap
+from depth2img.source import depth_kinds
 from tests.estimator_fixtures import FIXTURES, available_fixtures, build_folder, randomize  # noqa: E402
 
 HAS_TORCHVISION = transformers.utils.is_torchvision_available()
@@ -51,7 +53,7 @@ def root(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _only_the_test_folders(monkeypatch):
     monkeypatch.setattr(folder_estimators, "ESTIMATOR_DIRS", [])
-    monkeypatch.setattr(estimators, "_LOADED", {})
+    monkeypatch.setattr(registry, "_LOADED", {})
 
 
 def pipeline_depth(folder, image: Image.Image) -> torch.Tensor:
@@ -72,7 +74,7 @@ def as_inverse(depth: torch.Tensor, metric: bool) -> torch.Tensor:
     """What the estimator must return for a map of this kind: metric -> 1 / max(d, max(d) / 1000)."""
     if not metric:
         return depth
-    return 1.0 / torch.maximum(depth, depth.max() / depthmap.MAX_DISTANCE_RATIO)
+    return 1.0 / torch.maximum(depth, depth.max() / depth_kinds.MAX_DISTANCE_RATIO)
 
 
 def zoedepth_reference(folder, image: Image.Image) -> torch.Tensor:
@@ -99,7 +101,7 @@ def test_folder_estimator_equals_transformers_pipeline(root, name):
     info = inspect_folder(folder)
     assert info.available, info.reason
     image = photo()
-    est = estimators.create_estimator(str(folder))
+    est = registry.create_estimator(str(folder))
     ours = est.estimate(midas.images_to_tensor(image))  # [-1, 1] tensors, as the WebUI gives them
     assert ours.shape == (1, image.height, image.width) and ours.dtype == torch.float32
     if FIXTURES[name][0] == "zoedepth" and not HAS_TORCHVISION:
@@ -120,7 +122,7 @@ def test_folder_estimator_equals_transformers_pipeline(root, name):
 
 def test_a_batch_equals_its_images_one_by_one(root):
     """The depth cache sends every image it has not seen in one batch."""
-    est = estimators.create_estimator(str(root / "glpn"))
+    est = registry.create_estimator(str(root / "glpn"))
     first, second = photo(), photo().transpose(Image.FLIP_LEFT_RIGHT)
     batch = est.estimate(torch.cat([midas.images_to_tensor(first), midas.images_to_tensor(second)]))
     for depth, image in zip(batch, (first, second), strict=True):
@@ -134,7 +136,7 @@ def test_pipelines_8_bit_picture_agrees(root):
     folder = root / "dpt"
     image = photo()
     picture = transformers.pipeline("depth-estimation", model=str(folder), image_processor=str(folder))(image)["depth"]
-    ours = estimators.create_estimator(str(folder)).estimate(image)[0].numpy()
+    ours = registry.create_estimator(str(folder)).estimate(image)[0].numpy()
     if transformers.__version__.startswith("4.30"):
         scaled = ours * 255 / ours.max()  # 4.30: output * 255 / max
     else:
@@ -151,7 +153,7 @@ def test_dpt_hybrid_folder_equals_the_pipeline(tmp_path):
     model.save_pretrained(folder, safe_serialization=True)
     transformers.DPTImageProcessor(size={"height": 384, "width": 384}).save_pretrained(folder)  # its image_size
     image = photo(90, 120)
-    ours = estimators.create_estimator(str(folder)).estimate(image)[0]
+    ours = registry.create_estimator(str(folder)).estimate(image)[0]
     expected = pipeline_depth(folder, image)
     assert (ours - expected).abs().max() <= 1e-5 * expected.abs().max()
 
@@ -169,7 +171,7 @@ def test_dpt_vit_gets_a_square_input_whatever_its_processor_says(tmp_path):
     )
     processor.save_pretrained(folder)
     image = photo(64, 128)
-    ours = estimators.create_estimator(str(folder)).estimate(image)[0]
+    ours = registry.create_estimator(str(folder)).estimate(image)[0]
     try:
         reference = pipeline_depth(folder, image)
     except RuntimeError as error:  # transformers 5.x: the square reshape fails
@@ -210,7 +212,7 @@ def test_half_weights_without_half_kernels_run_a_float32_copy(root, monkeypatch)
 
 
 def test_autocast_outside_does_not_change_the_result(root):
-    est = estimators.create_estimator(str(root / "dpt"))
+    est = registry.create_estimator(str(root / "dpt"))
     image = photo()
     plain = est.estimate(image)
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
@@ -228,13 +230,13 @@ def test_weights_load_once_and_release_frees_them(root, monkeypatch):
 
     monkeypatch.setattr(transformers.AutoModelForDepthEstimation, "from_pretrained", counting)
     folder = str(root / "glpn")
-    est = estimators.create_estimator(folder)
-    assert estimators.create_estimator(folder) is est and loads == []  # nothing loads before the first estimate
+    est = registry.create_estimator(folder)
+    assert registry.create_estimator(folder) is est and loads == []  # nothing loads before the first estimate
     image = photo()
     first = est.estimate(image)
     est.estimate(photo(40, 60))
     assert len(loads) == 1
-    estimators.release_estimators()
+    registry.release_estimators()
     assert est.model is None and est.processor is None
     assert torch.equal(est.estimate(image), first) and len(loads) == 2
 
@@ -242,7 +244,7 @@ def test_weights_load_once_and_release_frees_them(root, monkeypatch):
 def test_repeated_estimate_is_served_by_the_cache_keyed_on_weights(root, tmp_path):
     cache = DepthCache()
     image = midas.images_to_tensor(photo())
-    est = estimators.create_estimator(str(root / "dpt"))
+    est = registry.create_estimator(str(root / "dpt"))
     first = cache.estimate(est, image)
     again = cache.estimate(est, image)
     assert cache.estimator_calls == 1 and torch.equal(first, again)
@@ -268,12 +270,12 @@ def test_a_folder_replaced_in_place_is_a_new_estimator(root, tmp_path):
     shutil.copytree(root / "dpt", folder)
     cache = DepthCache()
     image = midas.images_to_tensor(photo())
-    before = estimators.create_estimator(str(folder))
+    before = registry.create_estimator(str(folder))
     cache.estimate(before, image)
-    assert before.kind == "inverse" and estimators.create_estimator(str(folder)) is before
+    assert before.kind == "inverse" and registry.create_estimator(str(folder)) is before
     shutil.rmtree(folder)
     shutil.copytree(root / "glpn", folder)  # a metric model now, under the same name and path
-    after = estimators.create_estimator(str(folder))
+    after = registry.create_estimator(str(folder))
     assert after is not before and after.kind == "metric" and after.cache_key != before.cache_key
     assert before.model is None  # the replaced model's weights were let go
     depth = cache.estimate(after, image)
@@ -286,15 +288,15 @@ def test_a_folder_replaced_in_place_is_a_new_estimator(root, tmp_path):
 
 def test_registry_lists_folders_with_kind_and_source(root, monkeypatch):
     monkeypatch.setattr(folder_estimators, "ESTIMATOR_DIRS", [root])
-    infos = {i.name: i for i in estimators.list_estimators()}
+    infos = {i.name: i for i in registry.list_estimators()}
     assert infos["checkpoint-midas"].source == "checkpoint" and infos["checkpoint-midas"].kind == "inverse"
     for name in available_fixtures():
         info = infos[name]
         assert info.available and info.source == "folder", info.reason
         metric = name in ("glpn", "zoedepth", "depth-anything-metric", "prompt-depth-anything")
         assert info.kind == ("metric" if metric else "inverse")
-    assert estimators.get_estimator_info("glpn") == infos["glpn"]
-    assert isinstance(estimators.create_estimator("glpn"), TransformersFolderEstimator)
+    assert registry.get_estimator_info("glpn") == infos["glpn"]
+    assert isinstance(registry.create_estimator("glpn"), TransformersFolderEstimator)
 
 
 def write_config(folder, model_type: str, weights: str | None = "model.safetensors", processor: bool = True, **extra):
@@ -334,11 +336,11 @@ def test_unusable_folders_are_listed_with_the_reason(tmp_path, monkeypatch, mode
     write_config(tmp_path / "models" / "m", model_type, **kwargs)
     (tmp_path / "models" / "empty").mkdir()
     monkeypatch.setattr(folder_estimators, "ESTIMATOR_DIRS", [tmp_path / "models"])
-    infos = {i.name: i for i in estimators.list_estimators()}
+    infos = {i.name: i for i in registry.list_estimators()}
     assert not infos["m"].available and pytest.importorskip("re").search(reason, infos["m"].reason)
     assert not infos["empty"].available and "no config.json" in infos["empty"].reason
     with pytest.raises(ValueError, match="unavailable"):
-        estimators.create_estimator("m")
+        registry.create_estimator("m")
 
 
 def test_an_architecture_of_unknown_output_is_not_guessed(tmp_path):
@@ -356,9 +358,9 @@ def test_metric_depth_anything_label_and_kind(tmp_path):
 
 def test_unknown_names_and_missing_paths_say_what_exists(tmp_path):
     with pytest.raises(ValueError, match=r"unknown estimator 'zoe'; choices: checkpoint-midas"):
-        estimators.get_estimator_info("zoe")
+        registry.get_estimator_info("zoe")
     with pytest.raises(ValueError, match="estimator folder not found"):
-        estimators.create_estimator(str(tmp_path / "nothing"))
+        registry.create_estimator(str(tmp_path / "nothing"))
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
@@ -425,12 +427,12 @@ def test_marigold_folder_equals_its_pipeline_read_as_relative_distance(marigold_
     info = inspect_folder(marigold_folder)
     assert info.available and info.kind == "distance", info.reason
     image = photo(48, 64)
-    est = estimators.create_estimator(str(marigold_folder))
+    est = registry.create_estimator(str(marigold_folder))
     ours = est.estimate(midas.images_to_tensor(image))
     pipe = MarigoldDepthPipeline.from_pretrained(str(marigold_folder))
     pipe.set_progress_bar_config(disable=True)
     relative = pipe(image, generator=torch.Generator().manual_seed(0), output_type="pt").prediction[0, 0]
-    near, far = depthmap.DEFAULT_DISTANCE_RANGE
+    near, far = depth_kinds.DEFAULT_DISTANCE_RANGE
     expected = 1.0 / (near + relative.clamp(0, 1) * (far - near))  # a normalized distance map without its range
     assert ours.shape == (1, 48, 64)
     assert (ours[0] - expected).abs().max() <= 1e-5 * expected.abs().max()

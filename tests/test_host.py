@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
 from depth2img.condition.conditioning import FLAT_CONDITIONING, depth_conditioning
 from depth2img.estimate.cache import DepthCache
 from depth2img.estimate.checkpoint_midas import ModuleMidasEstimator
+from depth2img.process import fitting, postprocessing
 from depth2img.schema.args import Depth2ImgArgs
-from depth2img.source import depthmap
 from depth2img.webui.job import DepthConditioner, JobGeometry, estimate_image
 
 
@@ -207,12 +208,12 @@ def test_estimated_maps_are_post_processed(cheap_module):
 
 def test_postprocess_identity_is_decided_in_one_place():
     depth = np.random.default_rng(0).random((16, 16)).astype(np.float32)
-    assert depthmap.is_identity(**Depth2ImgArgs().postprocess_kwargs())
-    assert depthmap.postprocess(depth, **Depth2ImgArgs().postprocess_kwargs()) is depth
+    assert postprocessing.is_identity(**Depth2ImgArgs().postprocess_kwargs())
+    assert postprocessing.postprocess(depth, **Depth2ImgArgs().postprocess_kwargs()) is depth
     for change in ({"invert": True}, {"clip_near": 99.0}, {"clip_far": 1.0}, {"gamma": 2.0}, {"blur": 1.0}):
         kwargs = Depth2ImgArgs(**change).postprocess_kwargs()
-        assert not depthmap.is_identity(**kwargs)
-        assert not np.array_equal(depthmap.postprocess(depth, **kwargs), depth)
+        assert not postprocessing.is_identity(**kwargs)
+        assert not np.array_equal(postprocessing.postprocess(depth, **kwargs), depth)
 
 
 def test_depth_argument_in_every_form_and_errors_name_the_field():
@@ -239,7 +240,7 @@ def test_job_errors_keep_the_cores_messages_and_mark_faults():
     from depth2img.schema.args import ArgsError
     from depth2img.webui.job import job_error
 
-    for error in (depthmap.DepthMapError("bad map"), ArgsError("bad arg"), Depth2ImgError("bad job")):
+    for error in (limits.DepthMapError("bad map"), ArgsError("bad arg"), Depth2ImgError("bad job")):
         assert job_error(error).status_code == 422 and str(job_error(error)) == str(error)
     fault = job_error(KeyError("x"))
     assert fault.status_code == 500 and "KeyError" in str(fault) and "console" in str(fault)
@@ -271,7 +272,7 @@ def test_output_depth_is_at_the_size_of_the_image_it_conditioned():
 
 
 def test_depth_output_images():
-    from depth2img.source.encode import depth_output_image, depth_to_png16_image
+    from depth2img.source.encoding import depth_output_image, depth_to_png16_image
     from depth2img.source.transport import png16_base64
 
     depth = np.linspace(-3, 5, 48 * 64, dtype=np.float32).reshape(48, 64)
@@ -612,13 +613,13 @@ def test_inpainting_estimated_depth_lines_up_as_the_same_map_uploaded(cheap_modu
     # A 150x64 init image: the estimator's map has its sides rounded to multiples of 32, another aspect. Fitted
     # by its own aspect (and the only-masked crop box scaled per axis, then filled by the crop's aspect), the depth
     # moved against the picture and its mask; it must condition as the same map at the picture's size (15.2).
-    from depth2img.source.depthmap import DecodedDepth
+    from depth2img.source.depth_kinds import DecodedDepth
 
     init = Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 150, 3), dtype=np.uint8))
     estimator = ModuleMidasEstimator(cheap_module, "tiny")
     estimated_map = estimate_image(estimator, DepthCache(), init, "#ffffff")
     assert estimated_map.shape[1] * 64 != estimated_map.shape[0] * 150  # the case: another aspect
-    uploaded_map = depthmap.resize(estimated_map, 150, 64)
+    uploaded_map = fitting.resize(estimated_map, 150, 64)
     conditionings = []
     for depth in (None, DecodedDepth(uploaded_map, "inverse")):
         conditioner = DepthConditioner(Depth2ImgArgs(enabled=True), geometry, estimator=estimator,

@@ -16,8 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from depth2img.base import limits
 from depth2img.schema.args import Depth2ImgArgs
-from depth2img.source import depthmap
+from depth2img.source import decoding
 from depth2img.source import gate as image_gate
 from depth2img.webui import routes as api
 from tests.hostile_inputs import BOMBS
@@ -30,11 +31,11 @@ MB = 1 << 20
 def test_every_bomb_is_refused_from_its_header(name):
     build, is_picture = BOMBS[name]
     data = build()
-    with pytest.raises(depthmap.DepthMapError) as refused:
-        depthmap.decode_depth(data)
-    assert isinstance(refused.value, (depthmap.ImageTooLargeError, image_gate.UnsupportedFormatError))
-    with pytest.raises(depthmap.DepthMapError):
-        depthmap.open_image(data, "field 'image'")
+    with pytest.raises(limits.DepthMapError) as refused:
+        decoding.decode_depth(data)
+    assert isinstance(refused.value, (limits.ImageTooLargeError, image_gate.UnsupportedFormatError))
+    with pytest.raises(limits.DepthMapError):
+        decoding.open_image(data, "field 'image'")
 
 
 # The CLI command that decodes each bomb: pictures as the init image of `depth`, depth formats as `--depth`.
@@ -89,7 +90,7 @@ def _encoded(array: np.ndarray, suffix: str) -> bytes:
 def test_accepted_formats_pass_with_their_size(data, fmt):
     admitted = image_gate.admit(data, "x")
     assert (admitted.format, admitted.width, admitted.height) == (fmt, 10, 6)
-    assert depthmap.decode_depth(data).depth.shape == (6, 10)
+    assert decoding.decode_depth(data).depth.shape == (6, 10)
 
 
 def test_npy_and_exr_pass_with_their_size(tmp_path):
@@ -124,19 +125,19 @@ def _pil_bytes(image: Image.Image, fmt: str) -> bytes:
 )
 def test_known_formats_outside_the_allow_list_are_refused_by_name(data, name):
     with pytest.raises(image_gate.UnsupportedFormatError, match=f"is a {name} file; accepted: PNG, JPEG"):
-        depthmap.decode_depth(data)
+        decoding.decode_depth(data)
 
 
 def test_pictures_do_not_accept_depth_only_formats():
     buffer = io.BytesIO()
     np.save(buffer, np.zeros((6, 10), np.float32))
     with pytest.raises(image_gate.UnsupportedFormatError, match="is a NPY file; accepted: PNG, JPEG, WebP, TIFF, BMP:"):
-        depthmap.open_image(buffer.getvalue(), "field 'image'")
+        decoding.open_image(buffer.getvalue(), "field 'image'")
 
 
 def test_more_bytes_than_any_image_within_the_limit_are_refused_unread():
     data = _encoded(np.zeros((4, 4), np.uint8), ".png") + b"\0" * (image_gate.HEADER_ALLOWANCE + 1000)
-    with pytest.raises(depthmap.ImageTooLargeError, match="MB"):
+    with pytest.raises(limits.ImageTooLargeError, match="MB"):
         image_gate.admit(data, "x", max_pixels=16)
 
 
@@ -176,7 +177,7 @@ _FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthC
 @given(st.one_of(st.binary(max_size=512), _mangled()))
 def test_fuzz_depth_decoder(data):
     try:
-        decoded = depthmap.decode_depth(data, max_pixels=1_000_000)
+        decoded = decoding.decode_depth(data, max_pixels=1_000_000)
     except ValueError:
         return
     assert decoded.depth.dtype == np.float32 and np.isfinite(decoded.depth).all()
@@ -186,7 +187,7 @@ def test_fuzz_depth_decoder(data):
 @given(st.one_of(st.binary(max_size=512), _mangled()))
 def test_fuzz_picture_opener(data):
     try:
-        image = depthmap.open_image(data, "field 'image'", max_pixels=1_000_000)
+        image = decoding.open_image(data, "field 'image'", max_pixels=1_000_000)
     except ValueError:
         return
     assert image.width * image.height <= 1_000_000

@@ -19,8 +19,8 @@ from PIL import Image  # noqa: E402
 from depth2img.estimate import (
     interface,  # noqa: E402
     midas,
+    registry,  # noqa: E402
 )
-from depth2img.estimate import registry as estimators  # noqa: E402
 from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.interface import PrecisionCaps  # noqa: E402
 
@@ -393,22 +393,22 @@ def test_estimator_result_on_callers_device(tiny):
 
 
 def test_registry_lists_checkpoint_midas():
-    infos = estimators.list_estimators()
+    infos = registry.list_estimators()
     assert [i.name for i in infos] == ["checkpoint-midas"]
     assert infos[0].available and infos[0].reason == ""
     assert infos[0].kind == "inverse" and infos[0].source == "checkpoint"
-    info = estimators.get_estimator_info("checkpoint-midas", has_depth_checkpoint=False)
+    info = registry.get_estimator_info("checkpoint-midas", has_depth_checkpoint=False)
     assert not info.available and "depth checkpoint" in info.reason
 
 
 def test_registry_unknown_name_names_the_choices():
     with pytest.raises(ValueError, match="choices: checkpoint-midas"):
-        estimators.get_estimator_info("zoedepth")
+        registry.get_estimator_info("zoedepth")
 
 
 def test_create_estimator(full_sd):
-    est = estimators.create_estimator("checkpoint-midas", _checkpoint(full_sd))
-    assert isinstance(est, estimators.DepthEstimator) and est.name == "checkpoint-midas"
+    est = registry.create_estimator("checkpoint-midas", _checkpoint(full_sd))
+    assert isinstance(est, interface.DepthEstimator) and est.name == "checkpoint-midas"
     assert torch.equal(est.model.head.head[4].weight, full_sd["head.head.4.weight"])
     with pytest.raises(ValueError, match="unavailable: needs a Stable Diffusion 2 depth checkpoint"):
-        estimators.create_estimator("checkpoint-midas", {"model.diffusion_model.x": torch.zeros(1)})
+        registry.create_estimator("checkpoint-midas", {"model.diffusion_model.x": torch.zeros(1)})

@@ -17,7 +17,7 @@ from PIL import Image, ImageOps
 
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
 from depth2img.sequences.passes import run_depth_pass
-from depth2img.source import depthmap
+from depth2img.source import decoding
 from depth2img.webui import routes as api
 
 from .test_cli import run_cli
@@ -41,7 +41,7 @@ def phone_photo() -> bytes:
 
 def by_hand(data: bytes, background: str = "#ffffff") -> Image.Image:
     with Image.open(io.BytesIO(data)) as image:
-        return depthmap.flatten(ImageOps.exif_transpose(image), background)
+        return decoding.flatten(ImageOps.exif_transpose(image), background)
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def luminance(images):
 
 def test_the_opener_turns_and_flattens_as_the_webui(photo):
     path, prepared = photo
-    opened = depthmap.open_image(path, "image", background="#ffffff")
+    opened = decoding.open_image(path, "image", background="#ffffff")
     assert opened.size == (24, 40) and opened.mode == "RGB"
     assert np.array_equal(np.asarray(opened), np.asarray(Image.open(prepared)))
 
@@ -88,7 +88,7 @@ def test_the_engine_flattens_a_transparent_picture_on_the_requests_background(pi
     settings = dict(prompt="x", steps=2, strength=1.0, width=64, height=64, seed=1)
     for background in ("#ffffff", "#203040"):
         given = generate(pipe, GenerationRequest(image=rgba, background=background, **settings))
-        flat = generate(pipe, GenerationRequest(image=depthmap.flatten(rgba, background), **settings))
+        flat = generate(pipe, GenerationRequest(image=decoding.flatten(rgba, background), **settings))
         np.testing.assert_allclose(given.depth, flat.depth, atol=1e-5)
         np.testing.assert_allclose(np.asarray(given.images[0], np.float32), np.asarray(flat.images[0], np.float32),
                                    atol=2)  # fmt: skip

@@ -19,9 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
+from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
 from depth2img.schema.args import Depth2ImgArgs
-from depth2img.source import depthmap
+from depth2img.source import decoding
 from depth2img.webui import hooks as hooks
 from depth2img.webui.hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
 
@@ -155,7 +156,7 @@ def test_settings_have_a_section_and_a_category_where_the_webui_has_categories(e
     labels = env.shared.opts.data_labels
     for key in ("depth2img_takeover", "depth2img_cache_size", "depth2img_max_megapixels"):
         assert labels[key].section == ("depth2img", "Depth2Img") and labels[key].category_id == "sd"
-    assert labels["depth2img_max_megapixels"].default == depthmap.DEFAULT_MAX_PIXELS / 1e6
+    assert labels["depth2img_max_megapixels"].default == limits.DEFAULT_MAX_PIXELS / 1e6
 
     class OptionInfoWithoutCategories:  # a WebUI before settings categories
         def __init__(self, default=None, label="", component=None, component_args=None, section=None):
@@ -638,14 +639,14 @@ def test_an_uploaded_distance_map_is_read_as_the_panel_says(env):
 def dpt_folder(tmp_path, monkeypatch):
     """A tiny transformers DPT folder in a models/depth folder: the estimator "dpt"."""
     from depth2img.estimate import folders as folder_estimators
-    from depth2img.estimate import registry as estimators
+    from depth2img.estimate import registry as registry_module
 
     from .estimator_fixtures import build_folder
 
     root = tmp_path / "models" / "depth"
     build_folder("dpt", root)
     monkeypatch.setattr(folder_estimators, "ESTIMATOR_DIRS", [root])
-    monkeypatch.setattr(estimators, "_LOADED", {})
+    monkeypatch.setattr(registry_module, "_LOADED", {})
     return root / "dpt"
 
 
@@ -656,7 +657,7 @@ def photo_tensor(height=48, width=64, seed=0) -> torch.Tensor:
 @pytest.mark.parametrize("api_args", [False, True])
 def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, dpt_folder, api_args):
     from depth2img.condition.conditioning import depth_conditioning
-    from depth2img.estimate import registry as estimators
+    from depth2img.estimate import registry as registry_module
 
     p = img2img_p(env, is_api=api_args)
     # The API's alwayson args (named, first) or the UI's positional list.
@@ -666,7 +667,7 @@ def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, 
     source, latent = photo_tensor(), torch.zeros(1, 4, 6, 8)
     conditioning = p.img2img_image_conditioning(source, latent)
     assert env.midas.calls == 0  # not the loaded model's MiDaS
-    folder_estimator = estimators.create_estimator("dpt")
+    folder_estimator = registry_module.create_estimator("dpt")
     expected = depth_conditioning(folder_estimator.estimate(source), (6, 8))
     assert torch.allclose(conditioning, expected, atol=1e-6)
     assert p.extra_generation_params["Depth2Img estimator"] == "dpt"
@@ -676,24 +677,24 @@ def test_a_job_with_a_folder_estimator_estimates_with_that_folders_network(env, 
 
 
 def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt_folder):
-    from depth2img.estimate import registry as estimators
+    from depth2img.estimate import registry as registry_module
 
     env.shared.opts.data["depth2img_keep_estimator"] = True
     p = img2img_p(env)
     script, _ = run_job(env, p, ui_args(enabled=True, estimator="dpt"))
     p.img2img_image_conditioning(photo_tensor(), torch.zeros(1, 4, 6, 8))
     finish(env, p, script)
-    assert estimators.create_estimator("dpt").model is not None
+    assert registry_module.create_estimator("dpt").model is not None
 
 
 def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_folder):
-    from depth2img.estimate import registry as estimators
+    from depth2img.estimate import registry as registry_module
     from depth2img.panel import builder as ui
 
     image = picture(size=(64, 48))
     answer = mounted(env)["/depth2img/v1/estimate"]["endpoint"]({"image": rgb_b64(image), "estimator": "dpt"})
     assert env.midas.calls == 0 and (answer["width"], answer["height"]) == (64, 48)
-    expected = estimators.create_estimator("dpt").estimate(image)[0].numpy()  # weights load again: freed after
+    expected = registry_module.create_estimator("dpt").estimate(image)[0].numpy()  # weights load again: freed after
     assert answer["min"] == pytest.approx(float(expected.min()), rel=1e-4)
     assert answer["max"] == pytest.approx(float(expected.max()), rel=1e-4)
     settings = ui.settings_from_values(["estimate", None, "dpt", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""])
@@ -703,7 +704,7 @@ def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_fo
 
 def test_a_job_with_a_controlnet_preprocessor_runs_it_at_the_jobs_size_and_unloads_it(env, monkeypatch):
     from depth2img.condition.conditioning import depth_conditioning
-    from depth2img.estimate import registry as estimators
+    from depth2img.estimate import registry as registry_module
 
     from .webui_standins import controlnet
 
@@ -711,7 +712,7 @@ def test_a_job_with_a_controlnet_preprocessor_runs_it_at_the_jobs_size_and_unloa
     _, runner = run_job(env, p, ui_args(enabled=True, estimator="controlnet:depth_midas"))
     assert_stopped(p, runner, "needs the sd-webui-controlnet extension")  # not loaded: said, nothing runs
 
-    monkeypatch.setattr(estimators, "_LOADED", {})
+    monkeypatch.setattr(registry_module, "_LOADED", {})
     registry = controlnet.installed(monkeypatch)
     p = img2img_p(env, picture(size=(128, 96)), width=128, height=96)
     script, runner = run_job(env, p, ui_args(enabled=True, estimator="controlnet:depth_midas"))
@@ -976,7 +977,8 @@ def run_batch(env, inputs, args):
 
 
 def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
-    from depth2img.sequences import passes as sequence
+    from depth2img.process import scale
+    from depth2img.sequences import passes as passes_module
     from depth2img.webui import hooks as webui_hooks
 
     inputs, depths = batch_folder(tmp_path)
@@ -996,8 +998,9 @@ def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
     # The WebUI's status text counts pass 1, then is the WebUI's own again.
     assert texts == ["Depth2Img: depth scale of the folder, input 1 of 2", "Depth2Img: depth scale of the folder, "
                      "input 2 of 2", None]  # fmt: skip
-    maps = [depthmap.load_depth(depths / name) for name in ("a.png", "b.png")]
-    shared = sequence.shared_ranges([sequence.range_sample(m) for m in maps], sequence.ScaleSettings("global"))[0]
+    maps = [decoding.load_depth(depths / name) for name in ("a.png", "b.png")]
+    samples = [scale.range_sample(m) for m in maps]
+    shared = passes_module.shared_ranges(samples, passes_module.ScaleSettings("global"))[0]
     [(params_a, cond_a), (params_b, cond_b)] = seen
     assert params_a["Depth2Img depth_range"] == params_b["Depth2Img depth_range"] == " ".join(map(repr, shared))
     assert params_a["Depth2Img batch_depth_scale"] == "global"
@@ -1026,17 +1029,17 @@ def test_one_depth_scale_for_the_folder_post_processes_every_map_alike(env, tmp_
 
 
 def test_one_depth_scale_for_the_folder_estimates_inputs_without_maps(env, tmp_path, monkeypatch):
-    from depth2img.webui import job as host
+    from depth2img.webui import job
 
     inputs, _ = batch_folder(tmp_path)
     calls = []
-    real_estimate = host.estimate_image
+    real_estimate = job.estimate_image
 
     def estimate_image(estimator, cache, image, background):
         calls.append(image.size)
         return real_estimate(estimator, cache, image, background)
 
-    monkeypatch.setattr(host, "estimate_image", estimate_image)
+    monkeypatch.setattr(job, "estimate_image", estimate_image)
     seen = run_batch(env, inputs, [{"enabled": True, "batch_depth_scale": "global"}])
     assert calls == [(64, 48), (64, 48)]  # pass 1 estimated each input
     ranges = {params["Depth2Img depth_range"] for params, _ in seen}
@@ -1176,7 +1179,7 @@ def test_every_route_and_job_refuses_each_bomb_naming_the_field(env, build, is_p
 
 def test_uploads_to_the_routes_are_decoded_holding_the_queue_lock(env, monkeypatch):
     held, threads = [], set()
-    real_open = depthmap.open_image
+    real_open = decoding.open_image
 
     def open_image(*args, **kwargs):
         held.append(env.call_queue.queue_lock.locked())
@@ -1187,7 +1190,7 @@ def test_uploads_to_the_routes_are_decoded_holding_the_queue_lock(env, monkeypat
         held.append(env.call_queue.queue_lock.locked())
         return json.dumps(answer)
 
-    monkeypatch.setattr(depthmap, "open_image", open_image)
+    monkeypatch.setattr(decoding, "open_image", open_image)
     monkeypatch.setattr(env.script, "json", SimpleNamespace(dumps=dumps))
     routes = mounted(env)
     answers = [routes["/depth2img/v1/estimate"]["raw"]({"image": rgb_b64(picture())}),

@@ -200,7 +200,7 @@ def engine_inputs(folder: Path):
     import numpy as np
     from PIL import Image
 
-    from depth2img.source import depthmap
+    from depth2img.source import encoding
 
     size = ENGINE_SIZE
     ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
@@ -210,7 +210,7 @@ def engine_inputs(folder: Path):
     depth = np.tile(ramp, (size, 1))
     depth[16:40, 8:32] += 0.5
     depth_path = folder / "depth16.png"
-    depth_path.write_bytes(depthmap.encode_png16(depth))
+    depth_path.write_bytes(encoding.encode_png16(depth))
     mask = np.zeros((size, size), np.uint8)
     mask[:, : size // 2] = 255
     return image, depth_path, depth, Image.fromarray(mask)
@@ -267,7 +267,7 @@ def check_engine(report: Report, device, dtypes: list, skipped_dtypes: dict, see
     from depth2img.base.paths import cache_dir
     from depth2img.export.tiny import build_tiny_depth_checkpoint
     from depth2img.pipeline.engine import generate, load_pipeline
-    from depth2img.source import depthmap
+    from depth2img.source import decoding
 
     checkpoint = build_tiny_depth_checkpoint(cache_dir() / "fixtures")  # the tests' copy, built once
     image, depth_path, depth_written, mask = engine_inputs(folder)
@@ -285,9 +285,9 @@ def check_engine(report: Report, device, dtypes: list, skipped_dtypes: dict, see
         finite = all(np.isfinite(out).all() for out in references.values())
         # 16 bits kept: the decoded map matches the written values to 16-bit steps (8 bits would miss by 2e-3).
         written = (depth_written - depth_written.min()) / (depth_written.max() - depth_written.min())
-        decode_error = float(np.abs(depthmap.load_depth(depth_path) - written).max())
+        decode_error = float(np.abs(decoding.load_depth(depth_path) - written).max())
         # What the depth map itself changes: the same request with the map mirrored left-right.
-        mirrored = run(pipe, "img2img, 16-bit depth map", 0, depthmap.load_depth(depth_path)[:, ::-1].copy())
+        mirrored = run(pipe, "img2img, 16-bit depth map", 0, decoding.load_depth(depth_path)[:, ::-1].copy())
         depth_effect = relative_errors(mirrored, references["img2img, 16-bit depth map", 0])[0]
         widest = max([RMS_EPS_FACTOR * torch.finfo(d).eps for d in dtypes], default=0.0)
         kept = np.asarray(image, np.float32)[:, ENGINE_SIZE // 2 :] / 255.0

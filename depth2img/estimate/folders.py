@@ -15,7 +15,7 @@ How an image becomes depth, per architecture (ARCHITECTURES says what each outpu
   size; ZoeDepth's padding removed; DepthPro scaled by its field of view to meters). transformers releases
   before it existed (the WebUI's 4.30) get what their pipeline does: a bicubic resize to the image's size.
 - metric outputs (meters) become inverse depth: 1 / max(d, farthest / MAX_DISTANCE_RATIO), per image (the same
-  floor as for uploaded distance maps, depth2img.source.depthmap).
+  floor as for uploaded distance maps, depth2img.source.decoding).
 
 A diffusers folder holding a MarigoldDepthPipeline (model_index.json) is an estimator too, where diffusers is
 installed (not in the WebUI): MarigoldFolderEstimator.
@@ -44,7 +44,7 @@ from depth2img.estimate.interface import (
     to_network,
     uint8_images,
 )
-from depth2img.source.depthmap import DEFAULT_DISTANCE_RANGE, MAX_DISTANCE_RATIO
+from depth2img.source.depth_kinds import DEFAULT_DISTANCE_RANGE, MAX_DISTANCE_RATIO
 
 # Where folder estimators are looked for; the WebUI adds its own models/depth (add_estimator_dir).
 ESTIMATOR_DIRS: list[Path] = [MODELS_DIR / "depth"]

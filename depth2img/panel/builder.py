@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from depth2img.base import limits
+from depth2img.process import postprocessing
 from depth2img.schema.args import INFOTEXT_PREFIX, MASK_COMBINE_MODES, SOURCES, Depth2ImgArgs
-from depth2img.source import depthmap
+from depth2img.source import decoding, depth_kinds, encoding
 
 # The panel's settings, in the order its components are passed to callbacks: a subset of Depth2ImgArgs'
 # fields, in the schema's order (DepthPanel.in_schema_order adds the host's own in between).
@@ -123,7 +125,7 @@ class DepthPanel:
     preview_color: Any
     preview_mask: Any = None  # with the "mask" extra: the mask the band gives
     mask_over_image: bool = False  # show the mask over the init image (red = repaint) rather than alone
-    max_pixels: Callable[[], int] = lambda: depthmap.DEFAULT_MAX_PIXELS  # read per call: a host setting
+    max_pixels: Callable[[], int] = lambda: limits.DEFAULT_MAX_PIXELS  # read per call: a host setting
 
     def __getitem__(self, name: str):
         return self.components[name]
@@ -262,7 +264,7 @@ def build_depth_panel(
     if unknown:
         raise ValueError(f"unknown panel extras {unknown}; choose from {', '.join(EXTRAS)}")
     gr = _gradio()
-    max_pixels = max_pixels or (lambda: depthmap.DEFAULT_MAX_PIXELS)
+    max_pixels = max_pixels or (lambda: limits.DEFAULT_MAX_PIXELS)
     from depth2img.estimate.registry import list_estimators
 
     estimators = list_estimators() if estimators is None else estimators
@@ -303,7 +305,7 @@ def build_depth_panel(
         )
     with gr.Row(elem_classes=["depth2img-row"]):
         c["depth_kind"] = gr.Radio(
-            choices=[(DEPTH_KIND_LABELS[k], k) for k in depthmap.DEPTH_KINDS],
+            choices=[(DEPTH_KIND_LABELS[k], k) for k in depth_kinds.DEPTH_KINDS],
             value=_DEFAULTS["depth_kind"],
             label="The map holds",
             visible=upload,
@@ -420,18 +422,18 @@ def settings_from_values(values: Sequence, names: Sequence[str] = PANEL_SETTINGS
     return Depth2ImgArgs.from_dict({k: v for k, v in named.items() if v is not None})
 
 
-def uploaded_depth(args: Depth2ImgArgs, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> depthmap.DecodedDepth:
+def uploaded_depth(args: Depth2ImgArgs, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> depth_kinds.DecodedDepth:
     """The uploaded map read as the settings say (depth kind, distance range, EXR channel)."""
     if not args.depth_image:
-        raise depthmap.DepthMapError("no depth map uploaded: upload one (PNG, TIFF, EXR or .npy), or choose 'estimate'")
-    return depthmap.decode_depth(args.depth_image, **args.decode_kwargs(), max_pixels=max_pixels)
+        raise limits.DepthMapError("no depth map uploaded: upload one (PNG, TIFF, EXR or .npy), or choose 'estimate'")
+    return decoding.decode_depth(args.depth_image, **args.decode_kwargs(), max_pixels=max_pixels)
 
 
 def panel_depth(
     args: Depth2ImgArgs,
     image,
     estimate: Callable[[Any, str], np.ndarray],
-    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+    max_pixels: int = limits.DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """The processed depth map the panel's settings give: the upload, or `estimate(image, estimator name)`,
     post-processed. The host's estimate refuses an unknown or unavailable estimator (ValueError)."""
@@ -439,29 +441,29 @@ def panel_depth(
         depth = uploaded_depth(args, max_pixels).depth
     else:
         if image is None:
-            raise depthmap.DepthMapError("no init image to estimate depth from: add one, or upload a depth map")
+            raise limits.DepthMapError("no init image to estimate depth from: add one, or upload a depth map")
         depth = np.asarray(estimate(image, args.estimator), dtype=np.float32)
-    return depthmap.postprocess(depth, **args.postprocess_kwargs())
+    return postprocessing.postprocess(depth, **args.postprocess_kwargs())
 
 
 def gray_image(depth: np.ndarray):
     from PIL import Image
 
-    return Image.fromarray((depthmap.to_uint16(depth) >> 8).astype(np.uint8))
+    return Image.fromarray((encoding.to_uint16(depth) >> 8).astype(np.uint8))
 
 
 def depth_views(depth: np.ndarray):
     """(gray, colour) PIL views of a processed depth map."""
     from PIL import Image
 
-    return gray_image(depth), Image.fromarray(depthmap.colorize(depth))
+    return gray_image(depth), Image.fromarray(encoding.colorize(depth))
 
 
 def preview_images(
     args: Depth2ImgArgs,
     image,
     estimate: Callable[[Any, str], np.ndarray],
-    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+    max_pixels: int = limits.DEFAULT_MAX_PIXELS,
 ):
     """(gray, colour) PIL previews of the processed depth map."""
     return depth_views(panel_depth(args, image, estimate, max_pixels))
@@ -493,7 +495,7 @@ def mask_over_image(image, mask):
     return Image.composite(tinted, picture, mask.convert("L").resize(picture.size))
 
 
-def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel="", max_pixels=depthmap.DEFAULT_MAX_PIXELS):
+def thumbnail(depth_file, depth_kind="auto", distance_range="", exr_channel="", max_pixels=limits.DEFAULT_MAX_PIXELS):
     """A small gray view of an uploaded depth map as it will be read (None clears it)."""
     if depth_file is None:
         return None

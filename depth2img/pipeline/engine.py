@@ -44,8 +44,8 @@ from depth2img.checkpoint.load import (
 )
 from depth2img.condition.conditioning import check_depth_range, depth_conditioning
 from depth2img.estimate.cache import DepthCache
-from depth2img.process import masks
-from depth2img.source import depthmap
+from depth2img.process import fitting, masks, postprocessing
+from depth2img.source import decoding
 
 DEFAULT_CHECKPOINT_NAMES = ("512-depth-ema.safetensors", "512-depth-ema.ckpt")
 
@@ -348,7 +348,7 @@ def _image_size(image) -> tuple[int, int]:
 class GenerationRequest:
     prompt: str
     image: Image.Image | None = None  # None = txt2img from the depth map
-    depth: depthmap.DepthSource | None = None  # None = estimate from the image
+    depth: decoding.DepthSource | None = None  # None = estimate from the image
     mask: Image.Image | None = None  # white = repaint (inpainting)
     negative_prompt: str | None = None
     strength: float = 0.8
@@ -358,13 +358,13 @@ class GenerationRequest:
     width: int | None = None
     height: int | None = None
     batch_size: int = 1
-    resize_mode: depthmap.ResizeMode = depthmap.ResizeMode.JUST_RESIZE
-    postprocess: dict = field(default_factory=dict)  # keyword arguments of depthmap.postprocess
+    resize_mode: fitting.ResizeMode = fitting.ResizeMode.JUST_RESIZE
+    postprocess: dict = field(default_factory=dict)  # keyword arguments of postprocessing.postprocess
     depth_range: tuple[float, float] | None = None  # (lo, hi) of the processed map -> [-1, 1]; None = its min-max
     depth_mask: masks.MaskSettings | None = None  # a mask from a depth band: img2img becomes inpainting
     output_type: str = "pil"  # "pil" | "np" (float32 [B, H, W, 3] in [0, 1], as diffusers returns it)
     # Transparent parts of the image are flattened on this colour before anything reads it (the WebUI's rule).
-    background: str = depthmap.DEFAULT_BACKGROUND
+    background: str = decoding.DEFAULT_BACKGROUND
 
 
 @dataclass
@@ -458,9 +458,9 @@ def generate(
     """
     check_request(request)
     mask = request.mask
-    image = depthmap.flatten(request.image, request.background) if request.image is not None else None
+    image = decoding.flatten(request.image, request.background) if request.image is not None else None
     if request.depth is not None:
-        depth = depthmap.load_depth(request.depth)
+        depth = decoding.load_depth(request.depth)
     else:
         depth = pipe.estimate_depth(image)[0].numpy()
 
@@ -468,18 +468,18 @@ def generate(
     width, height, size_note = output_size(request, *source)
     mode = "txt2img" if image is None else ("inpaint" if mask is not None else "img2img")
     if image is not None:
-        image = depthmap.fit_image(image, width, height, request.resize_mode, Image.LANCZOS)
+        image = fitting.fit_image(image, width, height, request.resize_mode, Image.LANCZOS)
     if mask is not None:
-        mask = depthmap.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
+        mask = fitting.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
 
     post = dict(request.postprocess)
     if post.get("scale") is None and request.depth_range is not None:
-        post["scale"] = depthmap.PostprocessScale.within_range(request.depth_range)  # as Depth2ImgArgs has it
-    depth = depthmap.postprocess(depth, **post)
+        post["scale"] = postprocessing.PostprocessScale.within_range(request.depth_range)  # as Depth2ImgArgs has it
+    depth = postprocessing.postprocess(depth, **post)
     # An estimated map covers its picture at the estimator's resolution, whose sides it rounds: fitted by the
     # picture's aspect. An uploaded map is fitted by its own (README: depth maps).
     estimated_from = source if request.depth is None else None  # the init image's size before its fit
-    depth = depthmap.fit_aspect(depth, width, height, request.resize_mode, source_size=estimated_from)
+    depth = fitting.fit_aspect(depth, width, height, request.resize_mode, source_size=estimated_from)
     depth_tensor = torch.from_numpy(np.ascontiguousarray(depth))[None]
     mask_note = ""
     if request.depth_mask is not None:

@@ -243,9 +243,9 @@ def image_band_mask(
     """
     from PIL import Image
 
-    from depth2img.source import depthmap
+    from depth2img.process import fitting
 
-    full = depthmap.resize(depth, width, height)
+    full = fitting.resize(depth, width, height)
     # The range of the map itself, not of its bicubic resize (which overshoots a little at edges).
     value_range = depth_range if depth_range is not None else (float(depth.min()), float(depth.max()))
     painted_array = np.asarray(painted.convert("L")) if painted is not None else None

@@ -12,7 +12,9 @@ import re
 from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
-from depth2img.source.depthmap import DEPTH_KINDS, DepthMapError, PostprocessScale, check_distance_range
+from depth2img.base.limits import DepthMapError
+from depth2img.process.postprocessing import PostprocessScale
+from depth2img.source.depth_kinds import DEPTH_KINDS, check_distance_range
 
 SOURCES = ("estimate", "upload")
 # The same choices as depth2img.process.masks (not imported: this schema stays free of OpenCV).
@@ -46,7 +48,7 @@ class Depth2ImgArgs:
     return_depth: bool = False  # append the depth map to the outputs
     checkpoint: str = ""  # "" = use the loaded model; else a depth checkpoint's name
     depth_dir: str = ""  # img2img batch tab: folder of depth maps matched to the inputs by file name
-    # What an uploaded map holds (depth2img.source.depthmap): "auto" = EXR files (and maps given a distance_range) are
+    # What an uploaded map holds (depth2img.source.decoding): "auto" = EXR files (and maps given a distance_range) are
     # distance, others inverse |
     # "inverse" (white = near) | "distance" (larger = farther: a renderer's Z, a Z-pass PNG where black = near)
     depth_kind: str = "auto"

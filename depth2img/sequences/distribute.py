@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Protocol
 
+from depth2img.base import limits
 from depth2img.sequences.passes import FrameJob, save_output
-from depth2img.source import depthmap
 
 
 class WorkerFailed(Exception):
@@ -29,7 +29,7 @@ class Worker(Protocol):
 
 
 # What a frame (not its worker) fails on: unreadable frame or depth file, a request the engine refuses.
-FRAME_ERRORS = (depthmap.DepthMapError, OSError, ValueError)
+FRAME_ERRORS = (limits.DepthMapError, OSError, ValueError)
 
 
 def share_frames(

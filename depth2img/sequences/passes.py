@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from depth2img.base import limits
 from depth2img.base.errors import SequenceError
+from depth2img.process import postprocessing
 from depth2img.process.scale import DEFAULT_PERCENTILES, range_of, range_sample
-from depth2img.source import depthmap
+from depth2img.source import decoding, encoding
 from depth2img.source.batch_folder import find_depth_for
 
 SEQUENCE_FILE = "sequence.json"
@@ -114,7 +116,7 @@ class DepthPass:
     from_depth_dir: list[str]
     reused: list[str]
     estimator_forwards: int = 0
-    postprocess_scale: depthmap.PostprocessScale | None = None
+    postprocess_scale: postprocessing.PostprocessScale | None = None
 
 
 def depth_file_for(out_dir: Path, frame: Path) -> Path:
@@ -135,9 +137,9 @@ def run_depth_pass(
     postprocess: dict | None = None,
     scale: ScaleSettings = ScaleSettings(),
     batch_size: int = 8,
-    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+    max_pixels: int = limits.DEFAULT_MAX_PIXELS,
     progress: Callable | None = None,
-    background: str = depthmap.DEFAULT_BACKGROUND,
+    background: str = decoding.DEFAULT_BACKGROUND,
 ) -> DepthPass:
     """Depth maps for all frames: unprocessed ones (reusing OUT/depth/raw/*.npy from an earlier run), then one
     post-processing scale over all of them (unless scale is per-frame), each map post-processed on it and written as
@@ -152,21 +154,21 @@ def run_depth_pass(
     names = [f.name for f in frames if f.name in raw.depth_files]
     if not names:
         return raw
-    if scale.scale != "per-frame" and not depthmap.is_identity(**postprocess):
-        statistics = [depthmap.MapStatistics.of(np.load(raw.depth_files[name])) for name in names]
-        raw.postprocess_scale = depthmap.set_scale(
+    if scale.scale != "per-frame" and not postprocessing.is_identity(**postprocess):
+        statistics = [postprocessing.MapStatistics.of(np.load(raw.depth_files[name])) for name in names]
+        raw.postprocess_scale = postprocessing.set_scale(
             statistics, postprocess.get("clip_near", 100.0), postprocess.get("clip_far", 0.0)
         )
     by_name = {f.name: f for f in frames}
     samples = []
     for name in names:
         try:
-            processed = depthmap.postprocess(np.load(raw.depth_files[name]), **postprocess,
+            processed = postprocessing.postprocess(np.load(raw.depth_files[name]), **postprocess,
                                              scale=raw.postprocess_scale)
-        except depthmap.DepthMapError as error:
+        except limits.DepthMapError as error:
             raw.failed[name] = str(error)
             continue
-        raw.depth_files[name] = depthmap.save_depth(processed, depth_file_for(out_dir, by_name[name]))
+        raw.depth_files[name] = encoding.save_depth(processed, depth_file_for(out_dir, by_name[name]))
         samples.append(range_sample(processed))
     for name in raw.failed:
         raw.depth_files.pop(name, None)
@@ -194,8 +196,8 @@ def collect_raw_depth(
     waiting: dict[tuple[int, int], list[tuple[Path, object]]] = {}
 
     def store(frame: Path, depth: np.ndarray) -> None:
-        depthmap.check_finite(depth, f"the depth map of frame {frame.name}")
-        result.depth_files[frame.name] = depthmap.save_depth(depth, raw_depth_file_for(out_dir, frame))
+        decoding.check_finite(depth, f"the depth map of frame {frame.name}")
+        result.depth_files[frame.name] = encoding.save_depth(depth, raw_depth_file_for(out_dir, frame))
 
     def estimate_batch(size: tuple[int, int]) -> None:
         batch = waiting.pop(size)
@@ -205,7 +207,7 @@ def collect_raw_depth(
             try:
                 store(frame, np.asarray(depth, dtype=np.float32))
                 result.estimated.append(frame.name)
-            except depthmap.DepthMapError as error:
+            except limits.DepthMapError as error:
                 result.failed[frame.name] = str(error)
 
     for frame in wrap(frames, desc="depth maps", unit="frame"):
@@ -217,11 +219,11 @@ def collect_raw_depth(
         given = find_depth_for(depth_dir, frame) if depth_dir else None
         try:
             if given is not None:
-                store(frame, depthmap.load_depth(given, max_pixels))
+                store(frame, decoding.load_depth(given, max_pixels))
                 result.from_depth_dir.append(frame.name)
                 continue
-            image = depthmap.open_image(frame, f"frame {frame.name}", max_pixels, background=background)
-        except (depthmap.DepthMapError, OSError) as error:
+            image = decoding.open_image(frame, f"frame {frame.name}", max_pixels, background=background)
+        except (limits.DepthMapError, OSError) as error:
             result.failed[frame.name] = str(error)
             continue
         if estimate is None:
@@ -261,7 +263,7 @@ def check_same_settings(previous: dict | None, settings: dict, out_dir: Path) ->
         )
 
 
-def scale_json(scale: depthmap.PostprocessScale | None) -> dict | None:
+def scale_json(scale: postprocessing.PostprocessScale | None) -> dict | None:
     return None if scale is None else scale.as_json()
 
 
@@ -304,10 +306,10 @@ class FrameJob:
     out: Path
 
 
-def load_frame(job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+def load_frame(job: FrameJob, max_pixels: int = limits.DEFAULT_MAX_PIXELS):
     """(image, post-processed depth map) of one frame, read where the run started (pass 1 wrote the map); any
     transparency is kept for the renderer to flatten (the engine: the template's background; a WebUI: its own)."""
-    image = depthmap.open_image(job.frame, f"frame {job.name}", max_pixels)
+    image = decoding.open_image(job.frame, f"frame {job.name}", max_pixels)
     return image, np.load(job.depth, allow_pickle=False)
 
 
@@ -321,7 +323,7 @@ def request_for_frame(template, image, depth: np.ndarray, depth_range: tuple[flo
     )
 
 
-def frame_request(template, job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+def frame_request(template, job: FrameJob, max_pixels: int = limits.DEFAULT_MAX_PIXELS):
     return request_for_frame(template, *load_frame(job, max_pixels), job.depth_range)
 
 
@@ -332,7 +334,7 @@ def save_output(image, job: FrameJob) -> Path:
     return write_atomic(job.out, lambda temporary: image.save(temporary))
 
 
-def render_frame(pipe, template, job: FrameJob, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> Path:
+def render_frame(pipe, template, job: FrameJob, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> Path:
     """Render one frame here and write it."""
     from depth2img.pipeline.engine import generate
 
@@ -355,7 +357,7 @@ def frame_jobs(frames: Sequence[Path], out_dir: Path, depth: DepthPass) -> list[
 
 
 def pending(
-    jobs: Sequence[FrameJob], previous: dict | None, postprocess_scale: depthmap.PostprocessScale | None = None
+    jobs: Sequence[FrameJob], previous: dict | None, postprocess_scale: postprocessing.PostprocessScale | None = None
 ) -> tuple[list[FrameJob], list[FrameJob], list[FrameJob]]:
     """(to render, done already, stale): an existing output is done if the range and the post-processing scale it
     was rendered with (the previous sequence.json's) are this run's; otherwise it is rendered again (a frame added
@@ -388,8 +390,8 @@ def scan_frames(frames: Sequence[Path], max_pixels: int) -> tuple[dict[str, tupl
         try:
             with Image.open(frame) as image:
                 sizes[frame.name] = image.size
-            depthmap.check_pixels(f"frame {frame.name}", *sizes[frame.name], max_pixels)
-        except depthmap.ImageTooLargeError as error:
+            limits.check_pixels(f"frame {frame.name}", *sizes[frame.name], max_pixels)
+        except limits.ImageTooLargeError as error:
             sizes.pop(frame.name, None)
             failed[frame.name] = str(error)
         except (UnidentifiedImageError, OSError, ValueError) as error:
@@ -417,7 +419,7 @@ def run_sequence(
     batch_size: int = 8,
     refuse_other_sizes: bool = False,
     settings_extra: dict | None = None,
-    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+    max_pixels: int = limits.DEFAULT_MAX_PIXELS,
     say: Callable[[str], None] = print,
     progress: Callable | None = None,
     render_pass: RenderPass | None = None,
@@ -504,7 +506,7 @@ def run_sequence(
             try:
                 render_frame(pipe(), template, job, max_pixels)
                 yield job, None
-            except (depthmap.DepthMapError, OSError, ValueError) as error:
+            except (limits.DepthMapError, OSError, ValueError) as error:
                 yield job, str(error)
 
     rendered = []

@@ -13,9 +13,9 @@ import os
 import socket
 from dataclasses import dataclass
 
+from depth2img.base import limits
 from depth2img.sequences.distribute import WorkerFailed
 from depth2img.sequences.passes import FrameJob, load_frame
-from depth2img.source import depthmap
 
 RAY_MISSING = "--ray needs Ray, an optional extra: pip install ray (or pip install 'sd-webui-depth2img[ray]')"
 
@@ -66,7 +66,7 @@ class RayWorker:
             return ray.get(self.actor.render.remote(template, image, depth, job.depth_range))
         except ray.exceptions.RayTaskError as error:
             cause = error.cause if isinstance(error.cause, Exception) else None
-            if isinstance(cause, (depthmap.DepthMapError, ValueError)):
+            if isinstance(cause, (limits.DepthMapError, ValueError)):
                 raise ValueError(str(cause)) from error  # the frame's request was refused: the frame fails
             raise WorkerFailed(_first_line(error)) from error
         except ray.exceptions.RayError as error:  # the actor died, or could not start (import, checkpoint)

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from depth2img.base import limits
 from depth2img.sequences.distribute import WorkerFailed
 from depth2img.sequences.passes import FrameJob, load_frame
-from depth2img.source import depthmap
+from depth2img.source import decoding
 from depth2img.source.transport import png16_base64, png_base64
 
 # The WebUI's sampler for each of the engine's schedulers (PNDM as diffusers runs it is PLMS).
@@ -39,7 +40,7 @@ def depth_png_and_range(
     depth: np.ndarray, depth_range: tuple[float, float] | None
 ) -> tuple[str, list[float] | None]:
     """(base64 16-bit PNG of the map, the range in the PNG's 0..1 units). The PNG is min-max scaled
-    (depthmap.to_uint16), so the range follows the same affine map; a flat map is all zeros, and the range is
+    (encoding.to_uint16), so the range follows the same affine map; a flat map is all zeros, and the range is
     shifted by its value so that the frame keeps its place on the shared scale."""
     encoded = png16_base64(depth)
     if depth_range is None:
@@ -68,7 +69,7 @@ def img2img_payload(template, image, depth: np.ndarray, depth_range, settings: W
     output size already chosen)."""
     payload = {
         # Flattened here on the sequence's colour, as pass 1 did for its depth: the WebUI's own would differ.
-        "init_images": [png_base64(depthmap.flatten(image, template.background))],
+        "init_images": [png_base64(decoding.flatten(image, template.background))],
         "prompt": template.prompt,
         "negative_prompt": template.negative_prompt or "",
         "seed": template.seed,
@@ -120,7 +121,7 @@ def _matches(title: str, name: str) -> bool:
 class WebUIWorker:
     """One running WebUI; render() sends one frame and waits for its image (one request at a time)."""
 
-    def __init__(self, url: str, settings: WorkerSettings, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS):
+    def __init__(self, url: str, settings: WorkerSettings, max_pixels: int = limits.DEFAULT_MAX_PIXELS):
         import requests
 
         self.url = url.rstrip("/")
@@ -178,8 +179,8 @@ class WebUIWorker:
             raise WorkerFailed(f"HTTP {response.status_code}: {_detail(response)}")
         try:
             data = base64.b64decode(response.json()["images"][0])
-            return depthmap.open_image(data, f"the image {self.name} returned", self.max_pixels).convert("RGB")
-        except (ValueError, KeyError, IndexError, TypeError, depthmap.DepthMapError) as error:
+            return decoding.open_image(data, f"the image {self.name} returned", self.max_pixels).convert("RGB")
+        except (ValueError, KeyError, IndexError, TypeError, limits.DepthMapError) as error:
             raise WorkerFailed(f"answered without a readable image ({type(error).__name__}: {error})") from error
 
 

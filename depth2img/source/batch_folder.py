@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
-from depth2img.source import depthmap
+from depth2img.source import decoding, depth_kinds
 
 DEPTH_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".exr", ".jpg", ".jpeg", ".webp")
 
@@ -22,8 +23,8 @@ def find_depth_for(depth_dir: str | Path, input_path: str | Path) -> Path | None
 
 
 def load_batch_depth(
-    depth_dir: str | Path, input_path: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
-) -> tuple[Path, depthmap.DecodedDepth] | None:
+    depth_dir: str | Path, input_path: str | Path, max_pixels: int = limits.DEFAULT_MAX_PIXELS, **decode_kwargs
+) -> tuple[Path, depth_kinds.DecodedDepth] | None:
     """The batch tab's depth map for one input (path and decoded map), or None when the folder has none.
 
     decode_kwargs: how to read it (Depth2ImgArgs.decode_kwargs(): depth kind, distance range, EXR channel).
@@ -33,6 +34,6 @@ def load_batch_depth(
     if path is None:
         return None
     try:
-        return path, depthmap.decode_depth(path, max_pixels=max_pixels, **decode_kwargs)
-    except (OSError, depthmap.DepthMapError) as error:
+        return path, decoding.decode_depth(path, max_pixels=max_pixels, **decode_kwargs)
+    except (OSError, limits.DepthMapError) as error:
         raise Depth2ImgError(f"the depth map {path} for {Path(input_path).name} cannot be used: {error}") from error

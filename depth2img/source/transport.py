@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from depth2img.base.errors import Depth2ImgError
-from depth2img.source import depthmap
+from depth2img.source import encoding
 
 
 def decode_base64(value: str, field: str) -> bytes:
@@ -24,7 +24,7 @@ def decode_base64(value: str, field: str) -> bytes:
 
 def png16_base64(depth: np.ndarray) -> str:
     """A depth map as base64 of a 16-bit grayscale PNG (white = near), as the API returns it."""
-    return base64.b64encode(depthmap.encode_png16(depth)).decode("ascii")
+    return base64.b64encode(encoding.encode_png16(depth)).decode("ascii")
 
 
 def png_base64(image: Image.Image) -> str:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from depth2img.base import limits
 from depth2img.base.files import write_atomic
 from depth2img.base.paths import DEMO_DIR
 from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
@@ -30,15 +31,16 @@ from depth2img.estimate.midas import images_to_tensor
 from depth2img.estimate.registry import create_estimator, list_estimators
 from depth2img.panel import builder as ui
 from depth2img.pipeline.engine import GenerationRequest, generate, make_scheduler
-from depth2img.source import depthmap
+from depth2img.process import fitting
+from depth2img.source import decoding, encoding
 
 SCHEDULERS = ("pndm", "ddim", "euler")
 # The WebUI's names for them, so the settings text reads as a WebUI infotext (PNDM without PRK steps = PLMS).
 SAMPLER_NAMES = {"pndm": "PLMS", "ddim": "DDIM", "euler": "Euler"}
 RESIZE_MODES = {
-    "just resize": depthmap.ResizeMode.JUST_RESIZE,
-    "crop and resize": depthmap.ResizeMode.CROP_AND_RESIZE,
-    "resize and fill": depthmap.ResizeMode.RESIZE_AND_FILL,
+    "just resize": fitting.ResizeMode.JUST_RESIZE,
+    "crop and resize": fitting.ResizeMode.CROP_AND_RESIZE,
+    "resize and fill": fitting.ResizeMode.RESIZE_AND_FILL,
 }
 CONCURRENCY_ID = "pipeline"
 DEMO_BANNER = (
@@ -94,8 +96,8 @@ def _quote(value) -> str:
 
 class DepthApp:
     def __init__(
-        self, pipe, out_dir: str | Path, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
-        background: str = depthmap.DEFAULT_BACKGROUND,
+        self, pipe, out_dir: str | Path, max_pixels: int = limits.DEFAULT_MAX_PIXELS,
+        background: str = decoding.DEFAULT_BACKGROUND,
     ):  # fmt: skip
         self.pipe = pipe
         self.out_dir = Path(out_dir).resolve()
@@ -128,7 +130,7 @@ class DepthApp:
         self._check_estimator(estimator)
         if not isinstance(image, Image.Image):
             image = self.open_upload(image, "the init image")
-        image = depthmap.flatten(image, self.background)
+        image = decoding.flatten(image, self.background)
         with self.lock:
             if estimator == CheckpointMidasEstimator.name:
                 return self.pipe.estimate_depth(image)[0].numpy()
@@ -137,7 +139,7 @@ class DepthApp:
 
     def open_upload(self, path: str, what: str) -> Image.Image:
         # As bytes: messages name the input, not gradio's cache path.
-        return depthmap.open_image(Path(path).read_bytes(), what, self.max_pixels)
+        return decoding.open_image(Path(path).read_bytes(), what, self.max_pixels)
 
     def _check_estimator(self, name: str) -> None:
         info = self.estimators.get(name)
@@ -170,7 +172,7 @@ class DepthApp:
                 warn("The depth map is flat (one value everywhere): it gives the model no shape to keep.")
         elif image is not None and args.estimator != CheckpointMidasEstimator.name:
             # A model folder's estimate, at the image's size (as the CLI does): the engine takes it as the map.
-            depth = depthmap.resize(self.estimate(image, args.estimator), image.width, image.height)
+            depth = fitting.resize(self.estimate(image, args.estimator), image.width, image.height)
         elif image is not None:
             self._check_estimator(args.estimator)
         if image is None and depth is None:
@@ -271,8 +273,8 @@ class DepthApp:
             write_atomic(path, lambda temporary, picture=picture: picture.save(temporary, format="PNG", pnginfo=info))
             paths.append(path)
         width, height = result.images[0].size
-        depth = depthmap.resize(result.depth, width, height)  # at the pictures' size, as the CLI writes it
-        depth_path = depthmap.save_depth(depth, self.out_dir / f"{stem}-depth.png")
+        depth = fitting.resize(result.depth, width, height)  # at the pictures' size, as the CLI writes it
+        depth_path = encoding.save_depth(depth, self.out_dir / f"{stem}-depth.png")
         if result.mask is not None:  # inpainting: the mask used (painted, from a depth band, or both)
             write_atomic(self.out_dir / f"{stem}-mask.png", lambda temporary: result.mask.save(temporary, format="PNG"))
         return paths, depth_path
@@ -431,9 +433,9 @@ def launch(
     port: int = 7861,
     share: bool = False,
     out: str | Path = "outputs/app",
-    max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
+    max_pixels: int = limits.DEFAULT_MAX_PIXELS,
     block: bool = True,
-    background: str = depthmap.DEFAULT_BACKGROUND,
+    background: str = decoding.DEFAULT_BACKGROUND,
 ):
     """Load the pipeline once and serve the page; returns gradio's Blocks (block=False: in a background thread)."""
     out_dir = Path(out).resolve()

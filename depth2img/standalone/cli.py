@@ -34,9 +34,9 @@ def _max_pixels(args) -> int:
 
 
 def _open_image(path: str, what: str, max_pixels: int, background: str | None = None):
-    from depth2img.source import depthmap
+    from depth2img.source import decoding
 
-    return depthmap.open_image(path, what, max_pixels, background=background)
+    return decoding.open_image(path, what, max_pixels, background=background)
 
 
 def _save_image(image, path: Path) -> None:
@@ -99,9 +99,9 @@ def _mask_coverage(mask) -> str:
 
 def _load_depth(path: str, settings, max_pixels: int):
     """The user's depth map as inverse depth; how it was read (EXR channel, approximate conversion) on stderr."""
-    from depth2img.source import depthmap
+    from depth2img.source import decoding
 
-    decoded = depthmap.decode_depth(path, max_pixels=max_pixels, **settings.decode_kwargs())
+    decoded = decoding.decode_depth(path, max_pixels=max_pixels, **settings.decode_kwargs())
     if decoded.exr_channel:
         print(f"depth map: EXR channel {decoded.exr_channel!r}, read as {decoded.kind}", file=sys.stderr)
     if decoded.notice:
@@ -125,17 +125,17 @@ def _folder_estimator(name: str):
 def _estimate(estimator, image):
     """Depth (larger = nearer) of a PIL image with a folder estimator, at the image's size."""
     from depth2img.estimate.midas import images_to_tensor
-    from depth2img.source import depthmap
+    from depth2img.process import fitting
 
     depth = estimator.estimate(images_to_tensor(image.convert("RGB")))[0].numpy()
-    return depthmap.resize(depth, image.width, image.height)
+    return fitting.resize(depth, image.width, image.height)
 
 
 def _request_from_args(args, settings, **inputs):
     """The GenerationRequest that the render flags describe (generate's and sequence's); inputs: image, depth,
     mask."""
     from depth2img.pipeline.engine import GenerationRequest
-    from depth2img.source import depthmap
+    from depth2img.process import fitting
 
     return GenerationRequest(
         prompt=args.prompt,
@@ -146,7 +146,7 @@ def _request_from_args(args, settings, **inputs):
         seed=args.seed,
         width=args.width,
         height=args.height,
-        resize_mode=depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")],
+        resize_mode=fitting.ResizeMode[args.resize_mode.upper().replace("-", "_")],
         postprocess=settings.postprocess_kwargs(),
         depth_range=settings.depth_range,
         depth_mask=settings.mask_settings(),
@@ -157,7 +157,8 @@ def _request_from_args(args, settings, **inputs):
 
 def cmd_generate(args) -> int:
     from depth2img.base.files import check_output
-    from depth2img.source import depthmap
+    from depth2img.process import fitting
+    from depth2img.source import encoding
 
     max_pixels = _max_pixels(args)
     inputs = [args.image, args.depth, args.mask, args.checkpoint]
@@ -165,7 +166,7 @@ def cmd_generate(args) -> int:
     out = check_output(args.out, "--out", inputs, IMAGE_OUTPUT_SUFFIXES)
     save_depth = save_mask = None
     if args.save_depth:
-        save_depth = check_output(args.save_depth, "--save-depth", inputs + [out], depthmap.DEPTH_OUTPUT_SUFFIXES)
+        save_depth = check_output(args.save_depth, "--save-depth", inputs + [out], encoding.DEPTH_OUTPUT_SUFFIXES)
     settings = _settings(args)
     if not args.depth and (args.depth_kind != "auto" or args.distance_range or args.exr_channel):
         raise UserError("--depth-kind, --distance-range and --exr-channel describe a --depth map; give one")
@@ -202,17 +203,18 @@ def cmd_generate(args) -> int:
         print(f"mask (white = repainted): {save_mask}")
     if save_depth is not None:
         width, height = result.images[0].size
-        depthmap.save_depth(depthmap.resize(result.depth, width, height), save_depth)
+        encoding.save_depth(fitting.resize(result.depth, width, height), save_depth)
         print(f"depth map ({width}x{height}, white = near): {save_depth}")
     return 0
 
 
 def cmd_depth(args) -> int:
     from depth2img.base.files import check_output
-    from depth2img.source import depthmap
+    from depth2img.process import fitting, postprocessing
+    from depth2img.source import encoding
 
     max_pixels = _max_pixels(args)
-    out = check_output(args.out, "--out", [args.image, args.checkpoint], depthmap.DEPTH_OUTPUT_SUFFIXES)
+    out = check_output(args.out, "--out", [args.image, args.checkpoint], encoding.DEPTH_OUTPUT_SUFFIXES)
     image = _open_image(args.image, "image", max_pixels, background=args.background)
     from depth2img.pipeline.engine import load_pipeline  # after the input passed the gate, as in generate
     estimator = _folder_estimator(args.estimator)
@@ -221,8 +223,8 @@ def cmd_depth(args) -> int:
     else:
         pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
         depth = pipe.estimate_depth(image)[0].numpy()
-    depth = depthmap.resize(depthmap.postprocess(depth, invert_depth=args.invert), image.width, image.height)
-    depthmap.save_depth(depth, out)
+    depth = fitting.resize(postprocessing.postprocess(depth, invert_depth=args.invert), image.width, image.height)
+    encoding.save_depth(depth, out)
     print(f"wrote {out} (white = near, {depth.shape[1]}x{depth.shape[0]})")
     return 0
 
@@ -232,7 +234,7 @@ def cmd_mask(args) -> int:
     import numpy as np
 
     from depth2img.base.files import check_output
-    from depth2img.source import depthmap
+    from depth2img.process import fitting, postprocessing
 
     max_pixels = _max_pixels(args)
     inputs = [args.image, args.depth, args.mask, args.checkpoint]
@@ -261,10 +263,10 @@ def cmd_mask(args) -> int:
     else:
         pipe = load_pipeline(args.checkpoint, announce=lambda msg: print(msg, file=sys.stderr))
         depth = pipe.estimate_depth(image)[0].numpy()
-    depth = depthmap.postprocess(depth, **settings.postprocess_kwargs())
-    mode = depthmap.ResizeMode[args.resize_mode.upper().replace("-", "_")]
+    depth = postprocessing.postprocess(depth, **settings.postprocess_kwargs())
+    mode = fitting.ResizeMode[args.resize_mode.upper().replace("-", "_")]
     # An estimated map is fitted by its picture's aspect (the estimator rounds its sides); an uploaded one by its own.
-    depth = depthmap.fit_aspect(depth, image.width, image.height, mode, source_size=None if args.depth else image.size)
+    depth = fitting.fit_aspect(depth, image.width, image.height, mode, source_size=None if args.depth else image.size)
     mask, note = depth_band_mask(
         depth, settings.mask_settings(), painted, image.width, image.height, settings.depth_range
     )
@@ -431,7 +433,8 @@ def _true_or_false(value: str) -> bool:
 
 def _add_max_megapixels(parser: argparse.ArgumentParser) -> None:
     """The input limits, and the colour transparent inputs are flattened on (every command that reads pictures)."""
-    from depth2img.source.depthmap import DEFAULT_BACKGROUND, DEFAULT_MAX_PIXELS
+    from depth2img.base.limits import DEFAULT_MAX_PIXELS
+    from depth2img.source.decoding import DEFAULT_BACKGROUND
 
     parser.add_argument(
         "--max-megapixels",

@@ -22,15 +22,16 @@ from PIL import Image
 from depth2img.base import paths
 from depth2img.base.errors import Depth2ImgError
 from depth2img.base.files import copy_file_atomic
+from depth2img.base.limits import DEFAULT_MAX_PIXELS
 from depth2img.checkpoint.load import find_checkpoints, inspect_checkpoint_cached
 from depth2img.estimate import registry
 from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator, ModuleMidasEstimator
 from depth2img.estimate.interface import DepthEstimator
+from depth2img.process.postprocessing import PostprocessScale
 from depth2img.process.scale import folder_depth_scale
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.source.batch_folder import load_batch_depth
-from depth2img.source.depthmap import DEFAULT_MAX_PIXELS, PostprocessScale
-from depth2img.source.encode import depth_output_image
+from depth2img.source.encoding import depth_output_image
 from depth2img.source.transport import png16_base64
 from depth2img.webui.job import DepthConditioner, JobGeometry, decode_depth_argument, job_error
 

@@ -18,14 +18,15 @@ import numpy as np
 import torch
 from PIL import Image
 
+from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
 from depth2img.condition.conditioning import depth_conditioning
 from depth2img.estimate import midas
 from depth2img.estimate.cache import DepthCache
 from depth2img.estimate.interface import DepthEstimator
-from depth2img.process import masks
+from depth2img.process import fitting, masks, postprocessing
 from depth2img.schema.args import Depth2ImgArgs
-from depth2img.source import depthmap
+from depth2img.source import decoding, depth_kinds
 from depth2img.source.transport import decode_base64
 
 # The latent is 1/8 of the image's size in SD's VAE: depth outputs are sized from the latent they conditioned.
@@ -53,8 +54,8 @@ def job_error(error: Exception) -> Depth2ImgError:
 
 
 
-# The one flattening rule of every host (depthmap.flatten); the name the WebUI job code uses.
-flatten_image = depthmap.flatten
+# The one flattening rule of every host (decoding.flatten); the name the WebUI job code uses.
+flatten_image = decoding.flatten
 
 
 
@@ -70,8 +71,8 @@ class JobGeometry:
 
 
 def decode_depth_argument(
-    value, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS, **decode_kwargs
-) -> depthmap.DecodedDepth:
+    value, max_pixels: int = limits.DEFAULT_MAX_PIXELS, **decode_kwargs
+) -> depth_kinds.DecodedDepth:
     """The API's base64 (or data URL), the UI's bytes, an array or a PIL image -> the depth map, with how it was
     read (its notice, e.g. "approximate": show it to the user).
 
@@ -88,8 +89,8 @@ def decode_depth_argument(
     if isinstance(value, bytearray):
         value = bytes(value)
     try:
-        return depthmap.decode_depth(value, max_pixels=max_pixels, **decode_kwargs)
-    except depthmap.DepthMapError as error:
+        return decoding.decode_depth(value, max_pixels=max_pixels, **decode_kwargs)
+    except limits.DepthMapError as error:
         raise Depth2ImgError(f"{field}: {error}") from error
 
 
@@ -111,9 +112,9 @@ class DepthConditioner:
         init_images: list[Image.Image] | None = None,
         inpainting: bool = False,
         background: str = "#ffffff",
-        max_pixels: int = depthmap.DEFAULT_MAX_PIXELS,
-        depth: depthmap.DecodedDepth | None = None,
-        postprocess_scale: depthmap.PostprocessScale | None = None,
+        max_pixels: int = limits.DEFAULT_MAX_PIXELS,
+        depth: depth_kinds.DecodedDepth | None = None,
+        postprocess_scale: postprocessing.PostprocessScale | None = None,
     ):
         """background: the colour transparent init images are flattened on (the WebUI's img2img_background_color).
         depth: a map already decoded (the batch tab's file), used instead of args.depth_image.
@@ -162,7 +163,7 @@ class DepthConditioner:
         WebUI's "only masked" inpainting, the generated crop), for saving or returning."""
         if self.last_depth is None:
             return None
-        return depthmap.resize(self.last_depth, *self.last_size)
+        return fitting.resize(self.last_depth, *self.last_size)
 
     # ---- where the depth comes from ----
     def _count_call(self) -> None:
@@ -174,7 +175,7 @@ class DepthConditioner:
     def _depth_maps(self, batch: int, source_image: torch.Tensor | None) -> list:
         post = self.post
         if self.uploaded is not None:
-            return [self._fit(depthmap.postprocess(self.uploaded, **post), None)]
+            return [self._fit(postprocessing.postprocess(self.uploaded, **post), None)]
         if self.estimator is None:
             raise Depth2ImgError("no depth estimator: load an SD 2 depth checkpoint or upload a depth map")
         if self.inpainting and self.init_images:
@@ -184,9 +185,9 @@ class DepthConditioner:
                 "Depth2Img has no image to estimate depth from: in txt2img, choose 'upload a depth map'"
             )
         depth = self._estimate(source_image)
-        if depthmap.is_identity(**post):
+        if postprocessing.is_identity(**post):
             return list(depth)  # bit-exact with the native path when nothing is post-processed
-        return [depthmap.postprocess(d.numpy(), **post) for d in depth]
+        return [postprocessing.postprocess(d.numpy(), **post) for d in depth]
 
     def _whole_image_depth(self, image: Image.Image) -> np.ndarray:
         return self._fit(self._processed_depth_of(image), image.size)
@@ -195,7 +196,7 @@ class DepthConditioner:
         """The processed map of a whole init image (transparency flattened as the WebUI does), at the
         estimator's resolution."""
         depth = self._estimate(midas.images_to_tensor(flatten_image(image, self.background)))[0].numpy()
-        return depthmap.postprocess(depth, **self.post)
+        return postprocessing.postprocess(depth, **self.post)
 
     # ---- an inpainting mask from a depth band ----
     def inpaint_mask(self, painted: Image.Image | None = None) -> tuple[Image.Image, str]:
@@ -217,7 +218,7 @@ class DepthConditioner:
             )
         image = self.init_images[0]
         if self.uploaded is not None:
-            depth = depthmap.postprocess(self.uploaded, **self.post)
+            depth = postprocessing.postprocess(self.uploaded, **self.post)
         else:
             if self.estimator is None:
                 raise Depth2ImgError("no depth estimator: load an SD 2 depth checkpoint or upload a depth map")
@@ -237,10 +238,10 @@ class DepthConditioner:
             # rounded to its multiples) is brought to the picture's size first, so the crop is the picture's.
             src_w, src_h = image_size or (self.init_images[0].size if self.init_images else depth.shape[::-1])
             if depth.shape[:2] != (src_h, src_w):
-                depth = depthmap.resize(depth, src_w, src_h)
+                depth = fitting.resize(depth, src_w, src_h)
             x1, y1, x2, y2 = geometry.crop_region
             cropped = depth[y1 : max(y2, y1 + 1), x1 : max(x2, x1 + 1)]
-            return depthmap.fit_aspect(cropped, geometry.width, geometry.height, depthmap.ResizeMode.RESIZE_AND_FILL)
+            return fitting.fit_aspect(cropped, geometry.width, geometry.height, fitting.ResizeMode.RESIZE_AND_FILL)
         mode = geometry.resize_mode if geometry.resize_mode in (0, 1, 2) else 0
         # image_size: an estimated map, fitted by its picture's aspect; an uploaded map (None) by its own.
-        return depthmap.fit_aspect(depth, geometry.width, geometry.height, mode, source_size=image_size)
+        return fitting.fit_aspect(depth, geometry.width, geometry.height, mode, source_size=image_size)

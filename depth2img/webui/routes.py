@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
 from depth2img.checkpoint.load import inspect_checkpoint_cached
 from depth2img.estimate.registry import get_estimator_info, list_estimators
-from depth2img.process import masks
+from depth2img.process import fitting, masks, postprocessing
 from depth2img.schema.args import ArgsError, Depth2ImgArgs, json_schema
-from depth2img.source import depthmap
+from depth2img.source import decoding, depth_kinds
 from depth2img.source.transport import decode_base64, png16_base64, png_base64
 from depth2img.webui.job import decode_depth_argument
 
@@ -39,7 +40,7 @@ class EstimateRequest:
 
     settings: Depth2ImgArgs
     image: Any = None  # PIL image to estimate from (settings.estimator), fully decoded
-    depth: depthmap.DecodedDepth | None = None  # or the uploaded depth map, read with the settings' depth kind
+    depth: depth_kinds.DecodedDepth | None = None  # or the uploaded depth map, read with the settings' depth kind
 
     @property
     def size(self) -> tuple[int, int]:
@@ -64,7 +65,7 @@ def estimate_request_schema() -> dict[str, Any]:
     return schema
 
 
-def parse_estimate_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> EstimateRequest:
+def parse_estimate_request(body: Any, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> EstimateRequest:
     """A POST /depth2img/v1/estimate body, validated and decoded; Depth2ImgError (422) naming the bad field."""
     if not isinstance(body, dict):
         raise Depth2ImgError("the request body must be a JSON object")
@@ -92,8 +93,8 @@ def parse_estimate_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIX
     if not isinstance(value, str) or not value:
         raise Depth2ImgError("field 'image' is required: a base64-encoded image")
     try:
-        image = depthmap.open_image(decode_base64(value, "field 'image'"), "field 'image'", max_pixels=max_pixels)
-    except depthmap.DepthMapError as error:
+        image = decoding.open_image(decode_base64(value, "field 'image'"), "field 'image'", max_pixels=max_pixels)
+    except limits.DepthMapError as error:
         raise Depth2ImgError(str(error)) from error
     try:
         get_estimator_info(args.estimator)
@@ -109,7 +110,7 @@ def answer_estimate_request(request: EstimateRequest, estimate: Callable[[Any, s
         notice = ""
     else:
         depth, notice = request.depth.depth, request.depth.notice
-    depth = depthmap.postprocess(np.asarray(depth, dtype=np.float32), **request.settings.postprocess_kwargs())
+    depth = postprocessing.postprocess(np.asarray(depth, dtype=np.float32), **request.settings.postprocess_kwargs())
     return {**estimate_response(depth, size=request.size), "notice": notice}
 
 
@@ -147,7 +148,7 @@ class MaskRequest:
     notice: str = ""  # how the uploaded map was read, when the user should know (e.g. approximate)
 
 
-def parse_mask_request(body: Any, max_pixels: int = depthmap.DEFAULT_MAX_PIXELS) -> MaskRequest:
+def parse_mask_request(body: Any, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> MaskRequest:
     """A POST /depth2img/v1/mask body, decoded and checked; every error names its field."""
     if not isinstance(body, dict):
         raise Depth2ImgError("the request body must be a JSON object")
@@ -187,8 +188,8 @@ def _image_field(body: dict, field: str, max_pixels: int, required: bool = False
     if not isinstance(value, str) or not value:
         raise Depth2ImgError(f"field '{field}' {'is required: ' if required else 'must be '}a base64-encoded image")
     try:
-        return depthmap.open_image(decode_base64(value, f"field '{field}'"), f"field '{field}'", max_pixels=max_pixels)
-    except depthmap.DepthMapError as error:
+        return decoding.open_image(decode_base64(value, f"field '{field}'"), f"field '{field}'", max_pixels=max_pixels)
+    except limits.DepthMapError as error:
         raise Depth2ImgError(str(error)) from error
 
 
@@ -196,7 +197,7 @@ def mask_response(request: MaskRequest, depth: np.ndarray) -> dict[str, Any]:
     """The mask (8-bit PNG, base64, white = repaint, at the image's size) from `depth`: the request's map or the
     estimate of its image, not yet post-processed. An empty band is a 422 naming the band's fields."""
     args = request.args
-    depth = depthmap.postprocess(depth, **args.postprocess_kwargs())
+    depth = postprocessing.postprocess(depth, **args.postprocess_kwargs())
     try:
         mask, note = masks.image_band_mask(
             depth, args.mask_settings(), request.painted, *request.image.size, args.depth_range
@@ -226,7 +227,7 @@ def estimate_response(depth: np.ndarray, size: tuple[int, int] | None = None) ->
     the picture it came from, whatever resolution the estimator worked at.
     """
     if size is not None:
-        depth = depthmap.resize(depth, *size)
+        depth = fitting.resize(depth, *size)
     return {
         "depth": png16_base64(depth),
         "width": int(depth.shape[1]),

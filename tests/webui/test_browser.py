@@ -279,8 +279,9 @@ def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
     import cv2
     from PIL import Image
 
-    from depth2img.sequences import passes as sequence
-    from depth2img.source import depthmap
+    from depth2img.process import scale
+    from depth2img.sequences import passes
+    from depth2img.source import decoding
 
     from .conftest import decode, png_b64, rgb_b64
 
@@ -298,8 +299,8 @@ def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
         pictures[name].save(inputs / f"{name}.png")
         maps[name] = (np.tile(np.linspace(0, 1, 64), (64, 1)) * top).astype(np.uint16)
         cv2.imwrite(str(depths / f"{name}.png"), maps[name])
-    decoded = [depthmap.load_depth(depths / f"{name}.png") for name in "ab"]
-    expected = sequence.shared_ranges([sequence.range_sample(m) for m in decoded], sequence.ScaleSettings("global"))[0]
+    decoded = [decoding.load_depth(depths / f"{name}.png") for name in "ab"]
+    expected = passes.shared_ranges([scale.range_sample(m) for m in decoded], passes.ScaleSettings("global"))[0]
 
     page.fill("#img2img_batch_input_dir textarea", str(inputs))
     page.fill("#img2img_batch_output_dir textarea", str(outputs))

@@ -45,10 +45,10 @@ def webui(version: str = "1.10.1"):
     """Put the stand-ins in sys.modules for the duration (real gradio/fastapi, if installed, come back after)."""
     if version not in VERSIONS:
         raise ValueError(f"unknown WebUI version {version}; stand-ins for {', '.join(VERSIONS)}")
-    from depth2img.estimate import registry as estimators
+    from depth2img.estimate import registry
 
     saved = {name: module for name, module in sys.modules.items() if _ours(name)}
-    any_folder_path = estimators.ANY_FOLDER_PATH  # the script restricts estimator paths at import
+    any_folder_path = registry.ANY_FOLDER_PATH  # the script restricts estimator paths at import
     for name in saved:
         del sys.modules[name]
     sys.path.insert(0, str(STANDINS_DIR))
@@ -63,7 +63,7 @@ def webui(version: str = "1.10.1"):
         yield env
     finally:
         sys.path.remove(str(STANDINS_DIR))
-        estimators.ANY_FOLDER_PATH = any_folder_path
+        registry.ANY_FOLDER_PATH = any_folder_path
         for name in [name for name in sys.modules if _ours(name)]:
             del sys.modules[name]
         sys.modules.update(saved)
