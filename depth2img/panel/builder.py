@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from depth2img.base import limits
+from depth2img.estimate import registry
 from depth2img.process import postprocessing
 from depth2img.schema.args import INFOTEXT_PREFIX, MASK_COMBINE_MODES, SOURCES, Depth2ImgArgs
 from depth2img.source import decoding, depth_kinds, encoding
@@ -265,17 +266,42 @@ def build_depth_panel(
         raise ValueError(f"unknown panel extras {unknown}; choose from {', '.join(EXTRAS)}")
     gr = _gradio()
     max_pixels = max_pixels or (lambda: limits.DEFAULT_MAX_PIXELS)
-    from depth2img.estimate.registry import list_estimators
-
-    estimators = list_estimators() if estimators is None else estimators
-    unavailable = "; ".join(f"{e.name}: {e.reason}" for e in estimators if not e.available)
-    source_value = _DEFAULTS["source"] if has_init_image else "upload"
-    upload = source_value == "upload"
-    c = {}  # setting name -> component
+    estimators = registry.list_estimators() if estimators is None else estimators
+    c = {}  # setting name -> component, filled row by row in the panel's layout
 
     def elem(name: str) -> str:
         return f"{elem_prefix}_{name}"
 
+    source_value = _DEFAULTS["source"] if has_init_image else "upload"
+    upload = source_value == "upload"
+    _source_row(gr, c, elem, estimators, has_init_image, source_value)
+    depth_thumbnail = _upload_rows(gr, c, elem, upload)
+    _postprocess_rows(gr, c, elem)
+    if "depth_range" in extras:
+        _depth_range_row(gr, c, elem)
+    if "mask" in extras:
+        _mask_rows(gr, c, elem)
+    preview_button, preview_gray, preview_color, preview_mask = _preview_rows(
+        gr, elem, with_mask="mask" in extras, mask_over_image=mask_over_image
+    )
+    _wire_panel(c, depth_thumbnail, has_init_image, max_pixels)
+    order = [f.name for f in fields(Depth2ImgArgs)]
+    return DepthPanel(
+        components={name: c[name] for name in sorted(c, key=order.index)},
+        depth_thumbnail=depth_thumbnail,
+        preview_button=preview_button,
+        preview_gray=preview_gray,
+        preview_color=preview_color,
+        preview_mask=preview_mask,
+        mask_over_image=mask_over_image,
+        max_pixels=max_pixels,
+    )
+
+
+def _source_row(gr, c: dict, elem: Callable[[str], str], estimators: list, has_init_image: bool, source_value: str):
+    """Depth source and estimator (the estimator's info lists the unavailable ones with the reason)."""
+    unavailable = "; ".join(f"{e.name}: {e.reason}" for e in estimators if not e.available)
+    upload = source_value == "upload"
     with gr.Row(elem_classes=["depth2img-row"]):
         c["source"] = gr.Radio(
             choices=[(SOURCE_LABELS[s], s) for s in SOURCES],
@@ -292,6 +318,10 @@ def build_depth_panel(
             visible=has_init_image and not upload,
             elem_id=elem("estimator"),
         )
+
+
+def _upload_rows(gr, c: dict, elem: Callable[[str], str], upload: bool):
+    """The uploaded depth map, its thumbnail (returned) and how to read it (UPLOAD_SETTINGS)."""
     with gr.Row(elem_classes=["depth2img-row"]):
         c["depth_image"] = gr.File(
             label=DEPTH_FILE_LABEL,
@@ -325,60 +355,80 @@ def build_depth_panel(
             visible=upload,
             elem_id=elem("exr_channel"),
         )
+    return depth_thumbnail
+
+
+def _postprocess_rows(gr, c: dict, elem: Callable[[str], str]) -> None:
+    """Invert and the post-processing sliders (SLIDERS)."""
     with gr.Row(elem_classes=["depth2img-row"]):
         c["invert"] = gr.Checkbox(_DEFAULTS["invert"], label="Invert (swap near and far)", elem_id=elem("invert"))
     with gr.Row(elem_classes=["depth2img-row"]):
         for name, options in SLIDERS.items():
             c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **options)
-    if "depth_range" in extras:
-        c["depth_range"] = gr.Textbox(
-            value="",
-            label="Fixed depth range: lo, hi",
-            info="in the processed map's units, conditioned as -1..1 (clamped); empty: the map's own min-max",
-            elem_id=elem("depth_range"),
-        )
-    if "mask" in extras:
-        with gr.Accordion("Inpaint mask from a depth band", open=False, elem_id=elem("mask_panel")):
-            with gr.Row(elem_classes=["depth2img-row"]):
-                c["mask_from_depth"] = gr.Checkbox(
-                    _DEFAULTS["mask_from_depth"], label="Repaint a depth band", elem_id=elem("mask_from_depth")
-                )
-                c["mask_auto"] = gr.Checkbox(
-                    _DEFAULTS["mask_auto"],
-                    label="Auto band (from painted strokes' depth, else Otsu)",
-                    elem_id=elem("mask_auto"),
-                )
-                c["mask_invert"] = gr.Checkbox(
-                    _DEFAULTS["mask_invert"], label="Invert (repaint outside the band)", elem_id=elem("mask_invert")
-                )
-            with gr.Row(elem_classes=["depth2img-row"]):
-                for name in ("mask_low", "mask_high"):
-                    c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **MASK_SLIDERS[name])
-                c["mask_band_mode"] = gr.Radio(
-                    choices=[("percent of the range", "range"), ("percentile of the pixels", "percentile")],
-                    value=_DEFAULTS["mask_band_mode"],
-                    label="Band in",
-                    elem_id=elem("mask_band_mode"),
-                )
-            with gr.Row(elem_classes=["depth2img-row"]):
-                for name in ("mask_feather", "mask_grow"):
-                    c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **MASK_SLIDERS[name])
-                c["mask_combine"] = gr.Radio(
-                    choices=list(MASK_COMBINE_MODES),
-                    value=_DEFAULTS["mask_combine"],
-                    label="With a painted mask",
-                    elem_id=elem("mask_combine"),
-                )
+
+
+def _depth_range_row(gr, c: dict, elem: Callable[[str], str]) -> None:
+    """The "depth_range" extra: a fixed range for the conditioning."""
+    c["depth_range"] = gr.Textbox(
+        value="",
+        label="Fixed depth range: lo, hi",
+        info="in the processed map's units, conditioned as -1..1 (clamped); empty: the map's own min-max",
+        elem_id=elem("depth_range"),
+    )
+
+
+def _mask_rows(gr, c: dict, elem: Callable[[str], str]) -> None:
+    """The "mask" extra: an inpainting mask from a depth band."""
+    with gr.Accordion("Inpaint mask from a depth band", open=False, elem_id=elem("mask_panel")):
+        with gr.Row(elem_classes=["depth2img-row"]):
+            c["mask_from_depth"] = gr.Checkbox(
+                _DEFAULTS["mask_from_depth"], label="Repaint a depth band", elem_id=elem("mask_from_depth")
+            )
+            c["mask_auto"] = gr.Checkbox(
+                _DEFAULTS["mask_auto"],
+                label="Auto band (from painted strokes' depth, else Otsu)",
+                elem_id=elem("mask_auto"),
+            )
+            c["mask_invert"] = gr.Checkbox(
+                _DEFAULTS["mask_invert"], label="Invert (repaint outside the band)", elem_id=elem("mask_invert")
+            )
+        with gr.Row(elem_classes=["depth2img-row"]):
+            for name in ("mask_low", "mask_high"):
+                c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **MASK_SLIDERS[name])
+            c["mask_band_mode"] = gr.Radio(
+                choices=[("percent of the range", "range"), ("percentile of the pixels", "percentile")],
+                value=_DEFAULTS["mask_band_mode"],
+                label="Band in",
+                elem_id=elem("mask_band_mode"),
+            )
+        with gr.Row(elem_classes=["depth2img-row"]):
+            for name in ("mask_feather", "mask_grow"):
+                c[name] = gr.Slider(value=_DEFAULTS[name], elem_id=elem(name), **MASK_SLIDERS[name])
+            c["mask_combine"] = gr.Radio(
+                choices=list(MASK_COMBINE_MODES),
+                value=_DEFAULTS["mask_combine"],
+                label="With a painted mask",
+                elem_id=elem("mask_combine"),
+            )
+
+
+def _preview_rows(gr, elem: Callable[[str], str], with_mask: bool, mask_over_image: bool):
+    """Preview depth: the button and the gray, colour (and mask) views."""
     with gr.Row(elem_classes=["depth2img-row"]):
         preview_button = gr.Button("Preview depth", elem_id=elem("preview"))
     with gr.Row(elem_classes=["depth2img-row"]):
         preview_gray = output_image("Depth (gray)", elem_id=elem("preview_gray"))
         preview_color = output_image("Depth (colour)", elem_id=elem("preview_color"))
         preview_mask = None
-        if "mask" in extras:
+        if with_mask:
             label = "Mask over the image (red = repaint)" if mask_over_image else "Mask from the band (white = repaint)"
             preview_mask = output_image(label, elem_id=elem("preview_mask"))
 
+    return preview_button, preview_gray, preview_color, preview_mask
+
+
+def _wire_panel(c: dict, depth_thumbnail, has_init_image: bool, max_pixels: Callable[[], int]) -> None:
+    """The panel's own events: coupled sliders, visibility by source, the upload's thumbnail."""
     for lower, upper in COUPLED_SLIDERS:
         if lower in c and upper in c:
             _couple(c[lower], c[upper], step=min(_slider_step(lower), _slider_step(upper)))
@@ -399,17 +449,6 @@ def build_depth_panel(
             outputs=[depth_thumbnail],
             **hidden_api(),
         )
-    order = [f.name for f in fields(Depth2ImgArgs)]
-    return DepthPanel(
-        components={name: c[name] for name in sorted(c, key=order.index)},
-        depth_thumbnail=depth_thumbnail,
-        preview_button=preview_button,
-        preview_gray=preview_gray,
-        preview_color=preview_color,
-        preview_mask=preview_mask,
-        mask_over_image=mask_over_image,
-        max_pixels=max_pixels,
-    )
 
 
 # ---- callbacks (plain functions: testable without gradio) -------------------------------------------

@@ -26,6 +26,7 @@ import numpy as np
 
 from depth2img.base import limits
 from depth2img.base.errors import SequenceError
+from depth2img.base.files import write_atomic, write_text_atomic
 from depth2img.process import postprocessing
 from depth2img.process.scale import DEFAULT_PERCENTILES, range_of, range_sample
 from depth2img.source import decoding, encoding
@@ -268,8 +269,6 @@ def scale_json(scale: postprocessing.PostprocessScale | None) -> dict | None:
 
 
 def write_sequence_file(out_dir: Path, settings: dict, frames: Sequence[Path], depth: DepthPass, size) -> Path:
-    from depth2img.base.files import write_text_atomic
-
     entries = []
     for frame in frames:
         entry = {"name": frame.name}
@@ -329,8 +328,6 @@ def frame_request(template, job: FrameJob, max_pixels: int = limits.DEFAULT_MAX_
 
 def save_output(image, job: FrameJob) -> Path:
     """Write a frame's output atomically (a temporary name, then a rename: never half a file)."""
-    from depth2img.base.files import write_atomic
-
     return write_atomic(job.out, lambda temporary: image.save(temporary))
 
 
@@ -432,56 +429,19 @@ def run_sequence(
     Raises SequenceError before any work for what stops the whole run; frames that fail are in the report and
     the run goes on.
     """
-    from depth2img.base.files import write_text_atomic
-    from depth2img.pipeline.engine import check_request, output_size
+    from depth2img.pipeline.engine import output_size  # torch and diffusers: only where a sequence runs
 
     frames_dir, out_dir = Path(frames_dir), Path(out_dir)
-    frames = list_frames(frames_dir)
-    seen: dict[str, str] = {}
-    for frame in frames:
-        if frame.stem in seen:
-            raise SequenceError(f"frames {seen[frame.stem]} and {frame.name} share the name {frame.stem!r}; depth maps "
-                                "are matched to frames by name: rename one")
-        seen[frame.stem] = frame.name
-    if out_dir.resolve() == frames_dir.resolve():
-        raise SequenceError(f"--out {out_dir} is the frames folder: outputs keep the frames' names, so they would "
-                            "overwrite them; choose another folder")
-    sizes, failed = scan_frames(frames, max_pixels)
-    readable = [f for f in frames if f.name in sizes]
-    if not readable:
-        raise SequenceError(f"none of the {len(frames)} frames in {frames_dir} is readable (first: "
-                            f"{next(iter(failed.values()))})")
-    first = sizes[readable[0].name]
-    other_sizes = [f.name for f in readable if sizes[f.name] != first]
-    if other_sizes and refuse_other_sizes:
-        raise SequenceError(
-            f"frame {other_sizes[0]} is {sizes[other_sizes[0]][0]}x{sizes[other_sizes[0]][1]}, the first frame "
-            f"{readable[0].name} {first[0]}x{first[1]}: give frames of one size, or let the resize mode fit them"
-        )
-    if other_sizes:
-        say(f"{len(other_sizes)} frame(s) differ in size from {readable[0].name} ({first[0]}x{first[1]}), first "
-            f"{other_sizes[0]}: each is fitted to the output size by the resize mode")
+    frames, readable, sizes, failed = _readable_frames(frames_dir, out_dir, max_pixels)
+    first = _first_size(readable, sizes, refuse_other_sizes, say)
     width, height, size_note = output_size(template, *first)
     if size_note:
         say(size_note)
     template = dataclasses.replace(template, width=width, height=height)
-
     settings = sequence_settings(template, scale, depth_dir, settings_extra)
-    previous = read_sequence_file(out_dir)
-    check_same_settings(previous, settings, out_dir)
-    # What every frame would fail on, refused before any work (steps x strength, ...), on a stand-in image.
-    check_request(dataclasses.replace(template, image=_blank(width, height), depth=None))
-    if previous is None:  # settings first, so maps reused after an interrupted pass 1 are known to match
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / SEQUENCE_FILE, json.dumps({"version": SEQUENCE_VERSION, "settings": settings,
-                                                              "frames": []}, indent=1) + "\n")
+    previous = _start_output(out_dir, template, settings, width, height)
 
-    pipe_holder: list = []
-
-    def pipe():
-        if not pipe_holder:
-            pipe_holder.append(load_pipe())
-        return pipe_holder[0]
+    pipe = _loaded_once(load_pipe)
 
     def estimate(images):
         return [d.numpy() for d in pipe().estimate_depth(images)]
@@ -501,6 +461,76 @@ def run_sequence(
     if stale:
         say(f"{len(stale)} frame(s) rendered with another depth range or post-processing scale before (first "
             f"{stale[0].name}): rendered again")
+    results = (render_pass or _render_here(pipe, max_pixels))(template, todo)
+    rendered = _collect(results, failed, progress, len(todo))
+    return SequenceReport(rendered, [j.name for j in done], failed, depth, (width, height))
+
+
+def _readable_frames(frames_dir: Path, out_dir: Path, max_pixels: int):
+    """(frames, readable frames, their sizes, failed): what stops the run is refused here, before any work."""
+    frames = list_frames(frames_dir)
+    seen: dict[str, str] = {}
+    for frame in frames:
+        if frame.stem in seen:
+            raise SequenceError(f"frames {seen[frame.stem]} and {frame.name} share the name {frame.stem!r}; depth maps "
+                                "are matched to frames by name: rename one")
+        seen[frame.stem] = frame.name
+    if out_dir.resolve() == frames_dir.resolve():
+        raise SequenceError(f"--out {out_dir} is the frames folder: outputs keep the frames' names, so they would "
+                            "overwrite them; choose another folder")
+    sizes, failed = scan_frames(frames, max_pixels)
+    readable = [f for f in frames if f.name in sizes]
+    if not readable:
+        raise SequenceError(f"none of the {len(frames)} frames in {frames_dir} is readable (first: "
+                            f"{next(iter(failed.values()))})")
+    return frames, readable, sizes, failed
+
+
+def _first_size(readable: list[Path], sizes: dict, refuse_other_sizes: bool, say) -> tuple[int, int]:
+    """The first frame's size; frames of other sizes are refused or announced (the resize mode fits them)."""
+    first = sizes[readable[0].name]
+    other_sizes = [f.name for f in readable if sizes[f.name] != first]
+    if other_sizes and refuse_other_sizes:
+        raise SequenceError(
+            f"frame {other_sizes[0]} is {sizes[other_sizes[0]][0]}x{sizes[other_sizes[0]][1]}, the first frame "
+            f"{readable[0].name} {first[0]}x{first[1]}: give frames of one size, or let the resize mode fit them"
+        )
+    if other_sizes:
+        say(f"{len(other_sizes)} frame(s) differ in size from {readable[0].name} ({first[0]}x{first[1]}), first "
+            f"{other_sizes[0]}: each is fitted to the output size by the resize mode")
+    return first
+
+
+def _start_output(out_dir: Path, template, settings: dict, width: int, height: int) -> dict | None:
+    """The previous run's sequence file (checked against these settings), or None after writing a new one."""
+    from depth2img.pipeline.engine import check_request  # torch and diffusers: only where a sequence runs
+
+    previous = read_sequence_file(out_dir)
+    check_same_settings(previous, settings, out_dir)
+    # What every frame would fail on, refused before any work (steps x strength, ...), on a stand-in image.
+    check_request(dataclasses.replace(template, image=_blank(width, height), depth=None))
+    if previous is None:  # settings first, so maps reused after an interrupted pass 1 are known to match
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out_dir / SEQUENCE_FILE, json.dumps({"version": SEQUENCE_VERSION, "settings": settings,
+                                                              "frames": []}, indent=1) + "\n")
+    return previous
+
+
+def _loaded_once(load_pipe: Callable[[], object]) -> Callable[[], object]:
+    """load_pipe(), called on first use only (nothing to estimate or render here: never)."""
+    pipe_holder: list = []
+
+    def pipe():
+        if not pipe_holder:
+            pipe_holder.append(load_pipe())
+        return pipe_holder[0]
+
+    return pipe
+
+
+def _render_here(pipe: Callable[[], object], max_pixels: int) -> RenderPass:
+    """Pass 2 here, one frame after another."""
+
     def render_here(template, jobs):
         for job in jobs:
             try:
@@ -509,15 +539,19 @@ def run_sequence(
             except (limits.DepthMapError, OSError, ValueError) as error:
                 yield job, str(error)
 
+    return render_here
+
+
+def _collect(results, failed: dict, progress: Callable | None, total: int) -> list[str]:
+    """The names of the frames rendered; failures go into `failed`."""
     rendered = []
     wrap = progress or (lambda iterable, **kwargs: iterable)
-    results = (render_pass or render_here)(template, todo)
-    for job, error in wrap(results, desc="render", unit="frame", total=len(todo)):
+    for job, error in wrap(results, desc="render", unit="frame", total=total):
         if error is None:
             rendered.append(job.name)
         else:
             failed[job.name] = error
-    return SequenceReport(rendered, [j.name for j in done], failed, depth, (width, height))
+    return rendered
 
 
 def _blank(width: int, height: int):

@@ -154,6 +154,14 @@ class DepthApp:
         paths, 16-bit depth PNG path, settings text, seed used). warn(message): a notice for the user, shown while
         the job runs (the page passes gr.Warning; default: the server's stderr)."""
         warn = warn or (lambda message: print(f"warning: {message}", file=sys.stderr))
+        args, scheduler, job = self._job_from_values(values, warn)
+        result = self._run(job, scheduler, request, progress)
+        text = self._settings_text(args, job, scheduler, result)
+        paths, depth_path = self.save(result, job.seed, text)
+        return [str(p) for p in paths], str(depth_path), text, job.seed
+
+    def _job_from_values(self, values: dict, warn) -> tuple:
+        """(the panel's settings, the scheduler's name, the GenerationRequest) from the page's values."""
         args = ui.settings_from_values([values.get(name) for name in self.panel_names], self.panel_names)
         scheduler, resize_mode = values.get("scheduler") or "pndm", values.get("resize_mode") or "just resize"
         if scheduler not in self.schedulers:
@@ -199,6 +207,10 @@ class DepthApp:
             depth_mask=args.mask_settings(),
         )
 
+        return args, scheduler, job
+
+    def _run(self, job, scheduler: str, request, progress):
+        """generate() under the pipeline's lock, stoppable between steps by this page's Stop."""
         session = getattr(request, "session_hash", None) or "api"
         job_state = self._running[session] = _RunningJob()
 
@@ -221,15 +233,19 @@ class DepthApp:
             self._running.pop(session, None)
             job_state.done.set()
 
+        return result
+
+    def _settings_text(self, args, job, scheduler: str, result) -> str:
+        """The job's settings as the WebUI's infotext."""
         settings = dataclasses.replace(args, enabled=True).to_infotext()
-        text = infotext(
+        return infotext(
             job.prompt,
             job.negative_prompt or "",
             {
                 "Steps": job.steps,
                 "Sampler": SAMPLER_NAMES[scheduler],
                 "CFG scale": job.guidance,
-                "Seed": seed,
+                "Seed": job.seed,
                 "Size": f"{result.images[0].width}x{result.images[0].height}",
                 "Model": Path(self.pipe.checkpoint_path).stem if self.pipe.checkpoint_path else "diffusers",
                 **({"Denoising strength": job.strength} if result.mode != "txt2img" else {}),
@@ -238,8 +254,6 @@ class DepthApp:
                 **({"Depth2Img mask": result.mask_note} if result.mask_note else {}),
             },
         )
-        paths, depth_path = self.save(result, seed, text)
-        return [str(p) for p in paths], str(depth_path), text, seed
 
     def stop(self, request=None, wait_s: float = 60.0) -> str:
         """Stop this page's running job at the next denoising step, wait for it to end, and say how it ended.
@@ -290,96 +304,113 @@ class DepthApp:
                 gr.Markdown(DEMO_BANNER, elem_id="depth2img_demo_banner")
             with gr.Row():
                 with gr.Column():
-                    init_image = gr.Image(
-                        label="Init image (leave empty for txt2img from an uploaded depth map)",
-                        type="filepath",
-                        image_mode=None,
-                        sources=["upload", "clipboard"],
-                        elem_id="depth2img_init_image",
-                    )
-                    prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="depth2img_prompt")
-                    negative_prompt = gr.Textbox("", label="Negative prompt", lines=1, elem_id="depth2img_negative")
-                    with gr.Row():
-                        steps = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="depth2img_steps")
-                        guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance (CFG scale)")
-                        strength = gr.Slider(
-                            0.01, 1, value=0.8, step=0.01, label="Strength (denoising)", elem_id="depth2img_strength"
-                        )
-                    with gr.Row():
-                        seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", elem_id="depth2img_seed")
-                        scheduler = gr.Dropdown(list(SCHEDULERS), value="pndm", label="Scheduler")
-                        batch_size = gr.Slider(1, 8, value=1, step=1, label="Number of images")
-                    with gr.Row():
-                        # 0: the source's aspect at about 512x512 (the engine's default_size)
-                        width = gr.Slider(0, 2048, value=0, step=8, label="Width (0 = auto)", elem_id="depth2img_width")
-                        height = gr.Slider(
-                            0, 2048, value=0, step=8, label="Height (0 = auto)", elem_id="depth2img_height"
-                        )
-                        resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
-                    with gr.Accordion("Depth", open=True):
-                        panel = ui.build_depth_panel(
-                            "depth2img",
-                            estimators=list(self.estimators.values()),
-                            max_pixels=lambda: self.max_pixels,
-                            extras=("depth_range", "mask"),  # the engine applies both
-                        )
-                        self.panel_names = panel.names
-                    with gr.Accordion("Inpaint: paint the area to repaint", open=False):
-                        inpaint_mask = gr.ImageEditor(
-                            label="Mask (paint over the init image; white = repaint)",
-                            type="pil",
-                            sources=["upload"],
-                            brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
-                            elem_id="depth2img_mask",
-                        )
+                    job_inputs, panel = self._input_column(gr)
                 with gr.Column():
-                    with gr.Row():
-                        generate_button = gr.Button("Generate", variant="primary", elem_id="depth2img_generate")
-                        stop_button = gr.Button("Stop", variant="stop", elem_id="depth2img_stop")
-                    gallery = gr.Gallery(label="Images", format="png", columns=2, elem_id="depth2img_gallery")
-                    depth_download = gr.File(label="Depth map (16-bit PNG, white = near)", elem_id="depth2img_depth")
-                    used_seed = gr.Number(
-                        None, label="Seed used", precision=0, interactive=False, elem_id="depth2img_used_seed"
+                    generate_button, stop_button, gallery, depth_download, used_seed, settings_text = (
+                        self._output_column(gr)
                     )
-                    settings_text = gr.Textbox(
-                        label="Settings (the WebUI's infotext keys)", lines=4, elem_id="depth2img_settings"
-                    )
-
-            queue = dict(concurrency_limit=1, concurrency_id=CONCURRENCY_ID)
-            panel.wire_preview(
-                self.estimate,
-                image_inputs={"init_image": init_image},
-                pick_image=lambda path: self.open_upload(path, "the init image") if path else None,
-                api_name="preview_depth",
-                **queue,
-            )
-            # The mask editor paints over the init image.
-            init_image.change(
-                fn=lambda path: {"background": path, "layers": [], "composite": path} if path else None,
-                inputs=[init_image],
-                outputs=[inpaint_mask],
-                queue=False,
-                **ui.hidden_api(),
-            )
-            job_inputs = dict(
-                init_image=init_image, inpaint_mask=inpaint_mask, prompt=prompt, negative_prompt=negative_prompt,
-                steps=steps, guidance=guidance, strength=strength, seed=seed, scheduler=scheduler, width=width,
-                height=height, resize_mode=resize_mode, batch_size=batch_size,
-            )  # fmt: skip
-            inputs = {**job_inputs, **panel.components}
-            event = generate_button.click(
-                fn=self._generate_event(list(inputs)),
-                inputs=list(inputs.values()),
-                outputs=[gallery, depth_download, settings_text, used_seed],
-                show_progress_on=[gallery],
-                api_name="generate",
-                **queue,
-            )
-            # On the queue (gradio shows its message) but never waiting behind a job: no concurrency limit.
-            stop_button.click(
-                fn=self._stop_event(), concurrency_limit=None, concurrency_id="stop", cancels=[event], **ui.hidden_api()
-            )
+            self._wire(job_inputs, panel, generate_button, stop_button, gallery, depth_download, used_seed,
+                       settings_text)  # fmt: skip
         return blocks
+
+    def _input_column(self, gr):
+        """The job's inputs (by name, in the API's order) and the depth panel."""
+        init_image = gr.Image(
+            label="Init image (leave empty for txt2img from an uploaded depth map)",
+            type="filepath",
+            image_mode=None,
+            sources=["upload", "clipboard"],
+            elem_id="depth2img_init_image",
+        )
+        prompt = gr.Textbox("", label="Prompt", lines=2, elem_id="depth2img_prompt")
+        negative_prompt = gr.Textbox("", label="Negative prompt", lines=1, elem_id="depth2img_negative")
+        with gr.Row():
+            steps = gr.Slider(1, 150, value=30, step=1, label="Steps", elem_id="depth2img_steps")
+            guidance = gr.Slider(0, 30, value=7.5, step=0.5, label="Guidance (CFG scale)")
+            strength = gr.Slider(
+                0.01, 1, value=0.8, step=0.01, label="Strength (denoising)", elem_id="depth2img_strength"
+            )
+        with gr.Row():
+            seed = gr.Number(-1, precision=0, label="Seed (-1 = random)", elem_id="depth2img_seed")
+            scheduler = gr.Dropdown(list(SCHEDULERS), value="pndm", label="Scheduler")
+            batch_size = gr.Slider(1, 8, value=1, step=1, label="Number of images")
+        with gr.Row():
+            # 0: the source's aspect at about 512x512 (the engine's default_size)
+            width = gr.Slider(0, 2048, value=0, step=8, label="Width (0 = auto)", elem_id="depth2img_width")
+            height = gr.Slider(
+                0, 2048, value=0, step=8, label="Height (0 = auto)", elem_id="depth2img_height"
+            )
+            resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
+        with gr.Accordion("Depth", open=True):
+            panel = ui.build_depth_panel(
+                "depth2img",
+                estimators=list(self.estimators.values()),
+                max_pixels=lambda: self.max_pixels,
+                extras=("depth_range", "mask"),  # the engine applies both
+            )
+            self.panel_names = panel.names
+        with gr.Accordion("Inpaint: paint the area to repaint", open=False):
+            inpaint_mask = gr.ImageEditor(
+                label="Mask (paint over the init image; white = repaint)",
+                type="pil",
+                sources=["upload"],
+                brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"),
+                elem_id="depth2img_mask",
+            )
+        job_inputs = dict(
+            init_image=init_image, inpaint_mask=inpaint_mask, prompt=prompt, negative_prompt=negative_prompt,
+            steps=steps, guidance=guidance, strength=strength, seed=seed, scheduler=scheduler, width=width,
+            height=height, resize_mode=resize_mode, batch_size=batch_size,
+        )  # fmt: skip
+        return job_inputs, panel
+
+    def _output_column(self, gr):
+        """Generate and Stop, and where the results show."""
+        with gr.Row():
+            generate_button = gr.Button("Generate", variant="primary", elem_id="depth2img_generate")
+            stop_button = gr.Button("Stop", variant="stop", elem_id="depth2img_stop")
+        gallery = gr.Gallery(label="Images", format="png", columns=2, elem_id="depth2img_gallery")
+        depth_download = gr.File(label="Depth map (16-bit PNG, white = near)", elem_id="depth2img_depth")
+        used_seed = gr.Number(
+            None, label="Seed used", precision=0, interactive=False, elem_id="depth2img_used_seed"
+        )
+        settings_text = gr.Textbox(
+            label="Settings (the WebUI's infotext keys)", lines=4, elem_id="depth2img_settings"
+        )
+        return generate_button, stop_button, gallery, depth_download, used_seed, settings_text
+
+    def _wire(self, job_inputs, panel, generate_button, stop_button, gallery, depth_download, used_seed,
+              settings_text):  # fmt: skip
+        """Preview, the mask editor's background, Generate (api_name "generate") and Stop."""
+        queue = dict(concurrency_limit=1, concurrency_id=CONCURRENCY_ID)
+        panel.wire_preview(
+            self.estimate,
+            image_inputs={"init_image": job_inputs["init_image"]},
+            pick_image=lambda path: self.open_upload(path, "the init image") if path else None,
+            api_name="preview_depth",
+            **queue,
+        )
+        # The mask editor paints over the init image.
+        job_inputs["init_image"].change(
+            fn=lambda path: {"background": path, "layers": [], "composite": path} if path else None,
+            inputs=[job_inputs["init_image"]],
+            outputs=[job_inputs["inpaint_mask"]],
+            queue=False,
+            **ui.hidden_api(),
+        )
+        inputs = {**job_inputs, **panel.components}
+        event = generate_button.click(
+            fn=self._generate_event(list(inputs)),
+            inputs=list(inputs.values()),
+            outputs=[gallery, depth_download, settings_text, used_seed],
+            show_progress_on=[gallery],
+            api_name="generate",
+            **queue,
+        )
+        # On the queue (gradio shows its message) but never waiting behind a job: no concurrency limit.
+        stop_button.click(
+            fn=self._stop_event(), concurrency_limit=None, concurrency_id="stop", cancels=[event], **ui.hidden_api()
+        )
 
     def _generate_event(self, names: list[str]):
         """generate() as a gradio event with parameters `names` (the API's names, all optional: omitted ones take

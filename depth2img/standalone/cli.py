@@ -536,13 +536,23 @@ def _add_estimator(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m depth2img", description="Stable Diffusion 2 depth-to-image")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate_command(sub)
+    _add_depth_command(sub)
+    _add_mask_command(sub)
+    _add_sequence_command(sub)
+    _add_info_command(sub)
+    _add_convert_command(sub)
+    _add_app_command(sub)
+    return parser
 
-    gen = sub.add_parser("generate", help="img2img / inpaint / txt2img with depth")
-    gen.add_argument("--image", help="init image (omit for txt2img from --depth)")
-    gen.add_argument(
+
+def _add_generate_command(sub) -> None:
+    parser = sub.add_parser("generate", help="img2img / inpaint / txt2img with depth")
+    parser.add_argument("--image", help="init image (omit for txt2img from --depth)")
+    parser.add_argument(
         "--depth", help="depth map (8/16-bit PNG, TIFF, .npy, EXR; white = near unless --depth-kind); default: estimate"
     )
-    gen.add_argument(
+    parser.add_argument(
         "--depth-kind",
         default="auto",
         choices=["auto", "inverse", "distance"],
@@ -550,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
         "where black = near; converted to 1/distance); auto (default): EXR files and maps given --distance-range "
         "are distance, other files inverse",
     )
-    gen.add_argument(
+    parser.add_argument(
         "--distance-range",
         nargs=2,
         type=float,
@@ -558,53 +568,59 @@ def build_parser() -> argparse.ArgumentParser:
         help="scene distances of a normalized distance map's 0 and 1 (8/16-bit PNG, EXR Mist); without it the "
         "conversion is approximate (near 1, far 10)",
     )
-    gen.add_argument(
+    parser.add_argument(
         "--exr-channel", default="",
         help="EXR channel holding depth, part.channel in a multi-part file (default: ViewLayer.Depth.Z, Z, *.V, "
         "Mist, R=G=B)",
     )
-    gen.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
-    _add_render_options(gen)
-    gen.add_argument("--out", required=True)
-    gen.add_argument(
+    parser.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
+    _add_render_options(parser)
+    parser.add_argument("--out", required=True)
+    parser.add_argument(
         "--save-depth", help="also write the depth map used, at the image's size (.png 16-bit, .tif/.npy float32)"
     )
-    _add_depth_options(gen)
-    _add_mask_options(gen)
-    gen.add_argument("--save-mask", help="also write the inpainting mask used (white = repainted)")
-    _add_estimator(gen)
-    _add_max_megapixels(gen)
-    gen.set_defaults(func=cmd_generate)
+    _add_depth_options(parser)
+    _add_mask_options(parser)
+    parser.add_argument("--save-mask", help="also write the inpainting mask used (white = repainted)")
+    _add_estimator(parser)
+    _add_max_megapixels(parser)
+    parser.set_defaults(func=cmd_generate)
 
-    dep = sub.add_parser("depth", help="estimate a depth map (white = near) at the image's size")
-    dep.add_argument("--image", required=True)
-    dep.add_argument("--out", required=True, help=".png (16-bit, white = near), .tif or .npy (float32)")
-    dep.add_argument("--checkpoint")
-    dep.add_argument("--invert", action="store_true")
-    _add_estimator(dep)
-    _add_max_megapixels(dep)
-    dep.set_defaults(func=cmd_depth)
 
-    msk = sub.add_parser("mask", help="write the mask from a depth band alone, at the image's size")
-    msk.add_argument("--image", required=True)
-    msk.add_argument("--depth", help="depth map (white = near); default: estimated from --image")
-    msk.add_argument("--mask", help="painted mask (white strokes) for --mask-auto or --mask-combine")
-    msk.add_argument("--checkpoint", help="depth checkpoint whose MiDaS estimates the depth")
-    msk.add_argument("--out", required=True, help="the mask, .png (white = repaint)")
-    _add_depth_options(msk)
-    _add_mask_options(msk)
-    _add_estimator(msk)
-    _add_max_megapixels(msk)
-    msk.set_defaults(func=cmd_mask)
+def _add_depth_command(sub) -> None:
+    parser = sub.add_parser("depth", help="estimate a depth map (white = near) at the image's size")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--out", required=True, help=".png (16-bit, white = near), .tif or .npy (float32)")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--invert", action="store_true")
+    _add_estimator(parser)
+    _add_max_megapixels(parser)
+    parser.set_defaults(func=cmd_depth)
 
-    seq = sub.add_parser("sequence", help="render a folder of frames on one depth scale (resumable)")
-    seq.add_argument("--frames", required=True, help="folder of frames (image files, natural order)")
-    seq.add_argument(
+
+def _add_mask_command(sub) -> None:
+    parser = sub.add_parser("mask", help="write the mask from a depth band alone, at the image's size")
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--depth", help="depth map (white = near); default: estimated from --image")
+    parser.add_argument("--mask", help="painted mask (white strokes) for --mask-auto or --mask-combine")
+    parser.add_argument("--checkpoint", help="depth checkpoint whose MiDaS estimates the depth")
+    parser.add_argument("--out", required=True, help="the mask, .png (white = repaint)")
+    _add_depth_options(parser)
+    _add_mask_options(parser)
+    _add_estimator(parser)
+    _add_max_megapixels(parser)
+    parser.set_defaults(func=cmd_mask)
+
+
+def _add_sequence_command(sub) -> None:
+    parser = sub.add_parser("sequence", help="render a folder of frames on one depth scale (resumable)")
+    parser.add_argument("--frames", required=True, help="folder of frames (image files, natural order)")
+    parser.add_argument(
         "--out", required=True, help="folder for the outputs (the frames' names), depth/, sequence.json"
     )
-    _add_render_options(seq)
-    seq.add_argument("--depth-dir", help="depth maps matched to the frames by file name; missing ones are estimated")
-    seq.add_argument(
+    _add_render_options(parser)
+    parser.add_argument("--depth-dir", help="depth maps matched to the frames by file name; missing ones are estimated")
+    parser.add_argument(
         "--scale",
         nargs="+",
         default=["global"],
@@ -613,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--invert, --clip-*, --gamma and --blur apply to each frame's map first, on that frame's own values "
         "(percentiles, min-max); the shared range is then taken over the processed maps",
     )
-    seq.add_argument(
+    parser.add_argument(
         "--range-percentiles",
         nargs=2,
         type=float,
@@ -621,70 +637,75 @@ def build_parser() -> argparse.ArgumentParser:
         metavar=("FAR", "NEAR"),
         help="the shared range spans these percentiles of the frames' depth (default 0.5 99.5)",
     )
-    seq.add_argument("--batch-size", type=int, default=8, help="frames per depth-estimator forward (default 8)")
-    seq.add_argument(
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per depth-estimator forward (default 8)")
+    parser.add_argument(
         "--size-mismatch",
         choices=["resize", "refuse"],
         default="resize",
         help="frames of another size than the first: fitted by --resize-mode (default) or refused",
     )
-    seq.add_argument(
+    parser.add_argument(
         "--sampler",
         default="pndm",
         choices=["pndm", "ddim", "euler"],
         help="the scheduler (default pndm, the model's own); on --workers the WebUI's PLMS, DDIM or Euler",
     )
-    seq.add_argument(
+    parser.add_argument(
         "--ray",
         metavar="ADDRESS|auto|local",
         help="render on a Ray cluster (pip install ray): its address, auto (the cluster this machine is in) or "
         "local (start one here); one pipeline per actor, one actor per GPU (--ray-actors N to choose). The nodes "
         "need depth2img importable and --checkpoint at the same path",
     )
-    seq.add_argument("--ray-actors", type=int, metavar="N", help="actors (pipelines) to start on the Ray cluster")
-    seq.add_argument(
+    parser.add_argument("--ray-actors", type=int, metavar="N", help="actors (pipelines) to start on the Ray cluster")
+    parser.add_argument(
         "--workers",
         metavar="URL[,URL...]",
         help="render on running AUTOMATIC1111 WebUIs (started with --api, this extension installed) through their "
         "API: frames are shared among them, a failing one's frames go to the others. Outputs are what each WebUI "
         "gives (its samplers are not this engine's)",
     )
-    seq.add_argument(
+    parser.add_argument(
         "--worker-checkpoint",
         dest="workers_checkpoint",
         metavar="NAME",
         help="the WebUIs' depth checkpoint to load (name or title, kept loaded); default: each one's loaded model",
     )
-    _add_depth_options(seq)
-    _add_mask_options(seq)
-    _add_max_megapixels(seq)
-    seq.set_defaults(func=cmd_sequence)
+    _add_depth_options(parser)
+    _add_mask_options(parser)
+    _add_max_megapixels(parser)
+    parser.set_defaults(func=cmd_sequence)
 
-    inf = sub.add_parser("info", help="what a checkpoint file is")
-    inf.add_argument("checkpoint")
-    inf.set_defaults(func=cmd_info)
 
-    conv = sub.add_parser("convert", help="diffusers depth model folder -> LDM .safetensors for the WebUI")
-    conv.add_argument("folder")
-    conv.add_argument("--out", required=True)
-    conv.add_argument(
+def _add_info_command(sub) -> None:
+    parser = sub.add_parser("info", help="what a checkpoint file is")
+    parser.add_argument("checkpoint")
+    parser.set_defaults(func=cmd_info)
+
+
+def _add_convert_command(sub) -> None:
+    parser = sub.add_parser("convert", help="diffusers depth model folder -> LDM .safetensors for the WebUI")
+    parser.add_argument("folder")
+    parser.add_argument("--out", required=True)
+    parser.add_argument(
         "--open-clip-arch", default=None, help="OpenCLIP arch name for a text tower that is not ViT-H-14-sized"
     )
-    conv.set_defaults(func=cmd_convert)
+    parser.set_defaults(func=cmd_convert)
 
-    app = sub.add_parser("app", help="a web page on this engine (needs gradio)")
-    app.add_argument(
+
+def _add_app_command(sub) -> None:
+    parser = sub.add_parser("app", help="a web page on this engine (needs gradio)")
+    parser.add_argument(
         "--checkpoint", help="depth checkpoint or diffusers folder; default: models/Stable-diffusion/ or the demo"
     )
-    app.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    app.add_argument("--port", type=int, default=7861)
-    app.add_argument(
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=7861)
+    parser.add_argument(
         "--share", type=_true_or_false, default=False, metavar="true|false", help="a public gradio.live link"
     )
-    app.add_argument("--out", default="outputs/app", help="folder for the pictures, depth maps and gradio's cache")
-    _add_max_megapixels(app)
-    app.set_defaults(func=cmd_app)
-    return parser
+    parser.add_argument("--out", default="outputs/app", help="folder for the pictures, depth maps and gradio's cache")
+    _add_max_megapixels(parser)
+    parser.set_defaults(func=cmd_app)
 
 
 def main(argv: list[str] | None = None) -> int:
