@@ -25,12 +25,13 @@ from depth2img.estimate import registry
 from depth2img.estimate.cache import DepthCache
 from depth2img.estimate.folders import add_estimator_dir
 from depth2img.estimate.registry import list_estimators
-from depth2img.panel.builder import build_depth_panel, build_webui_rows, infotext_key, js_kwargs
+from depth2img.panel.builder import build_depth_panel, infotext_key, js_kwargs
 from depth2img.schema.args import Depth2ImgArgs, requested_enabled
 from depth2img.webui import hooks as hooks
 from depth2img.webui import job, route_auth
 from depth2img.webui import routes as api
 from depth2img.webui.job import job_error
+from depth2img.webui.panel_rows import build_webui_rows
 
 USE_LOADED_MODEL = "Use the loaded model"
 CACHE = DepthCache()

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from depth2img.base.paths import SHIPPED_DEPTH_CONFIG
+from depth2img.checkpoint import safe_unpickle
 
 UNET_CONV_IN = "model.diffusion_model.input_blocks.0.0.weight"
 # safetensors headers name dtypes tersely ("F16"); torch names them "torch.float16".
@@ -65,8 +66,6 @@ def _torch_load(path: Path, mmap: bool = False) -> object:
     A file that needs arbitrary code to unpickle is refused, never executed (see safe_unpickle).
     mmap reads only what is touched (a multi-GB file's keys and shapes stay instant); only zip files have it.
     """
-    from depth2img.checkpoint import safe_unpickle
-
     try:
         return torch.load(
             str(path),

@@ -27,6 +27,7 @@ import torch
 
 from depth2img.base.files import FILE_MODE
 from depth2img.checkpoint.load import TEXT_PREFIX, yaml_beside
+from depth2img.estimate import midas
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -281,8 +282,6 @@ def _noop_resblock(width: int, mlp_width: int, dtype: torch.dtype) -> dict:
 
 def depth_estimator_to_ldm(dpt_state_dict: dict) -> dict:
     """transformers DPTForDepthEstimation (DPT-Hybrid) state dict -> ldm MiDaS under `depth_model.model.`."""
-    from depth2img.estimate import midas
-
     return {midas.MIDAS_PREFIX + k: v for k, v in midas.hf_to_ldm_state_dict(dpt_state_dict).items()}
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 
 from depth2img.base.paths import cache_dir
+from depth2img.estimate import midas
+from depth2img.export import ldm_export
 
 # UNet (ldm names): two levels, attention on both, 8 channels per head, linear projections as SD 2.
 TINY_MODEL_CHANNELS = 32
@@ -176,8 +178,6 @@ def build_tiny_models(seed: int = 0, depth_estimator: bool = True) -> dict:
         if depth_estimator:
             from transformers import DPTForDepthEstimation
 
-            from depth2img.estimate import midas
-
             models["depth_estimator"] = DPTForDepthEstimation(midas.dpt_hybrid_config())
             midas.randomize_for_fixture(models["depth_estimator"], seed)
     return {name: model.eval() for name, model in models.items()}
@@ -206,14 +206,12 @@ def build_tiny_depth_checkpoint(out_dir: str | os.PathLike | None = None, seed: 
     files and renames, so parallel test processes never see a half-written file. `out_dir` defaults to the
     cache folder.
     """
-    from depth2img.export.ldm_export import models_to_ldm, write_ldm_checkpoint
-
     out_dir = Path(out_dir) if out_dir is not None else cache_dir()
     path = out_dir / TINY_CHECKPOINT_NAME
     if _is_current(path, seed):
         return path
     models = build_tiny_models(seed)
-    state_dict, config = models_to_ldm(
+    state_dict, config = ldm_export.models_to_ldm(
         models["unet"],
         models["vae"],
         models["text_encoder"],
@@ -223,6 +221,6 @@ def build_tiny_depth_checkpoint(out_dir: str | os.PathLike | None = None, seed: 
         open_clip_version=None,  # open_clip loads no pretrained weights
         open_clip_layers=TINY_TEXT_LAYERS,
     )
-    return write_ldm_checkpoint(
+    return ldm_export.write_ldm_checkpoint(
         state_dict, config, path, overwrite=True, metadata={_METADATA_KEY: _fixture_tag(seed)}
     )

@@ -42,8 +42,12 @@ from depth2img.checkpoint.load import (
     require_config_matches,
     require_depth_checkpoint,
 )
+from depth2img.checkpoint.tokenizer import load_clip_tokenizer
 from depth2img.condition.conditioning import check_depth_range, depth_conditioning
+from depth2img.estimate import midas
 from depth2img.estimate.cache import DepthCache
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
+from depth2img.export import tiny
 from depth2img.process import fitting, masks, postprocessing
 from depth2img.source import decoding
 
@@ -74,9 +78,7 @@ def default_checkpoint(announce=print) -> Path:
         candidate = USER_CHECKPOINT_DIR / name
         if candidate.is_file():
             return candidate
-    from depth2img.export.tiny import build_tiny_depth_checkpoint
-
-    path = build_tiny_depth_checkpoint(DEMO_DIR)
+    path = tiny.build_tiny_depth_checkpoint(DEMO_DIR)
     announce(
         "*** DEMO CHECKPOINT: no depth model found in models/Stable-diffusion/ (512-depth-ema.safetensors or "
         ".ckpt), so the embedded demo checkpoint is used: the real architecture with tiny sizes and RANDOM "
@@ -214,8 +216,6 @@ def load_pipeline(
     else:
         from diffusers import AutoencoderKL, UNet2DConditionModel
 
-        from depth2img.estimate.midas import load_midas_from_state_dict
-
         config_path = config_path_for(path)
         config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
         state = load_state_dict(path)
@@ -227,10 +227,8 @@ def load_pipeline(
             vae = AutoencoderKL.from_single_file(state, original_config=str(config_path), **dtype_arg)
         text_encoder = load_text_encoder(state).to(dtype)
         # MiDaS stays float32: its batch norms are unreliable in half precision.
-        depth_estimator = load_midas_from_state_dict(state, dtype=torch.float32)
+        depth_estimator = midas.load_midas_from_state_dict(state, dtype=torch.float32)
         del state
-        from depth2img.checkpoint.tokenizer import load_clip_tokenizer
-
         pipe = DepthPipeline(
             vae=vae,
             text_encoder=text_encoder,
@@ -289,17 +287,13 @@ class DepthPipeline(_Base):
 
     @property
     def estimator(self):
-        from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
-
         if getattr(self, "_estimator", None) is None or self._estimator.model is not self.depth_estimator:
             self._estimator = CheckpointMidasEstimator(self.depth_estimator)
         return self._estimator
 
     def estimate_depth(self, images) -> torch.Tensor:
         """Depth [B, h, w] (larger = nearer) of PIL image(s) or a [B, 3, H, W] tensor in [-1, 1]."""
-        from depth2img.estimate.midas import images_to_tensor
-
-        return self.depth_cache.estimate(self.estimator, images_to_tensor(images))
+        return self.depth_cache.estimate(self.estimator, midas.images_to_tensor(images))
 
     # diffusers hook 1: the conditioning.
     def prepare_depth_map(self, image, depth_map, batch_size, do_classifier_free_guidance, dtype, device):

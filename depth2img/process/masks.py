@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from depth2img.process import fitting
+
 BAND_MODES = ("range", "percentile")
 COMBINE_MODES = ("replace", "intersect", "union")
 # Strokes spill over an object's edge; the band spans these percentiles of the depth under them, so a few
@@ -242,8 +244,6 @@ def image_band_mask(
     shared scale), so the band means the same depths in every picture. Every host makes its masks here.
     """
     from PIL import Image
-
-    from depth2img.process import fitting
 
     full = fitting.resize(depth, width, height)
     # The range of the map itself, not of its bicubic resize (which overshoots a little at edges).

@@ -13,6 +13,7 @@ from dataclasses import MISSING, dataclass, fields
 from typing import Any
 
 from depth2img.base.limits import DepthMapError
+from depth2img.process.masks import MaskSettings
 from depth2img.process.postprocessing import PostprocessScale
 from depth2img.source.depth_kinds import DEPTH_KINDS, check_distance_range
 
@@ -132,8 +133,6 @@ class Depth2ImgArgs:
         """depth2img.process.masks.MaskSettings, or None when the mask from a depth band is off."""
         if not self.mask_from_depth:
             return None
-        from depth2img.process.masks import MaskSettings
-
         return MaskSettings(
             low=self.mask_low,
             high=self.mask_high,

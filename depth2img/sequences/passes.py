@@ -28,6 +28,7 @@ from depth2img.base import limits
 from depth2img.base.errors import SequenceError
 from depth2img.base.files import write_atomic, write_text_atomic
 from depth2img.process import postprocessing
+from depth2img.process.masks import MaskSettings
 from depth2img.process.scale import DEFAULT_PERCENTILES, range_of, range_sample
 from depth2img.source import decoding, encoding
 from depth2img.source.batch_folder import find_depth_for
@@ -333,7 +334,7 @@ def save_output(image, job: FrameJob) -> Path:
 
 def render_frame(pipe, template, job: FrameJob, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> Path:
     """Render one frame here and write it."""
-    from depth2img.pipeline.engine import generate
+    from depth2img.pipeline.engine import generate  # torch and diffusers: only where a sequence runs
 
     result = generate(pipe, frame_request(template, job, max_pixels), progress=False)
     return save_output(result.images[0], job)
@@ -584,8 +585,6 @@ def _depth_summary(depth: DepthPass, scale: ScaleSettings, depth_dir, frame_coun
 
 def sequence_settings(template, scale: ScaleSettings, depth_dir, extra: dict | None) -> dict:
     """Everything that decides a sequence's outputs, as JSON values (compared on a rerun)."""
-    from depth2img.process.masks import MaskSettings
-
     mask = template.depth_mask
     return {
         "prompt": template.prompt,

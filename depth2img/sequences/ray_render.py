@@ -14,8 +14,9 @@ import socket
 from dataclasses import dataclass
 
 from depth2img.base import limits
+from depth2img.base.paths import REPO_ROOT
 from depth2img.sequences.distribute import WorkerFailed
-from depth2img.sequences.passes import FrameJob, load_frame
+from depth2img.sequences.passes import FrameJob, load_frame, request_for_frame
 
 RAY_MISSING = "--ray needs Ray, an optional extra: pip install ray (or pip install 'sd-webui-depth2img[ray]')"
 
@@ -39,13 +40,12 @@ class FrameRenderer:
         if checkpoint is not None and not os.path.exists(checkpoint):  # said before the engine's heavy imports
             raise FileNotFoundError(f"checkpoint {checkpoint} not found on Ray node {socket.gethostname()}: every "
                                     "node needs it at the same path")
-        from depth2img.pipeline.engine import load_pipeline
+        from depth2img.pipeline.engine import load_pipeline  # on the Ray node, after the check above: heavy
 
         self.pipe = load_pipeline(checkpoint, scheduler=scheduler, announce=lambda message: None)
 
     def render(self, template, image, depth, depth_range):
-        from depth2img.pipeline.engine import generate
-        from depth2img.sequences.passes import request_for_frame
+        from depth2img.pipeline.engine import generate  # on the Ray node (torch, diffusers)
 
         result = generate(self.pipe, request_for_frame(template, image, depth, depth_range), progress=False)
         return result.images[0]
@@ -81,8 +81,6 @@ def _first_line(error: Exception) -> str:
 def worker_runtime_env() -> dict:
     """Ray's runtime_env for this job: its workers import depth2img from this checkout where the path exists on
     their node (a local instance, a shared file system), else from their own installation."""
-    from depth2img.base.paths import REPO_ROOT
-
     paths = [str(REPO_ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}}
 

@@ -30,7 +30,7 @@ from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.midas import images_to_tensor
 from depth2img.estimate.registry import create_estimator, list_estimators
 from depth2img.panel import builder as ui
-from depth2img.pipeline.engine import GenerationRequest, generate, make_scheduler
+from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline, make_scheduler
 from depth2img.process import fitting
 from depth2img.source import decoding, encoding
 
@@ -474,8 +474,6 @@ def launch(
     # gradio keeps uploads and served files in its cache: under --out, so nothing is written elsewhere.
     os.environ["GRADIO_TEMP_DIR"] = str(out_dir / ".gradio-cache")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no telemetry or version check
-    from depth2img.pipeline.engine import load_pipeline
-
     pipe = load_pipeline(checkpoint, announce=lambda message: print(message, file=sys.stderr))
     app = DepthApp(pipe, out_dir, max_pixels=max_pixels, background=background)
     blocks = app.build()

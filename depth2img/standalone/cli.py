@@ -3,6 +3,10 @@
 Bad input (missing file, not an image, mask size mismatch, non-depth checkpoint, NaN depth) ends with one
 line on stderr and exit code 2, never a traceback. A sequence whose frames partly fail goes on with the others,
 names them at the end and exits with code 1.
+
+Every depth2img import below is inside the command that needs it, on purpose: the CLI checks its inputs (and
+refuses a bad one) before torch, diffusers or transformers load, so bad input costs a fraction of a second and
+tens of MB (README: hostile inputs), and `depth` or `mask` never load diffusers.
 """
 
 from __future__ import annotations

@@ -523,6 +523,7 @@ def is_depth_checkpoint(path) -> bool:
 def register_demo_text_arch() -> None:
     """Teach open_clip the tiny arch the embedded demo/test checkpoint names; never blocks the WebUI."""
     try:
+        # Inside the try: whatever the import meets (open_clip's registry) must not stop the WebUI from starting.
         from depth2img.export.tiny import register_tiny_open_clip_arch
 
         register_tiny_open_clip_arch()
