@@ -265,7 +265,7 @@ def test_the_mask_request_schema_documents_what_the_parser_accepts():
     assert defaults.mask_from_depth is True
     # Every documented value is taken as given; one step past either end of a range, or the wrong type, is refused
     # by a message naming the key.
-    for name, (kind, default, bounds, choices) in MASK_SETTINGS_DOC.items():
+    for name, (kind, _, bounds, choices) in MASK_SETTINGS_DOC.items():
         for value in choices or []:
             assert getattr(parse(**{name: value}).args, name) == value
         if choices is not None:
