@@ -209,10 +209,89 @@ def test_an_empty_band_is_an_error_naming_the_band_fields():
     assert error.value.status_code == 422
 
 
-def test_the_mask_request_schema_is_the_args_schema():
-    from depth2img.webui.routes import MASK_SETTINGS, mask_request_schema
+# What POST /depth2img/v1/mask documents for each setting, written out (README "HTTP API"; Depth2ImgArgs' defaults):
+# (JSON type, default, (minimum, maximum) or None, enum or None).
+MASK_SETTINGS_DOC = {
+    "estimator": ("string", "checkpoint-midas", None, None),  # its enum: the estimator list, checked below
+    "depth_kind": ("string", "auto", None, ["auto", "inverse", "distance"]),
+    "distance_range": (["array", "null"], None, None, None),
+    "exr_channel": ("string", "", None, None),
+    "invert": ("boolean", False, None, None),
+    "clip_near": ("number", 100.0, (0.0, 100.0), None),
+    "clip_far": ("number", 0.0, (0.0, 100.0), None),
+    "gamma": ("number", 1.0, (0.05, 20.0), None),
+    "blur": ("number", 0.0, (0.0, 128.0), None),
+    "depth_range": (["array", "null"], None, None, None),
+    "mask_low": ("number", 0.0, (0.0, 100.0), None),
+    "mask_high": ("number", 100.0, (0.0, 100.0), None),
+    "mask_band_mode": ("string", "range", None, ["range", "percentile"]),
+    "mask_feather": ("number", 0.0, (0.0, 256.0), None),
+    "mask_grow": ("integer", 0, (-256, 256), None),
+    "mask_invert": ("boolean", False, None, None),
+    "mask_combine": ("string", "replace", None, ["replace", "intersect", "union"]),
+    "mask_auto": ("boolean", False, None, None),
+}
+
+
+def test_the_mask_request_schema_documents_what_the_parser_accepts():
+    from depth2img.estimate.registry import list_estimators
+    from depth2img.webui.routes import mask_request_schema, parse_mask_request
 
     schema = mask_request_schema()
-    assert set(schema["properties"]) == {"image", "depth_image", "mask", *MASK_SETTINGS}
-    assert schema["properties"]["mask_low"]["maximum"] == 100 and schema["required"] == ["image"]
-    assert schema["properties"]["mask_combine"]["enum"] == ["replace", "intersect", "union"]
+    assert set(schema["properties"]) == {"image", "depth_image", "mask", *MASK_SETTINGS_DOC}
+    assert schema["required"] == ["image"] and schema["additionalProperties"] is False
+    for name, (kind, default, bounds, choices) in MASK_SETTINGS_DOC.items():
+        prop = schema["properties"][name]
+        assert prop["type"] == kind, name
+        assert prop.get("default") == default and type(prop.get("default")) is type(default), name
+        assert (prop.get("minimum"), prop.get("maximum")) == (bounds or (None, None)), name
+        if choices is not None:
+            assert prop["enum"] == choices, name
+    assert schema["properties"]["estimator"]["enum"] == [entry.name for entry in list_estimators()]
+    assert "checkpoint-midas" in schema["properties"]["estimator"]["enum"]
+
+    def parse(**settings):
+        return parse_mask_request({"image": image_b64((16, 8)), **settings})
+
+    def refused(key, **settings):
+        with pytest.raises(Depth2ImgError) as error:
+            parse(**settings)
+        assert error.value.status_code == 422 and f"field {key!r}" in error.value.detail, (settings, error.value.detail)
+
+    # The defaults the schema states are the ones a request without the setting gets (the band turned on).
+    defaults = parse().args
+    for name, (_, default, _, _) in MASK_SETTINGS_DOC.items():
+        assert getattr(defaults, name) == default, name
+    assert defaults.mask_from_depth is True
+    # Every documented value is taken as given; one step past either end of a range, or the wrong type, is refused
+    # by a message naming the key.
+    for name, (kind, _, bounds, choices) in MASK_SETTINGS_DOC.items():
+        for value in choices or []:
+            assert getattr(parse(**{name: value}).args, name) == value
+        if choices is not None:
+            refused(name, **{name: "bogus"})
+        if bounds is not None:
+            low, high = bounds
+            step = 1 if kind == "integer" else 0.01
+            # Inside the range, away from the pairs' own order (clip_far < clip_near, mask_low < mask_high).
+            inside = (low + high) / 2 if kind == "number" else 3
+            partner = {"clip_far": {"clip_near": 100.0}, "clip_near": {"clip_far": 0.0},
+                       "mask_low": {"mask_high": 100.0}, "mask_high": {"mask_low": 0.0}}.get(name, {})  # fmt: skip
+            assert getattr(parse(**{name: inside}, **partner).args, name) == inside
+            refused(name, **{name: high + step})
+            refused(name, **{name: low - step})
+            refused(name, **{name: "many"})
+        if kind == "boolean":
+            assert getattr(parse(**{name: True}).args, name) is True
+            refused(name, **{name: "maybe"})
+        if kind == ["array", "null"]:
+            assert getattr(parse(**{name: [1, 4]}).args, name) == (1.0, 4.0)
+            refused(name, **{name: [1]})
+    refused("estimator", estimator="bogus")
+    for unknown in ("mask_lo", "mask_from_depth"):  # a typo, and the route's own setting: named, not ignored
+        with pytest.raises(Depth2ImgError, match=rf"^unknown field\(s\) {unknown};"):
+            parse(**{unknown: 50})
+    with pytest.raises(Depth2ImgError, match=r"^fields 'mask_low' \(60.0\) must be below 'mask_high' \(40.0\)"):
+        parse(mask_low=60, mask_high=40)
+    with pytest.raises(Depth2ImgError, match="'image'"):
+        parse_mask_request({"mask_low": 50})  # the one required field

@@ -77,9 +77,33 @@ def test_postprocess_kwargs_feed_depthmap():
 
     from depth2img.process.postprocessing import postprocess
 
-    depth = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
-    out = postprocess(depth, **Depth2ImgArgs(invert=True, gamma=2.0).postprocess_kwargs())
-    assert out.shape == depth.shape and out[0, 0] > out[-1, -1]
+    def run(depth, **settings):
+        return postprocess(depth, **Depth2ImgArgs(**settings).postprocess_kwargs())
+
+    depth = np.array([[0.0, 1.0, 2.0, 3.0, 4.0]], np.float32)
+    # Each setting alone, by hand. invert: max + min - d.
+    np.testing.assert_allclose(run(depth, invert=True), [[4, 3, 2, 1, 0]], atol=1e-6)
+    # gamma 2, in the map's units: min + (max - min) * ((d - min) / (max - min)) ** 2 = d ** 2 / 4.
+    np.testing.assert_allclose(run(depth, gamma=2.0), [[0, 0.25, 1, 2.25, 4]], atol=1e-6)
+    # clip_far 25 / clip_near 75: numpy's linear percentiles of 0..4 are 1 and 3.
+    np.testing.assert_allclose(run(depth, clip_far=25, clip_near=75), [[1, 1, 2, 3, 3]], atol=1e-6)
+    # All three, in the documented order clip -> gamma -> invert, within the clipped bounds 1..3:
+    # [1,1,2,3,3] -> 1 + 2 * ((d - 1) / 2) ** 2 = [1,1,1.5,3,3] -> 1 + 3 - that.
+    np.testing.assert_allclose(
+        run(depth, invert=True, gamma=2.0, clip_far=25, clip_near=75), [[3, 3, 2.5, 1, 1]], atol=1e-6
+    )
+    # blur 1: a Gaussian of sigma 1 px (OpenCV's 9-tap kernel), by hand on a unit impulse: the centre keeps
+    # g(0)^2 and its 4-neighbours g(0) g(1), g(x) = exp(-x^2 / 2) / sum over x = -4..4.
+    impulse = np.zeros((11, 11), np.float32)
+    impulse[5, 5] = 1.0
+    taps = np.exp(-np.arange(-4, 5) ** 2 / 2.0)
+    g = taps / taps.sum()
+    blurred = run(impulse, blur=1.0)
+    assert blurred[5, 5] == pytest.approx(0.159155, abs=1e-5) == pytest.approx(g[4] ** 2, abs=1e-6)
+    assert blurred[5, 6] == blurred[4, 5] == pytest.approx(0.096532, abs=1e-5)
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-5)
+    # The defaults change nothing: the very same array.
+    assert run(depth) is depth
 
 
 @pytest.mark.parametrize("value", [[0.25, 4], (0.25, 4.0), "0.25 4", "0.25,4", "(0.25, 4.0)", "[0.25, 4]"])

@@ -100,11 +100,25 @@ def test_bicubic_fallback_gives_the_native_result():
 # ---- a given depth range (issue 9 §1) ----
 
 
-def test_no_range_is_the_per_sample_path_bit_for_bit():
+def test_no_range_is_per_sample_min_max_after_bicubic_and_a_flat_sample_is_minus_one():
     torch.manual_seed(1)
-    depth = torch.cat([torch.rand(1, 1, 40, 56) * 7 + 2, torch.full((1, 1, 40, 56), 3.0)])
-    # The same function with and without the argument: one code path, so exact equality.
-    assert torch.equal(depth_conditioning(depth, (5, 7), depth_range=None), depth_conditioning(depth, (5, 7)))
+    varied = torch.rand(1, 1, 40, 56) * 7 + 2  # 2..9
+    shifted = torch.rand(1, 1, 40, 56) * 0.5 + 50  # another range entirely: 50..50.5
+    flat = torch.full((1, 1, 40, 56), 3.0)  # inside the first sample's range: a whole-batch min-max would show it
+    depth = torch.cat([varied, shifted, flat])
+    cond = depth_conditioning(depth, (5, 7))  # depth_range left out: the per-sample path
+    assert cond.shape == (3, 1, 5, 7)
+    # Independent expectation, written out per sample: bicubic to the latent size (align_corners=False), then
+    # numpy's min-max of that sample alone, mapped to [-1, 1] in float64.
+    for i in range(2):
+        resized = torch.nn.functional.interpolate(depth[i : i + 1], size=(5, 7), mode="bicubic", align_corners=False)
+        r = resized.numpy().astype(np.float64)
+        expected = 2.0 * (r - r.min()) / (r.max() - r.min()) - 1.0
+        # float32 vs float64 arithmetic: the shifted sample's rounding (ulp of 50 over a 0.5 span) is ~2e-5.
+        np.testing.assert_allclose(cond[i : i + 1].numpy(), expected, rtol=0, atol=1e-4)
+        assert cond[i].min() == -1.0 and cond[i].max() == 1.0
+    # The flat sample: the documented constant (module docstring: -1, the reference's training formula for it).
+    assert (cond[2] == -1.0).all()
 
 
 def test_range_maps_lo_to_minus_one_and_hi_to_plus_one():

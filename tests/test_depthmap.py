@@ -130,12 +130,26 @@ def test_fit_aspect_modes():
 
 
 def test_png16_round_trip_and_colorize():
-    depth = ramp() * 3 + 1
+    depth = ramp() * 3 + 1  # 1..4 across 32 columns: column j is j/31 of the range
     data = encoding.encode_png16(depth)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    assert decoded.dtype == np.uint16 and decoded.max() == 65535 and decoded.min() == 0
+    assert decoded.dtype == np.uint16 and decoded.shape == (24, 32)
+    # Min-max to the full 16 bits, white = near, by hand: round(j / 31 * 65535); a few written out.
+    expected = np.round(np.arange(32) / 31 * 65535)
+    assert (decoded == decoded[0]).all() and np.abs(decoded[0] - expected).max() <= 1
+    assert decoded[0, [0, 1, 15, 16, 31]].tolist() == [0, 2114, 31710, 33825, 65535]
+    # Read back by the project's own reader: the map's shape, to 1/65535 of its range.
+    np.testing.assert_allclose(decoding.load_depth(data), ramp(), atol=1 / 65535 + 1e-7)
+    assert encoding.to_uint16(np.full((3, 3), 5.0, np.float32)).tolist() == [[0] * 3] * 3  # flat: all zero
+    # The preview: the 16-bit level's top byte through matplotlib's inferno (near = bright), in RGB order. Levels
+    # 0, 1/4, 1/2, 3/4, 1 of the range give bytes 0, 64, 128, 192, 255; inferno's published values there (x 255).
+    levels = np.array([[0, 16384, 32768, 49152, 65535]], np.float64)
+    inferno = [(0.001462, 0.000466, 0.013866), (0.341500, 0.062325, 0.429425), (0.735683, 0.215906, 0.330245),
+               (0.978422, 0.557937, 0.034931), (0.988362, 0.998364, 0.644924)]  # fmt: skip
+    shown = encoding.colorize(levels)
+    assert shown.dtype == np.uint8 and shown.shape == (1, 5, 3)
+    assert np.abs(shown[0].astype(int) - np.round(np.array(inferno) * 255)).max() <= 1
     assert encoding.colorize(depth).shape == (24, 32, 3)
-    assert encoding.to_uint16(np.full((3, 3), 5.0, np.float32)).max() == 0
 
 
 def test_fit_aspect_tall_maps_and_images():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -130,11 +131,54 @@ def test_flat_depth_map_gives_a_finite_image(pipe):
     assert torch.isnan(native).all()
 
 
+def unet_inputs(pipe, req):
+    """Every UNet call of one generate(): (the 4 latent channels of the conditional half, the timestep)."""
+    seen = []
+
+    def record(module, args):
+        seen.append((args[0][:1, :4].clone(), float(args[1])))
+
+    handle = pipe.unet.register_forward_pre_hook(record)
+    try:
+        result = generate(pipe, req, progress=False)
+    finally:
+        handle.remove()
+    return result, seen
+
+
+def full_schedule(steps=STEPS) -> list[float]:
+    """The timesteps of a whole run of `steps`, from diffusers' own scheduler built from the checkpoint's
+    schedule as Stability's diffusers release of SD 2 depth ships it (PNDM, PLMS only)."""
+    from diffusers import PNDMScheduler
+
+    scheduler = PNDMScheduler.from_config(SD2_DEPTH_SCHEDULER)
+    scheduler.set_timesteps(steps)
+    return [float(t) for t in scheduler.timesteps]
+
+
+# stabilityai/stable-diffusion-2-depth's scheduler/scheduler_config.json, written out.
+SD2_DEPTH_SCHEDULER = {
+    "_class_name": "PNDMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "set_alpha_to_one": False, "skip_prk_steps": True,
+    "steps_offset": 1, "trained_betas": None,
+}  # fmt: skip
+
+
 def test_txt2img_from_a_depth_map(pipe):
-    a = generate(pipe, request(image=None, depth=ramp_depth(), width=64, height=48), progress=False)
+    a, seen = unet_inputs(pipe, request(image=None, depth=ramp_depth(), width=64, height=48, strength=0.5))
     b = generate(pipe, request(image=None, depth=ramp_depth(vertical=True), width=64, height=48), progress=False)
     assert a.mode == "txt2img" and a.images.shape == (1, 48, 64, 3)
-    assert np.isfinite(a.images).all() and np.abs(a.images - b.images).max() > 1e-3
+    assert np.isfinite(a.images).all() and np.abs(a.images - b.images).max() > 1e-3  # the depth steers it
+    # Pure noise: the first UNet input is the seed's normal draw times the scheduler's initial sigma (1 for PNDM,
+    # whose scale_model_input is the identity), not a noised picture (at the first timestep an img2img latent
+    # keeps sqrt(alpha_bar) = 0.07 of the encoded image; the gray placeholder would show).
+    expected = torch.randn((1, 4, 6, 8), generator=torch.Generator("cpu").manual_seed(7))
+    assert pipe.scheduler.init_noise_sigma == 1.0
+    torch.testing.assert_close(seen[0][0], expected * 1.0, rtol=0, atol=1e-6)
+    # Strength is 1 whatever the request says (0.5 here): the whole schedule runs, from its noisiest step.
+    assert [t for _, t in seen] == full_schedule()
+    _, half = unet_inputs(pipe, request(depth=ramp_depth(), strength=0.5, steps=4))
+    assert len(half) < len(full_schedule(4))  # the contrast: img2img at 0.5 skips the noisiest steps
 
 
 def test_inpaint_changes_only_the_masked_area(pipe):
@@ -151,22 +195,38 @@ def test_inpaint_changes_only_the_masked_area(pipe):
     assert np.abs(out[mask == 255].astype(int) - original[mask == 255]).mean() > 1.0
 
 
+def expected_channel(fitted: np.ndarray, size=SIZE) -> torch.Tensor:
+    """The documented conditioning of a fitted map, written out: bicubic to the latent size, then min-max."""
+    resized = torch.nn.functional.interpolate(
+        torch.from_numpy(np.ascontiguousarray(fitted, np.float32))[None, None], size=(size // 8, size // 8),
+        mode="bicubic", align_corners=False,
+    )  # fmt: skip
+    return 2.0 * (resized - resized.min()) / (resized.max() - resized.min()) - 1.0
+
+
 def test_user_depth_aspect_is_fitted(pipe):
     wide = np.random.default_rng(2).random((48, 96), dtype=np.float32)
-    # txt2img: the map is the picture; a square output crops its centre, pads its edge rows, or stretches it.
-    fitted = {
-        mode: generate(pipe, request(image=None, depth=wide, resize_mode=mode, steps=2), progress=False).depth
-        for mode in fitting.ResizeMode
+    # The fits of a 2:1 map to a square output, by hand: stretch (the map as it is, bicubic squashes it), the
+    # centre 48x48, or 24 rows of the top edge above and of the bottom edge below (OpenCV's replicate border).
+    by_hand = {
+        fitting.ResizeMode.JUST_RESIZE: wide,
+        fitting.ResizeMode.CROP_AND_RESIZE: wide[:, 24:72],
+        fitting.ResizeMode.RESIZE_AND_FILL: cv2.copyMakeBorder(wide, 24, 24, 0, 0, cv2.BORDER_REPLICATE),
     }
-    assert np.array_equal(fitted[fitting.ResizeMode.JUST_RESIZE], wide)
-    assert np.array_equal(fitted[fitting.ResizeMode.CROP_AND_RESIZE], wide[:, 24:72])
-    filled = fitted[fitting.ResizeMode.RESIZE_AND_FILL]
-    assert filled.shape == (96, 96) and np.array_equal(filled[24:72], wide)
-    assert (filled[:24] == wide[0]).all() and (filled[72:] == wide[-1]).all()
-    # img2img with a square image: an uploaded map is fitted by its own aspect alike (README: depth maps).
-    for mode in (fitting.ResizeMode.CROP_AND_RESIZE, fitting.ResizeMode.RESIZE_AND_FILL):
-        result = generate(pipe, request(depth=wide, resize_mode=mode, steps=2, strength=1.0), progress=False)
-        assert np.array_equal(result.depth, fitted[mode])
+    assert np.array_equal(by_hand[fitting.ResizeMode.RESIZE_AND_FILL], np.pad(wide, ((24, 24), (0, 0)), "edge"))
+    expected = {mode: expected_channel(fitted) for mode, fitted in by_hand.items()}
+    # The three fits condition differently: the check below can tell a wrong fit from the right one.
+    modes = list(expected)
+    assert min((expected[a] - expected[b]).abs().max() for a in modes for b in modes if a != b) > 0.1
+    # txt2img (the map is the picture) and img2img with a square image (an uploaded map is fitted by its own
+    # aspect, README: depth maps): the UNet's depth channel is the map fitted as the mode says.
+    for image in (None, scene()):
+        for mode in fitting.ResizeMode:
+            req = request(image=image, depth=wide, resize_mode=mode, steps=2, strength=1.0)
+            channel = captured_depth_channel(pipe, req)
+            torch.testing.assert_close(channel, expected[mode], rtol=0, atol=1e-5, msg=f"{mode!r}, image {image}")
+            result = generate(pipe, req, progress=False)
+            assert np.array_equal(result.depth, by_hand[mode])  # what the result reports is what was used
 
 
 def test_bad_requests(pipe):
@@ -252,13 +312,30 @@ def test_one_depth_map_conditions_every_image_of_a_batch(pipe):
 
 
 @pytest.mark.parametrize("name", ["ddim", "euler"])
-def test_other_schedulers_generate(tiny_checkpoint, name):
-    from depth2img.pipeline.engine import make_scheduler
+def test_other_schedulers_generate(pipe, tiny_checkpoint, name):
+    """Each scheduler as diffusers' own pipeline runs it: diffusers' scheduler class built the documented way,
+    from_config of the model's released scheduler config (not make_scheduler), on the same weights."""
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, StableDiffusionDepth2ImgPipeline
 
     other = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32, scheduler=name)
-    assert type(other.scheduler) is type(make_scheduler({"model": {"params": {}}}, name))
-    out = generate(other, request(depth=ramp_depth()), progress=False).images
-    assert np.isfinite(out).all() and out.std() > 0
+    reference_class = {"ddim": DDIMScheduler, "euler": EulerDiscreteScheduler}[name]
+    assert type(other.scheduler) is reference_class
+    depth = ramp_depth() * 3.0 + 1.0
+    ours = generate(other, request(depth=depth), progress=False).images
+    plain = StableDiffusionDepth2ImgPipeline(
+        **{**other.components, "scheduler": reference_class.from_config(SD2_DEPTH_SCHEDULER)}
+    )
+    plain.set_progress_bar_config(disable=True)
+    reference = plain(
+        prompt="a room", image=scene(), depth_map=torch.from_numpy(depth)[None], strength=0.9,
+        num_inference_steps=STEPS, guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(7),
+        output_type="np",
+    ).images  # fmt: skip
+    assert ours.shape == reference.shape == (1, SIZE, SIZE, 3)
+    # As test_user_depth_map_matches_plain_diffusers_pipeline: two float32 code paths, a few ulps apart.
+    assert np.abs(ours - reference).max() <= 1e-4
+    # The scheduler matters at this tolerance: the default (PNDM) on the same request is another picture.
+    assert np.abs(ours - generate(pipe, request(depth=depth), progress=False).images).max() > 1e-3
 
 
 def test_txt2img_and_img2img_at_once_on_one_pipeline(pipe):

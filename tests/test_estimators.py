@@ -21,10 +21,7 @@ import transformers  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from depth2img.estimate import folders as folder_estimators
-from depth2img.estimate import (
-    midas,
-    registry,  # noqa: E402
-)
+from depth2img.estimate import midas, registry  # noqa: E402
 from depth2img.estimate.cache import DepthCache  # noqa: E402
 from depth2img.estimate.folders import TransformersFolderEstimator, inspect_folder  # noqa: E402
 from depth2img.estimate.interface import PrecisionCaps  # noqa: E402
@@ -453,3 +450,13 @@ def test_marigold_disparity_is_inverse_and_other_diffusers_folders_are_not_estim
     (other / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     info = inspect_folder(other)
     assert not info.available and "StableDiffusionPipeline, not a depth estimator" in info.reason
+
+
+def test_a_name_the_file_system_refuses_is_an_unknown_estimator_not_an_os_error():
+    # Found by the route parsers' fuzz: a 5000-character name made Path.is_dir raise OSError (ENAMETOOLONG) where
+    # the CLI's --estimator takes paths; callers expect a ValueError naming the choices.
+    from depth2img.estimate import registry
+
+    for name in ("x" * 5000, "a/" + "y" * 5000):
+        with pytest.raises(ValueError, match="unknown estimator|not found|accepted only"):
+            registry.get_estimator_info(name)

@@ -123,18 +123,27 @@ def test_feather_stays_within_its_width(px):
 
 
 def test_combine_with_a_painted_mask():
-    depth_mask = np.zeros((4, 4), np.uint8)
-    depth_mask[:, :2] = 255
-    painted = np.zeros((4, 4), np.uint8)
-    painted[:2, :] = 128
-    assert np.array_equal(combine(depth_mask, painted, "replace"), depth_mask)
-    assert np.array_equal(combine(depth_mask, painted, "intersect"), np.minimum(depth_mask, painted))
-    assert np.array_equal(combine(depth_mask, painted, "union"), np.maximum(depth_mask, painted))
-    assert np.array_equal(combine(depth_mask, None, "intersect"), depth_mask)  # nothing painted: the depth mask
+    depth_mask = np.array([[255, 255, 0, 0]] * 4, np.uint8)  # the band: the left half
+    painted = np.array([[128] * 4, [128] * 4, [0] * 4, [0] * 4], np.uint8)  # half-strength strokes, the top half
+    # Written out: replace is the band alone; intersect keeps the weaker of the two where both are painted (the
+    # top-left quarter at the strokes' 128); union the stronger anywhere (the band's 255, the strokes' 128).
+    expected = {
+        "replace": [[255, 255, 0, 0], [255, 255, 0, 0], [255, 255, 0, 0], [255, 255, 0, 0]],
+        "intersect": [[128, 128, 0, 0], [128, 128, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]],
+        "union": [[255, 255, 128, 128], [255, 255, 128, 128], [255, 255, 0, 0], [255, 255, 0, 0]],
+    }
+    for how, values in expected.items():
+        result = combine(depth_mask, painted, how)
+        assert result.dtype == np.uint8 and result.tolist() == values, how
+        assert combine(depth_mask, None, how).tolist() == expected["replace"], how  # nothing painted: the band
+    right_half = np.array([[0, 0, 255, 255]] * 4, np.uint8)
     with pytest.raises(MaskError, match="do not overlap"):
-        combine(depth_mask, 255 - np.maximum(depth_mask, 0), "intersect")
+        combine(depth_mask, right_half, "intersect")
+    assert combine(depth_mask, right_half, "union").tolist() == [[255] * 4] * 4
     with pytest.raises(MaskError, match="painted mask is 3x4"):
         combine(depth_mask, np.zeros((4, 3), np.uint8), "union")
+    with pytest.raises(MaskError, match="mask combine must be one of"):
+        combine(depth_mask, painted, "xor")
 
 
 def three_planes() -> np.ndarray:

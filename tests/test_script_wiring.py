@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ from PIL import Image
 
 from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
+from depth2img.process import fitting
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.source import decoding
 from depth2img.webui import hooks as hooks
@@ -87,11 +89,17 @@ def env(request):
 
 
 def run_job(env, p, args):
-    """before_process + process as the WebUI runs them; returns the script and the runner (its logged errors)."""
+    """One job as the WebUI v1.10.1 runs it (the stand-in's process_images: scripts' before_process and process,
+    p.init, the sampling with its conditioning, scripts' postprocess); returns the script and the runner: its
+    logged errors (exceptions the WebUI only logs) and job_error (what ended the job, as the API reports it)."""
     script = env.script.Depth2ImgScript()
     runner = env.scripts.ScriptRunner(script, args)
-    runner.before_process(p)
-    runner.process(p)
+    p.scripts = runner
+    runner.job_error = None
+    try:
+        runner.processed = env.processing.process_images(p)
+    except Exception as error:
+        runner.job_error = error
     return script, runner
 
 
@@ -172,6 +180,9 @@ def test_settings_have_a_section_and_a_category_where_the_webui_has_categories(e
 
 def assert_stopped(p, runner, match, status=422):
     assert runner.errors == [], f"an exception escaped process(): {runner.errors}"
+    # The job itself ended with our message (the WebUI's API answers with it), not with another error.
+    assert isinstance(runner.job_error, Depth2ImgError), repr(runner.job_error)
+    assert re.search(match, str(runner.job_error)) and runner.job_error.status_code == status, runner.job_error
     for hook in (lambda: conditioning_of(p), lambda: p.txt2img_image_conditioning(torch.zeros(1, 4, 6, 8))):
         with pytest.raises(Depth2ImgError, match=match) as error:
             hook()
@@ -244,10 +255,18 @@ def test_a_chosen_checkpoint_that_is_not_a_depth_model_is_named(env, plain_model
 
 def test_a_found_depth_checkpoint_is_loaded_for_this_job_only(env, plain_model, tiny_checkpoint):
     env.sd_models.CheckpointInfo(str(tiny_checkpoint)).register()
+    # The WebUI's process_images loads the override's checkpoint after before_process: here, a depth model.
+    env.sd_models.loadable[str(tiny_checkpoint)] = SimpleNamespace(
+        depth_model=env.midas, sd_checkpoint_info=SimpleNamespace(shorthash="tiny", filename=str(tiny_checkpoint)),
+        lowvram=False,
+    )  # fmt: skip
     p = img2img_p(env)
-    run_job(env, p, ui_args(enabled=True, checkpoint=tiny_checkpoint.stem))
+    _, runner = run_job(env, p, ui_args(enabled=True, checkpoint=tiny_checkpoint.stem))
     assert p.override_settings["sd_model_checkpoint"] == tiny_checkpoint.name
     assert p.override_settings_restore_afterwards is True
+    # process() then found the depth model loaded, and the job was conditioned by its estimate.
+    assert runner.errors == [] and runner.job_error is None and env.midas.calls == 1
+    assert p.extra_generation_params["Depth2Img enabled"] == "True"
 
 
 # ---- outputs (issue 7 #3, #4) --------------------------------------------------------------------------------
@@ -343,9 +362,9 @@ IMG2IMG_PANEL_VALUES = [*PANEL_VALUES, *MASK_DEFAULTS.values()]
 
 def preview_of(env, image, settings=PREVIEW_SETTINGS):
     """The preview the panel shows for one init image, with the script's estimate callback."""
-    from depth2img.panel import builder as ui
+    from depth2img.panel import builder
 
-    return ui.preview_images(ui.settings_from_values(settings), image, env.script.estimate_for_preview)
+    return builder.preview_images(builder.settings_from_values(settings), image, env.script.estimate_for_preview)
 
 
 def test_preview_reads_the_init_image_of_the_sub_tab_in_use(recorded):
@@ -400,14 +419,18 @@ def test_preview_errors_are_shown_in_the_ui(recorded):
 def test_a_jobs_estimator_call_count_ignores_other_requests(recorded):
     env = recorded
     p = img2img_p(env, batch_size=2)
-    run_job(env, p, ui_args(enabled=True))
-    # Another request (a preview) estimates a different image while the job is running.
-    preview_of(env, picture(7))
-    conditioning_of(p, batch=2)
+    job_init = p.init
+
+    def init(*args):  # another request (a preview) estimates a different image while the job is running
+        preview_of(env, picture(7))
+        job_init(*args)
+
+    p.init = init
+    _, runner = run_job(env, p, ui_args(enabled=True))
+    assert runner.job_error is None and env.midas.calls == 2  # the preview's and the job's (one batched call)
     assert p.extra_generation_params["Depth2Img estimator calls"] == 1
     again = img2img_p(env, batch_size=2)
     run_job(env, again, ui_args(enabled=True))
-    conditioning_of(again, batch=2)
     assert again.extra_generation_params["Depth2Img estimator calls"] == 0  # cached
 
 
@@ -689,7 +712,7 @@ def test_keep_estimator_in_memory_keeps_a_folders_weights_after_the_job(env, dpt
 
 def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_folder):
     from depth2img.estimate import registry as registry_module
-    from depth2img.panel import builder as ui
+    from depth2img.panel import builder
 
     image = picture(size=(64, 48))
     answer = mounted(env)["/depth2img/v1/estimate"]["endpoint"]({"image": rgb_b64(image), "estimator": "dpt"})
@@ -697,8 +720,8 @@ def test_the_estimate_route_and_the_preview_run_the_chosen_estimator(env, dpt_fo
     expected = registry_module.create_estimator("dpt").estimate(image)[0].numpy()  # weights load again: freed after
     assert answer["min"] == pytest.approx(float(expected.min()), rel=1e-4)
     assert answer["max"] == pytest.approx(float(expected.max()), rel=1e-4)
-    settings = ui.settings_from_values(["estimate", None, "dpt", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""])
-    ui.preview_images(settings, image, env.script.estimate_for_preview)
+    settings = builder.settings_from_values(["estimate", None, "dpt", False, 100.0, 0.0, 1.0, 0.0, "auto", "", ""])
+    builder.preview_images(settings, image, env.script.estimate_for_preview)
     assert env.midas.calls == 0
 
 
@@ -715,15 +738,15 @@ def test_a_job_with_a_controlnet_preprocessor_runs_it_at_the_jobs_size_and_unloa
     monkeypatch.setattr(registry_module, "_LOADED", {})
     registry = controlnet.installed(monkeypatch)
     p = img2img_p(env, picture(size=(128, 96)), width=128, height=96)
-    script, runner = run_job(env, p, ui_args(enabled=True, estimator="controlnet:depth_midas"))
-    source = photo_tensor(96, 128)
-    conditioning = p.img2img_image_conditioning(source, torch.zeros(1, 4, 12, 16))
+    _, runner = run_job(env, p, ui_args(enabled=True, estimator="controlnet:depth_midas"))
+    assert runner.job_error is None
+    [(_, conditioning)] = p.sampled_with  # what the job's sampler got: its init() computed it once
     preprocessor = registry.get_preprocessor("depth_midas")
     assert [call["resolution"] for call in preprocessor.calls] == [96] and env.midas.calls == 0
-    red = ((source[0, 0] + 1) * 127.5).round().clamp(0, 255) / 255  # the stand-in's network: the red channel
+    # The stand-in's network: the red channel of the init image (128x96: the job's size, not resized).
+    red = torch.from_numpy(np.asarray(picture(size=(128, 96)))[..., 0].astype(np.float32) / 255)
     assert torch.allclose(conditioning, depth_conditioning(red[None], (12, 16)), atol=1e-6)
-    finish(env, p, script)
-    assert preprocessor.unloads == 1 and not preprocessor.loaded
+    assert preprocessor.unloads == 1 and not preprocessor.loaded  # by the job's postprocess
 
 
 def test_an_approximate_upload_is_said_under_the_result_and_to_api_callers(env):
@@ -1072,9 +1095,8 @@ def test_an_images_own_metadata_never_names_a_batch_source(env, tmp_path):
     env.shared.opts.data[hooks.API_FOLDERS_SETTING] = True  # even where the owner lets API calls name folders
     p = img2img_p(env, forged, is_api=True)
     _, runner = run_job(env, p, [{"enabled": True, "depth_dir": str(folder)}])
-    assert runner.errors == [] and BATCH_PATH_KEY not in forged.info
-    conditioning_of(p)
-    assert env.midas.calls == 1  # estimated: the private map was not used
+    assert runner.errors == [] and BATCH_PATH_KEY not in forged.info and runner.job_error is None
+    assert env.midas.calls == 1  # the job estimated its depth: the private map was not used
     assert p.extra_generation_params.get("Depth2Img source", "estimate") == "estimate"
 
 
@@ -1234,6 +1256,7 @@ def test_an_off_panel_on_a_plain_model_leaves_the_job_alone(env, plain_model):
     p = env.processing.StableDiffusionProcessingTxt2Img()
     _, runner = run_job(env, p, ui_args(enabled=False, clip_near=10, clip_far=20, estimator="gone"))
     assert runner.errors == [] and getattr(p, "_depth2img_conditioner", None) is None
+    assert runner.job_error is None and p.sampled_with[0][1].shape == (1, 5, 1, 1)  # the plain model's own
 
 
 def test_a_band_that_crosses_matters_only_with_the_mask_on(env):
@@ -1277,3 +1300,27 @@ def test_the_panels_near_far_and_band_sliders_are_coupled(recorded):
         assert moved_high["fn"](20, 10) == [to(9.5), same]
         settings = dict(zip((lower, upper), (90, 90.5), strict=True))
         Depth2ImgArgs(enabled=True, mask_from_depth=True, **settings)  # what the coupled sliders send is valid
+
+
+def test_only_masked_inpainting_conditions_on_the_crop_the_webuis_init_takes_from_our_band_mask(env):
+    """The WebUI's order: our band mask (process) -> its init() blurs it and takes its crop ("only masked"),
+    setting paste_to -> its img2img_image_conditioning call: the depth the sampler gets is the crop's."""
+    p = img2img_p(env, picture(size=(64, 48)), width=32, height=48)
+    p.inpaint_full_res = True
+    _, runner = run_job(env, p, band_args(mask_low=50, depth_range=[0, 1]))  # the ramp 0..1 on the scale 0..1
+    assert runner.errors == [] and runner.job_error is None
+    x, y, w, h = p.paste_to
+    assert (y, h) == (0, 48) and 16 < x < 32 and x + w == 64  # the near (right) half, grown by the mask blur
+    [(_, conditioning)] = p.sampled_with
+    assert conditioning.shape == (1, 1, 6, 4)
+    # On the fixed scale, the crop's ramp starts at x / 63 (not at 0, the whole picture's far edge) and ends at 1.
+    expected = depth_conditioning_of_ramp(x, w)
+    torch.testing.assert_close(conditioning, expected, rtol=0, atol=0.02)
+
+
+def depth_conditioning_of_ramp(x, w):
+    from depth2img.condition.conditioning import depth_conditioning
+
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (48, 1))  # the uploaded map, decoded
+    crop = fitting.resize(ramp[:, x : x + w], 32, 48)
+    return depth_conditioning(crop, (6, 4), depth_range=(0.0, 1.0))

@@ -130,12 +130,19 @@ def _find_folder(name: str):
             "a path is accepted only for a folder inside the model folders (models/depth); "
             "give the estimator's name instead (GET /depth2img/v1/estimators lists them)"
         )
-    if _is_path(name) or Path(name).is_dir():
+    if _is_path(name) or _is_dir(Path(name)):
         path = Path(name).expanduser()
-        if not path.is_dir():
+        if not _is_dir(path):
             raise ValueError(f"estimator folder not found: {path}")
         return folder_estimators.inspect_folder(path.resolve())
     return None
+
+
+def _is_dir(path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name the file system refuses (too long, ...): no folder by that name
+        return False
 
 
 def get_estimator_info(name: str, has_depth_checkpoint: bool | None = None) -> EstimatorInfo:

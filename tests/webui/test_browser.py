@@ -264,9 +264,10 @@ def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
         out = np.asarray(Image.open(path).convert("RGB")).astype(int)
         own = np.abs(out - api_result(infotext, maps[name])).mean()
         other = np.abs(out - api_result(infotext, maps["b" if name == "a" else "a"])).mean()
-        # The UI's batch and the API run the same job on the same CPU: equal up to a level of rounding on
-        # average (different code paths to the same sampler); the other map's picture is clearly further away.
-        assert own <= 1.0 and other > own, json.dumps({"file": path.name, "own": own, "other": other})
+        # The UI's batch and the API run the same job on the same CPU, by different code paths to the same
+        # sampler: near on average (seen up to 1.06 levels under load; the WebUI's single job with and without our
+        # args differs by 1.25 on these random weights); the other map's picture is several times further (7-8).
+        assert own <= 2.0 and other > 3 * own, json.dumps({"file": path.name, "own": own, "other": other})
 
 
 def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):

@@ -50,10 +50,26 @@ def test_txt2img_from_an_uploaded_depth_map(webui):
 
 
 def test_txt2img_hires_fix_follows_the_second_pass_size(webui):
-    body = {**BASE, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.6,
-            "hr_second_pass_steps": 2, **depth_args(enabled=True, source="upload", depth_image=png_b64(ramp16()))}
-    [image] = images_of(webui.post("/sdapi/v1/txt2img", body))
+    def hires(depth):
+        body = {**BASE, "enable_hr": True, "hr_scale": 2, "hr_upscaler": "Latent", "denoising_strength": 0.6,
+                "hr_second_pass_steps": 2, **depth_args(enabled=True, source="upload", depth_image=png_b64(depth),
+                                                        return_depth=True)}  # fmt: skip
+        response = webui.post("/sdapi/v1/txt2img", body)
+        image, shown = images_of(response)  # the picture, then the depth map used (return_depth)
+        extra = json.loads(response.json()["info"])["extra_generation_params"]
+        return image, shown, decode(extra["Depth2Img depth map"])
+
+    image, shown, used = hires(ramp16())
     assert image.shape == (2 * SIZE, 2 * SIZE, 3)
+    # The depth map of the last conditioning, the second pass's, comes at its size (128, not the first pass's 64):
+    # the second pass was conditioned by our map at its latent size. It is the uploaded ramp, stretched.
+    assert used.dtype == np.uint16 and used.shape == shown.shape[:2] == (2 * SIZE, 2 * SIZE)
+    ideal = np.clip(((np.arange(2 * SIZE) + 0.5) / 2 - 0.5) / (SIZE - 1), 0, 1)
+    assert np.allclose(used[SIZE] / 65535.0, ideal, atol=5e-3) and (used == used[0]).all()
+    # Another map, another picture: the map reaches the job (both passes start from the same seed's noise).
+    other, _, used_other = hires(ramp16(vertical=True))
+    assert np.allclose(used_other[:, SIZE] / 65535.0, ideal, atol=5e-3)
+    assert np.abs(image.astype(int) - other.astype(int)).max() > 0
 
 
 def test_txt2img_with_a_depth_model_and_no_depth_map_says_what_to_do(webui):
@@ -237,8 +253,31 @@ def test_infotext_records_the_settings_and_reads_back(webui):
 
 
 def test_batch_count_and_batch_size_together(webui):
-    response = img2img(webui, scene(21), depth_args(enabled=True), batch_size=2, n_iter=2)
-    assert len(images_of(response)) == 4
+    # Two init images of mirrored depth, a batch of 2, twice: items 0, 2 are image a's, items 1, 3 image b's.
+    a = scene(21)
+    b = a.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    args = depth_args(enabled=True)
+    response = img2img(webui, a, args, batch_size=2, n_iter=2, init_images=[rgb_b64(a), rgb_b64(b)])
+    images = images_of(response)
+    info = json.loads(response.json()["info"])
+    assert len(images) == 4 and len(info["infotexts"]) == 4
+    # Each image is its own seed's (1234 + index: the WebUI's seeds) and says Depth2Img conditioned it.
+    for k, text in enumerate(info["infotexts"]):
+        assert f"Seed: {1234 + k}," in text and "Depth2Img enabled: True" in text, text
+    assert all(np.abs(images[i].astype(int) - images[j].astype(int)).max() > 0 for i in range(4) for j in range(i))
+    # Each item got its own image's depth: it is the picture a single job of its image and seed gives (mean
+    # difference seen 1.3-1.9 of 255: the UNet's batch-size-dependent kernels on random weights), and far from
+    # the same job conditioned on the other image's depth map (seen 13-16), which a batch that reused item 0's
+    # depth for every item, or one scale for the batch, would give.
+    maps = {name: webui.post("/depth2img/v1/estimate", {"image": rgb_b64(image)}).json()["depth"]
+            for name, image in (("a", a), ("b", b))}  # fmt: skip
+    for k in range(4):
+        image, other = (a, "b") if k % 2 == 0 else (b, "a")
+        [alone] = images_of(img2img(webui, image, args, seed=1234 + k))
+        [wrong] = images_of(img2img(webui, image, depth_args(enabled=True, source="upload", depth_image=maps[other]),
+                                    seed=1234 + k))  # fmt: skip
+        own = np.abs(images[k].astype(int) - alone.astype(int)).mean()
+        assert own < 4 and np.abs(images[k].astype(int) - wrong.astype(int)).mean() > 3 * own, k
 
 
 def test_depth_checkpoints_in_the_extension_folder_are_listed(webui, tiny_checkpoint):

@@ -21,9 +21,12 @@ class ScriptRunner:
         self.args = list(args)
         self.errors = []
 
-    def _call(self, method, p, *extra):
+    def _call(self, method, p, *extra, **kwargs):
+        hook = getattr(self.script, method, None)  # the WebUI's Script defines every hook as a no-op
+        if hook is None:
+            return
         try:
-            getattr(self.script, method)(p, *extra, *self.args)
+            hook(p, *extra, *self.args, **kwargs)
         except Exception as error:  # the WebUI: errors.report(f"Error running {method}: {filename}")
             self.errors.append((method, error))
 
@@ -35,3 +38,6 @@ class ScriptRunner:
 
     def postprocess(self, p, processed):
         self._call("postprocess", p, processed)
+
+    def process_before_every_sampling(self, p, **kwargs):
+        self._call("process_before_every_sampling", p, **kwargs)

@@ -30,3 +30,16 @@ def get_closet_checkpoint_match(search_string):
         return info
     found = sorted([i for i in checkpoints_list.values() if search_string in i.title], key=lambda i: len(i.title))
     return found[0] if found else None
+
+
+# What loading a checkpoint gives, for the tests that need it: filename -> the model object (shared.sd_model).
+loadable = {}
+
+
+def reload_model_weights(sd_model=None, info=None):
+    """The WebUI's: make `info` the loaded model (here: the model a test registered in `loadable`, if any)."""
+    from modules import shared
+
+    if info is not None and info.filename in loadable:
+        shared.sd_model = loadable[info.filename]
+    return shared.sd_model
