@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from depth2img.base import limits
-from depth2img.panel import builder as ui
+from depth2img.panel import builder
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
 from depth2img.schema.args import ArgsError, Depth2ImgArgs
 from depth2img.source import encoding
@@ -38,31 +38,31 @@ def panel_values(**changes) -> list:
         clip_far=0.0, gamma=1.0, blur=0.0, depth_kind="auto", distance_range="", exr_channel="",
     )  # fmt: skip
     values.update(changes)
-    return [values[name] for name in ui.PANEL_SETTINGS]
+    return [values[name] for name in builder.PANEL_SETTINGS]
 
 
 def test_panel_values_follow_the_schema_and_name_bad_keys():
-    args = ui.settings_from_values(
+    args = builder.settings_from_values(
         panel_values(source="upload", depth_image=b"png", invert=True, gamma=2.0, blur=1.5, distance_range="2, 8")
     )
     assert (args.source, args.depth_image, args.invert, args.gamma, args.blur) == ("upload", b"png", True, 2.0, 1.5)
     assert args.distance_range == (2.0, 8.0) and args.depth_kind == "auto"
-    assert ui.settings_from_values(panel_values()).distance_range is None
+    assert builder.settings_from_values(panel_values()).distance_range is None
     with pytest.raises(ArgsError, match="'gamma'"):
-        ui.settings_from_values(panel_values(gamma=0.0))
+        builder.settings_from_values(panel_values(gamma=0.0))
     with pytest.raises(ArgsError, match="'source'"):
-        ui.settings_from_values(panel_values(source="guess"))
+        builder.settings_from_values(panel_values(source="guess"))
     with pytest.raises(ArgsError, match="'distance_range'"):
-        ui.settings_from_values(panel_values(distance_range="near"))
+        builder.settings_from_values(panel_values(distance_range="near"))
 
 
 def test_panel_settings_and_host_settings_in_the_schema_order():
     from dataclasses import fields
 
     names = [f.name for f in fields(Depth2ImgArgs)]
-    everything = (*ui.PANEL_SETTINGS, *(name for extra in ui.EXTRAS.values() for name in extra))
+    everything = (*builder.PANEL_SETTINGS, *(name for extra in builder.EXTRAS.values() for name in extra))
     assert list(everything) == [n for n in names if n in everything]
-    panel = ui.DepthPanel({name: f"<{name}>" for name in everything}, None, None, None, None)
+    panel = builder.DepthPanel({name: f"<{name}>" for name in everything}, None, None, None, None)
     host = {name: f"<{name}>" for name in ("enabled", "return_depth", "checkpoint", "depth_dir", "batch_depth_scale")}
     assert panel.in_schema_order(host) == [f"<{name}>" for name in names]  # every field, the schema's order
 
@@ -71,7 +71,7 @@ def test_sliders_show_the_schema_default_and_stay_inside_its_checks():
     from depth2img.schema.args import _CHECKS
 
     defaults = Depth2ImgArgs()
-    for name, slider in {**ui.SLIDERS, **ui.MASK_SLIDERS}.items():
+    for name, slider in {**builder.SLIDERS, **builder.MASK_SLIDERS}.items():
         low, high = _CHECKS[name]["range"]
         assert slider["minimum"] <= getattr(defaults, name) <= slider["maximum"], name
         assert low <= slider["minimum"] and slider["maximum"] <= high, name
@@ -79,7 +79,7 @@ def test_sliders_show_the_schema_default_and_stay_inside_its_checks():
 
 def test_panel_depth_uploaded_16_bit_kept_and_post_processed():
     args = Depth2ImgArgs(source="upload", depth_image=ramp_png16(), invert=True)
-    depth = ui.panel_depth(args, None, no_estimate)
+    depth = builder.panel_depth(args, None, no_estimate)
     assert depth.shape == (32, 48) and len(np.unique(depth)) == 48
     assert depth[0, 0] > depth[0, -1]  # inverted: the left edge is now near
 
@@ -87,17 +87,17 @@ def test_panel_depth_uploaded_16_bit_kept_and_post_processed():
 def test_panel_depth_reads_a_distance_map_as_the_settings_say():
     distance = np.tile(np.linspace(1, 0, 48, dtype=np.float32), (32, 1))  # 16-bit Z pass: black = near
     png = encoding.encode_png16(distance)
-    as_inverse = ui.panel_depth(Depth2ImgArgs(source="upload", depth_image=png), None, no_estimate)
-    as_distance = ui.panel_depth(
+    as_inverse = builder.panel_depth(Depth2ImgArgs(source="upload", depth_image=png), None, no_estimate)
+    as_distance = builder.panel_depth(
         Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance", distance_range=(1.0, 4.0)),
         None,
         no_estimate,
     )
     assert as_inverse[0, 0] > as_inverse[0, -1]  # read as stored: white (left) = near
     assert as_distance[0, 0] < as_distance[0, -1]  # read as distance: the black right end is near
-    decoded = ui.uploaded_depth(Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance"))
+    decoded = builder.uploaded_depth(Depth2ImgArgs(source="upload", depth_image=png, depth_kind="distance"))
     assert decoded.approximate and decoded.notice  # no range given: the app shows this notice
-    assert ui.thumbnail(png, "distance", "1, 4", "").size == (48, 32)
+    assert builder.thumbnail(png, "distance", "1, 4", "").size == (48, 32)
 
 
 def test_preview_mask_is_the_engines_band_mask_at_the_image_size():
@@ -106,29 +106,30 @@ def test_preview_mask_is_the_engines_band_mask_at_the_image_size():
     depth = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))
     args = Depth2ImgArgs(mask_from_depth=True, mask_low=50.0, mask_high=100.0, mask_grow=1)
     image = Image.new("RGB", (96, 64))
-    shown = ui.preview_mask(args, depth, image)
+    shown = builder.preview_mask(args, depth, image)
     engine_mask, _ = depth_band_mask(depth, args.mask_settings(), None, 96, 64)
     assert shown.size == (96, 64) and np.array_equal(np.asarray(shown), np.asarray(engine_mask))
     assert np.asarray(shown)[:, -1].min() == 255 and np.asarray(shown)[:, 0].max() == 0  # near (right) half
-    assert ui.preview_mask(Depth2ImgArgs(), depth, image) is None  # band off: no mask
+    assert builder.preview_mask(Depth2ImgArgs(), depth, image) is None  # band off: no mask
 
 
 def test_a_host_without_an_extra_keeps_the_positional_order():
-    base = ui.DepthPanel({name: name for name in ui.PANEL_SETTINGS}, None, None, None, None)
+    base = builder.DepthPanel({name: name for name in builder.PANEL_SETTINGS}, None, None, None, None)
     host = {name: name for name in ("enabled", "return_depth", "checkpoint", "depth_dir")}
     assert len(base.in_schema_order(host)) == 15  # the extras are the schema's tail
-    gap = ui.DepthPanel({name: name for name in (*ui.PANEL_SETTINGS, "mask_from_depth")}, None, None, None, None)
+    settings = {name: name for name in (*builder.PANEL_SETTINGS, "mask_from_depth")}
+    gap = builder.DepthPanel(settings, None, None, None, None)
     with pytest.raises(ValueError, match="depth_range"):
         gap.in_schema_order(host)
 
 
 def test_panel_depth_errors_say_what_to_do():
     with pytest.raises(limits.DepthMapError, match="no depth map uploaded"):
-        ui.panel_depth(Depth2ImgArgs(source="upload"), None, no_estimate)
+        builder.panel_depth(Depth2ImgArgs(source="upload"), None, no_estimate)
     with pytest.raises(limits.DepthMapError, match="not a readable image"):
-        ui.panel_depth(Depth2ImgArgs(source="upload", depth_image=b"not an image"), None, no_estimate)
+        builder.panel_depth(Depth2ImgArgs(source="upload", depth_image=b"not an image"), None, no_estimate)
     with pytest.raises(limits.DepthMapError, match="no init image"):
-        ui.panel_depth(Depth2ImgArgs(source="estimate"), None, no_estimate)
+        builder.panel_depth(Depth2ImgArgs(source="estimate"), None, no_estimate)
 
 
 def test_preview_is_gray_and_colour_of_the_processed_map():
@@ -138,7 +139,7 @@ def test_preview_is_gray_and_colour_of_the_processed_map():
         seen.append(name)
         return np.tile(np.linspace(0, 5, 40, dtype=np.float32), (20, 1))
 
-    gray, colour = ui.preview_images(Depth2ImgArgs(), Image.new("RGB", (40, 20)), estimate)
+    gray, colour = builder.preview_images(Depth2ImgArgs(), Image.new("RGB", (40, 20)), estimate)
     assert seen == ["checkpoint-midas"]
     assert gray.mode == "L" and gray.size == (40, 20) and colour.mode == "RGB"
     assert np.asarray(gray)[0, 0] == 0 and np.asarray(gray)[0, -1] == 255
@@ -244,7 +245,7 @@ def test_stop_ends_the_running_job_of_that_page_only_and_says_where(pipe, tmp_pa
     app = DepthApp(pipe, tmp_path / "out")
     image = tmp_path / "scene.png"
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(image)
-    job = dict(zip(ui.PANEL_SETTINGS, panel_values(), strict=True))
+    job = dict(zip(builder.PANEL_SETTINGS, panel_values(), strict=True))
     job.update(
         init_image=str(image), inpaint_mask=None, prompt="x", negative_prompt="", steps=150, guidance=7.5,
         strength=1.0, seed=3, scheduler="ddim", width=64, height=64, resize_mode="just resize", batch_size=1,

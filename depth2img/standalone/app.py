@@ -29,7 +29,7 @@ from depth2img.base.paths import DEMO_DIR
 from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.midas import images_to_tensor
 from depth2img.estimate.registry import create_estimator, list_estimators
-from depth2img.panel import builder as ui
+from depth2img.panel import builder
 from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline, make_scheduler
 from depth2img.process import fitting
 from depth2img.source import decoding, encoding
@@ -103,7 +103,7 @@ class DepthApp:
         self.out_dir = Path(out_dir).resolve()
         self.max_pixels = max_pixels
         self.background = background  # transparent parts of a picture are flattened on it, as in the WebUI
-        self.panel_names: tuple[str, ...] = ui.PANEL_SETTINGS  # the built page's, set by build()
+        self.panel_names: tuple[str, ...] = builder.PANEL_SETTINGS  # the built page's, set by build()
         self.is_demo = pipe.checkpoint_path is not None and Path(pipe.checkpoint_path).parent == DEMO_DIR
         # Each scheduler is built once from the loaded one's training schedule (the engine's one recipe).
         schedule = pipe.scheduler.config
@@ -162,7 +162,7 @@ class DepthApp:
 
     def _job_from_values(self, values: dict, warn) -> tuple:
         """(the panel's settings, the scheduler's name, the GenerationRequest) from the page's values."""
-        args = ui.settings_from_values([values.get(name) for name in self.panel_names], self.panel_names)
+        args = builder.settings_from_values([values.get(name) for name in self.panel_names], self.panel_names)
         scheduler, resize_mode = values.get("scheduler") or "pndm", values.get("resize_mode") or "just resize"
         if scheduler not in self.schedulers:
             raise ValueError(f"unknown scheduler {scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
@@ -172,7 +172,7 @@ class DepthApp:
         image = self.open_upload(init_image, "the init image") if init_image else None
         depth = None
         if args.source == "upload":
-            decoded = ui.uploaded_depth(args, self.max_pixels)
+            decoded = builder.uploaded_depth(args, self.max_pixels)
             depth = decoded.depth
             if decoded.notice:  # e.g. a distance map read without its range: approximate
                 warn(decoded.notice)
@@ -342,7 +342,7 @@ class DepthApp:
             )
             resize_mode = gr.Dropdown(list(RESIZE_MODES), value="just resize", label="Resize mode")
         with gr.Accordion("Depth", open=True):
-            panel = ui.build_depth_panel(
+            panel = builder.build_depth_panel(
                 "depth2img",
                 estimators=list(self.estimators.values()),
                 max_pixels=lambda: self.max_pixels,
@@ -396,7 +396,7 @@ class DepthApp:
             inputs=[job_inputs["init_image"]],
             outputs=[job_inputs["inpaint_mask"]],
             queue=False,
-            **ui.hidden_api(),
+            **builder.hidden_api(),
         )
         inputs = {**job_inputs, **panel.components}
         event = generate_button.click(
@@ -409,7 +409,11 @@ class DepthApp:
         )
         # On the queue (gradio shows its message) but never waiting behind a job: no concurrency limit.
         stop_button.click(
-            fn=self._stop_event(), concurrency_limit=None, concurrency_id="stop", cancels=[event], **ui.hidden_api()
+            fn=self._stop_event(),
+            concurrency_limit=None,
+            concurrency_id="stop",
+            cancels=[event],
+            **builder.hidden_api(),
         )
 
     def _generate_event(self, names: list[str]):
