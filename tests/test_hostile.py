@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -185,6 +185,7 @@ def test_fuzz_depth_decoder(data):
 
 @_FUZZ
 @given(st.one_of(st.binary(max_size=512), _mangled()))
+@example(b"II+\x00" + bytes(11) + b"\x80")  # found by it: a BigTIFF IFD offset past ssize_t (OverflowError)
 def test_fuzz_picture_opener(data):
     try:
         image = decoding.open_image(data, "field 'image'", max_pixels=1_000_000)
@@ -222,6 +223,7 @@ _image_value = st.one_of(st.text(max_size=40), st.binary(max_size=256).map(_b64)
                                         "depth_kind", "distance_range", "exr_channel", "mask_depth_low",
                                         "mask_depth_high", "mask_auto", "invert_depth", "x"]),
                        _image_value, max_size=6) | _json)
+@example({"estimator": "x" * 300})  # found by it: a name too long for the file system (OSError from is_dir)
 def test_fuzz_route_parsers(body):
     for parse in (api.parse_estimate_request, api.parse_mask_request):
         try:

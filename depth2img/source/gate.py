@@ -162,7 +162,7 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
                 if code is None:
                     return None
                 found[tag] = struct.unpack_from(order + code, value)[0]
-    except struct.error:
+    except (struct.error, OverflowError):  # short data; an offset past what an index can hold (BigTIFF's 64 bits)
         return None
     if 256 in found and 257 in found:
         return found[256], found[257]
