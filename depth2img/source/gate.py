@@ -136,8 +136,8 @@ def _pil_size(data: bytes, fmt: str) -> tuple[int, int] | str | None:
                 return image.size
         except Image.DecompressionBombError:
             return f"over {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} megapixels"
-        except (UnidentifiedImageError, OSError, ValueError, struct.error, SyntaxError):
-            return None
+        except (UnidentifiedImageError, OSError, ValueError, struct.error, SyntaxError, OverflowError, EOFError):
+            return None  # OverflowError: an offset past what a seek takes (Pillow 9.5's TIFF reader)
 
 
 def _tiff_size(data: bytes) -> tuple[int, int] | None:
