@@ -201,6 +201,16 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
+def choices_of(name: str) -> tuple[str, ...] | None:
+    """The values a setting takes where it is a choice (the CLI's choices), else None."""
+    return _CHOICES.get(name)
+
+
+def is_pair(name: str) -> bool:
+    """Whether a setting holds two numbers (or None)."""
+    return name in _PAIR_NAMES
+
+
 def _infotext_value(value: Any) -> str:
     if isinstance(value, tuple):  # "lo hi": no comma, so infotext needs no quoting; repr keeps every digit
         return " ".join(repr(float(v)) for v in value)

@@ -481,60 +481,38 @@ def _add_render_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_depth_options(parser: argparse.ArgumentParser) -> None:
     """Post-processing and the conditioning's range: the depth map as generate, mask and sequence see it."""
+    from depth2img.standalone.flags import add_mirrored
+
     parser.add_argument(
         "--resize-mode", default="just-resize", choices=["just-resize", "crop-and-resize", "resize-and-fill"]
     )
-    parser.add_argument("--invert", action="store_true", help="swap near and far in the depth map")
-    parser.add_argument("--clip-near", type=float, default=100.0, help="clamp depth above this percentile")
-    parser.add_argument("--clip-far", type=float, default=0.0, help="clamp depth below this percentile")
-    parser.add_argument("--gamma", type=float, default=1.0)
-    parser.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma in pixels")
-    parser.add_argument(
-        "--depth-range",
-        nargs=2,
-        type=float,
-        metavar=("LO", "HI"),
-        help="condition on this fixed range of the processed map (LO -> far, HI -> near, clamped) instead of "
-        "the map's own min-max",
-    )
+    add_mirrored(parser, "invert", "clip_near", "clip_far", "gamma", "blur", "depth_range")
 
 
 def _add_mask_options(parser: argparse.ArgumentParser) -> None:
+    from depth2img.schema.args import MASK_COMBINE_MODES
+    from depth2img.standalone.flags import add_mirrored
+
     parser.add_argument(
         "--mask-depth",
         metavar="LOW:HIGH",
         help="inpainting mask from a depth band, in percent (0 = farthest, 100 = nearest), e.g. 60:100 = the "
         "nearest 40%% of the depth range",
     )
-    parser.add_argument(
-        "--mask-band-mode",
-        default="range",
-        choices=["range", "percentile"],
-        help="the band in percent of the depth range (default) or in percentiles of the pixels",
-    )
-    parser.add_argument("--mask-feather", type=float, default=0.0, metavar="PX", help="soft edge, px")
-    parser.add_argument("--mask-grow", type=int, default=0, metavar="PX", help="grow the mask (negative shrinks)")
-    parser.add_argument("--mask-invert", action="store_true", help="select everything outside the band")
+    add_mirrored(parser, "mask_band_mode", "mask_feather", "mask_grow", "mask_invert")
+    # Not a mirror: no flag (None) is how _settings tells "not given" from the schema's default, replace.
     parser.add_argument(
         "--mask-combine",
-        choices=["replace", "intersect", "union"],
+        choices=MASK_COMBINE_MODES,
         help="with --mask: the depth band replaces it (default), or intersects or joins it",
     )
-    parser.add_argument(
-        "--mask-auto",
-        action="store_true",
-        help="pick the band: the depth under the white strokes of --mask, or Otsu's split (the nearer part)",
-    )
+    add_mirrored(parser, "mask_auto")
 
 
 def _add_estimator(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--estimator",
-        default="checkpoint-midas",
-        help="checkpoint-midas (the depth checkpoint's own MiDaS, default), the name of a model folder in "
-        "models/depth/, or the path of a transformers depth model folder (config.json, safetensors, "
-        "preprocessor_config.json: DPT, GLPN, Depth Anything, ZoeDepth, ... as the installed transformers has)",
-    )
+    from depth2img.standalone.flags import add_mirrored
+
+    add_mirrored(parser, "estimator")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -551,32 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_generate_command(sub) -> None:
+    from depth2img.standalone.flags import add_mirrored
+
     parser = sub.add_parser("generate", help="img2img / inpaint / txt2img with depth")
     parser.add_argument("--image", help="init image (omit for txt2img from --depth)")
     parser.add_argument(
         "--depth", help="depth map (8/16-bit PNG, TIFF, .npy, EXR; white = near unless --depth-kind); default: estimate"
     )
-    parser.add_argument(
-        "--depth-kind",
-        default="auto",
-        choices=["auto", "inverse", "distance"],
-        help="what --depth holds: inverse (white = near), distance (larger = farther: a renderer's Z, a Z-pass PNG "
-        "where black = near; converted to 1/distance); auto (default): EXR files and maps given --distance-range "
-        "are distance, other files inverse",
-    )
-    parser.add_argument(
-        "--distance-range",
-        nargs=2,
-        type=float,
-        metavar=("NEAR", "FAR"),
-        help="scene distances of a normalized distance map's 0 and 1 (8/16-bit PNG, EXR Mist); without it the "
-        "conversion is approximate (near 1, far 10)",
-    )
-    parser.add_argument(
-        "--exr-channel", default="",
-        help="EXR channel holding depth, part.channel in a multi-part file (default: ViewLayer.Depth.Z, Z, *.V, "
-        "Mist, R=G=B)",
-    )
+    add_mirrored(parser, "depth_kind", "distance_range", "exr_channel")
     parser.add_argument("--mask", help="inpainting mask, white = repaint, same size as --image")
     _add_render_options(parser)
     parser.add_argument("--out", required=True)
@@ -592,11 +552,13 @@ def _add_generate_command(sub) -> None:
 
 
 def _add_depth_command(sub) -> None:
+    from depth2img.standalone.flags import add_mirrored
+
     parser = sub.add_parser("depth", help="estimate a depth map (white = near) at the image's size")
     parser.add_argument("--image", required=True)
     parser.add_argument("--out", required=True, help=".png (16-bit, white = near), .tif or .npy (float32)")
     parser.add_argument("--checkpoint")
-    parser.add_argument("--invert", action="store_true")
+    add_mirrored(parser, "invert", help=None)  # no help here, as before
     _add_estimator(parser)
     _add_max_megapixels(parser)
     parser.set_defaults(func=cmd_depth)
