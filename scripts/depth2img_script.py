@@ -27,8 +27,14 @@ from depth2img.estimate.folders import add_estimator_dir
 from depth2img.estimate.registry import list_estimators
 from depth2img.panel.builder import build_depth_panel, infotext_key, js_kwargs
 from depth2img.schema.args import Depth2ImgArgs, requested_enabled
-from depth2img.webui import hooks as hooks
+from depth2img.webui import batch as webui_batch
+from depth2img.webui import estimators as webui_estimators
+from depth2img.webui import init_image as webui_init_image
 from depth2img.webui import job, route_auth
+from depth2img.webui import job_checkpoint as webui_job_checkpoint
+from depth2img.webui import job_hooks as webui_job_hooks
+from depth2img.webui import options as webui_options
+from depth2img.webui import outputs as webui_outputs
 from depth2img.webui import routes as api
 from depth2img.webui.job import job_error
 from depth2img.webui.panel_rows import build_webui_rows
@@ -62,16 +68,16 @@ def loaded_depth_model():  # the loaded model's MiDaS module; None: the loaded m
 
 
 def loaded_estimator():
-    return hooks.loaded_model_estimator(shared.sd_model, devices.device)
+    return webui_estimators.loaded_model_estimator(shared.sd_model, devices.device)
 
 
 def estimator_named(name: str):
     """The estimator a job or request runs (the loaded model's MiDaS for checkpoint-midas, never a copy)."""
-    return hooks.job_estimator(name, loaded_estimator, devices.device, devices.dtype)
+    return webui_estimators.job_estimator(name, loaded_estimator, devices.device, devices.dtype)
 
 
 def release_estimators() -> None:
-    hooks.release_estimators(keep=bool(_opt(hooks.KEEP_ESTIMATOR_SETTING, False)))
+    webui_estimators.release_estimators(keep=bool(_opt(webui_options.KEEP_ESTIMATOR_SETTING, False)))
 
 
 def estimate_holding_the_lock(image, estimator: str):
@@ -91,7 +97,7 @@ def estimate_outside_a_job(image, estimator: str):
 def register_extension_checkpoints() -> None:
     """Depth checkpoints in this extension's models/Stable-diffusion join the WebUI's model list."""
     known = [info.filename for info in sd_models.checkpoints_list.values()]
-    for path in hooks.checkpoints_to_register(known, hooks.is_depth_checkpoint):
+    for path in webui_job_checkpoint.checkpoints_to_register(known, webui_job_checkpoint.is_depth_checkpoint):
         sd_models.CheckpointInfo(str(path)).register()
 
 
@@ -100,15 +106,15 @@ def depth_checkpoint_entries() -> list[dict]:
     return api.checkpoints_response([(info.title, info.filename) for info in sd_models.checkpoints_list.values()])
 
 
-hooks.register_demo_text_arch()
+webui_job_checkpoint.register_demo_text_arch()
 # An estimator is a registered name, or a model folder inside the model folders: API callers are strangers.
 registry.restrict_to_model_folders()
 # Estimator folders in the WebUI's models/depth too (besides the extension's own models/depth).
 add_estimator_dir(Path(shared.models_path) / "depth")
 # Batch inputs' paths (v1.9+'s images.read), to match each input with its depth map by file name.
-BATCH_DEPTH_DIR_SUPPORTED = hooks.install_batch_path_recorder(images)
+BATCH_DEPTH_DIR_SUPPORTED = webui_batch.install_batch_path_recorder(images)
 if not BATCH_DEPTH_DIR_SUPPORTED:
-    print(f"[Depth2Img] {hooks.BATCH_DEPTH_DIR_NOTE}")
+    print(f"[Depth2Img] {webui_batch.BATCH_DEPTH_DIR_NOTE}")
 
 
 def install_batch_inputs_recorder():
@@ -117,7 +123,7 @@ def install_batch_inputs_recorder():
     if BATCH_DEPTH_DIR_SUPPORTED:
         import modules.img2img
 
-        hooks.install_batch_inputs_recorder(modules.img2img)
+        webui_batch.install_batch_inputs_recorder(modules.img2img)
 
 
 # ---- the script ----------------------------------------------------------------------------------
@@ -141,7 +147,7 @@ class Depth2ImgScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        if kwargs.get("elem_id") in hooks.INIT_IMAGE_ELEM_IDS:
+        if kwargs.get("elem_id") in webui_init_image.INIT_IMAGE_ELEM_IDS:
             self.init_image_components[kwargs["elem_id"]] = component
 
     def ui(self, is_img2img):
@@ -156,16 +162,16 @@ class Depth2ImgScript(scripts.Script):
             )  # fmt: skip
             rows = build_webui_rows(
                 f"depth2img_{tab}", is_img2img, [USE_LOADED_MODEL, *(c["title"] for c in depth_checkpoint_entries())],
-                BATCH_DEPTH_DIR_SUPPORTED, hooks.BATCH_DEPTH_DIR_NOTE,
+                BATCH_DEPTH_DIR_SUPPORTED, webui_batch.BATCH_DEPTH_DIR_NOTE,
                 dirs_hidden=dirs_hidden(),
             )  # fmt: skip
             preview_tab = rows.pop("preview_tab")
         if is_img2img:
-            image_ids = [i for i in hooks.INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
+            image_ids = [i for i in webui_init_image.INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
             image_inputs = {"tab_index": preview_tab, **{i: self.init_image_components[i] for i in image_ids}}
 
             def pick(tab_index, *images):
-                return hooks.pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
+                return webui_init_image.pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
 
             panel.wire_preview(
                 estimate_for_preview, image_inputs=image_inputs, pick_image=pick, **js_kwargs("depth2img_preview_args")
@@ -186,13 +192,13 @@ class Depth2ImgScript(scripts.Script):
         if len(values) > 10 and values[10] == USE_LOADED_MODEL:
             values[10] = ""
         parsed = Depth2ImgArgs.from_request(values)
-        overrides = getattr(p, hooks.XYZ_OVERRIDES_ATTR, None)
+        overrides = getattr(p, webui_options.XYZ_OVERRIDES_ATTR, None)
         return dataclasses.replace(parsed, **overrides) if overrides else parsed
 
     def before_process(self, p, *args):
         try:
             find = sd_models.get_closet_checkpoint_match
-            hooks.checkpoint_for_job(p, self._args(p, args), loaded_depth_model() is not None, find)
+            webui_job_checkpoint.checkpoint_for_job(p, self._args(p, args), loaded_depth_model() is not None, find)
         except Exception:
             return  # the WebUI only logs exceptions from here: process() checks the same and stops the job
 
@@ -201,16 +207,16 @@ class Depth2ImgScript(scripts.Script):
         try:
             self._prepare(p, args)
         except Exception as error:
-            hooks.stop_job_for(p, error)
+            webui_job_hooks.stop_job_for(p, error)
 
     def _enabled(self, p, args) -> bool:
         """Whether this job turns Depth2Img on (its args, or an XYZ cell's), before the rest is parsed."""
-        overrides = getattr(p, hooks.XYZ_OVERRIDES_ATTR, None) or {}
+        overrides = getattr(p, webui_options.XYZ_OVERRIDES_ATTR, None) or {}
         return bool(overrides.get("enabled", requested_enabled(list(args))))
 
     def _prepare(self, p, args) -> None:
-        painted = hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
-        sources = hooks.pop_batch_sources(p)  # always: the key never stays in an image's info
+        painted = webui_job_hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
+        sources = webui_batch.pop_batch_sources(p)  # always: the key never stays in an image's info
         is_depth_model = loaded_depth_model() is not None
         if not self._enabled(p, args):
             # Panel off: the WebUI's own job, whatever the other widgets hold; with a depth model, the takeover
@@ -219,22 +225,23 @@ class Depth2ImgScript(scripts.Script):
                 self._start(p, Depth2ImgArgs(), painted, depth=None)
             return
         settings = self._args(p, args)
-        hooks.check_estimator_name(settings.estimator)
-        hooks.check_depth_dir_allowed(
+        webui_job_hooks.check_estimator_name(settings.estimator)
+        webui_job_hooks.check_depth_dir_allowed(
             settings, is_api=bool(getattr(p, "is_api", False)),
-            api_folders=bool(_opt(hooks.API_FOLDERS_SETTING, False)), dirs_hidden=dirs_hidden(),
+            api_folders=bool(_opt(webui_options.API_FOLDERS_SETTING, False)), dirs_hidden=dirs_hidden(),
         )  # fmt: skip
         settings, folder_scale = self._batch_depth_scale(p, settings)
-        settings, batch_depth = hooks.batch_depth(settings, sources, BATCH_DEPTH_DIR_SUPPORTED, max_pixels())
+        settings, batch_depth = webui_batch.batch_depth(settings, sources, BATCH_DEPTH_DIR_SUPPORTED, max_pixels())
         if not is_depth_model:
             find = sd_models.get_closet_checkpoint_match
-            raise Depth2ImgError(hooks.no_depth_model_message(settings.checkpoint, find, hooks.is_depth_checkpoint))
+            is_depth = webui_job_checkpoint.is_depth_checkpoint
+            raise Depth2ImgError(webui_job_checkpoint.no_depth_model_message(settings.checkpoint, find, is_depth))
         self._start(p, settings, painted, depth=batch_depth, postprocess_scale=folder_scale)
 
     def _start(self, p, settings: Depth2ImgArgs, painted, depth, postprocess_scale=None) -> None:
         CACHE.max_entries = int(_opt("depth2img_cache_size", 8))
         round_mask = getattr(p, "mask_round", True)
-        hooks.start_job(
+        webui_job_hooks.start_job(
             p, settings, painted, depth=depth, cache=CACHE, background=background_color(),
             postprocess_scale=postprocess_scale,
             max_pixels=max_pixels(), binary_mask=lambda mask: processing.create_binary_mask(mask, round=round_mask),
@@ -245,15 +252,15 @@ class Depth2ImgScript(scripts.Script):
         def estimate(image):  # inside the job: the WebUI holds its queue lock
             return job.estimate_image(estimator_named(settings.estimator), CACHE, image, background_color())
 
-        return hooks.folder_scale_for_job(
+        return webui_batch.folder_scale_for_job(
             settings, p, supported=BATCH_DEPTH_DIR_SUPPORTED, max_pixels=max_pixels(), estimate=estimate,
             read_image=lambda path: ImageOps.exif_transpose(images.read(path)),  # as the batch tab reads its inputs
             walk_files=shared.walk_files, state=shared.state,
         )  # fmt: skip
 
     def postprocess(self, p, processed, *args):
-        hooks.append_depth_output(p, processed, _opt("samples_format", "png"), hooks.DEPTH_INFO_KEY)
-        hooks.add_api_notices(p, processed, hooks.NOTICE_INFO_KEY)
+        webui_outputs.append_depth_output(p, processed, _opt("samples_format", "png"), webui_outputs.DEPTH_INFO_KEY)
+        webui_outputs.add_api_notices(p, processed, webui_outputs.NOTICE_INFO_KEY)
         release_estimators()
 
 
@@ -261,13 +268,13 @@ class Depth2ImgScript(scripts.Script):
 
 
 def on_ui_settings():
-    hooks.add_settings(shared.opts, shared.OptionInfo, gr.Slider)
+    webui_options.add_settings(shared.opts, shared.OptionInfo, gr.Slider)
 
 
 def add_xyz_axes():
     xyz = next((d.module for d in scripts.scripts_data if d.script_class.__module__ == "xyz_grid.py"), None)
     if xyz is not None:
-        hooks.add_xyz_axes(xyz, lambda: [e.name for e in list_estimators()])
+        webui_options.add_xyz_axes(xyz, lambda: [e.name for e in list_estimators()])
 
 
 RAW_JSON_BODY = Body(...)

@@ -44,7 +44,7 @@ def test_the_config_written_beside_a_found_checkpoint_is_whole_or_absent(tmp_pat
     import shutil
 
     from depth2img.base import paths
-    from depth2img.webui import hooks as webui_hooks
+    from depth2img.webui import job_checkpoint as webui_job_checkpoint
 
     monkeypatch.setattr(paths, "USER_CHECKPOINT_DIR", tmp_path)
     checkpoint = tmp_path / "mine.safetensors"
@@ -58,9 +58,9 @@ def test_the_config_written_beside_a_found_checkpoint_is_whole_or_absent(tmp_pat
 
     monkeypatch.setattr(shutil, "copyfile", copy_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
-        webui_hooks.checkpoints_to_register([], lambda path: True)
+        webui_job_checkpoint.checkpoints_to_register([], lambda path: True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.safetensors"]  # no half YAML, no temporary
 
     monkeypatch.setattr(shutil, "copyfile", real_copy)
-    assert webui_hooks.checkpoints_to_register([], lambda path: True) == [checkpoint]
+    assert webui_job_checkpoint.checkpoints_to_register([], lambda path: True) == [checkpoint]
     assert (tmp_path / "mine.yaml").read_bytes() == paths.SHIPPED_DEPTH_CONFIG.read_bytes()

@@ -25,8 +25,12 @@ from depth2img.base.errors import Depth2ImgError
 from depth2img.process import fitting
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.source import decoding
-from depth2img.webui import hooks as hooks
-from depth2img.webui.hooks import BATCH_PATH_KEY, INIT_IMAGE_ELEM_IDS
+from depth2img.webui import batch as webui_batch
+from depth2img.webui import job_hooks as webui_job_hooks
+from depth2img.webui import options as webui_options
+from depth2img.webui import outputs as webui_outputs
+from depth2img.webui.batch import BATCH_PATH_KEY
+from depth2img.webui.init_image import INIT_IMAGE_ELEM_IDS
 
 from .webui_standins import VERSIONS, webui
 
@@ -200,7 +204,7 @@ def test_a_depth_map_from_the_panel_that_fails_to_decode_stops_the_job(env, txt2
 def test_a_batch_folder_map_that_cannot_be_read_stops_the_job_naming_the_file(env, tmp_path):
     (tmp_path / "photo.png").write_bytes(b"\x89PNG truncated")
     image = picture()
-    hooks.record_batch_path(image, str(tmp_path / "inputs" / "photo.jpg"))
+    webui_batch.record_batch_path(image, str(tmp_path / "inputs" / "photo.jpg"))
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(tmp_path)))
     assert_stopped(p, runner, "photo.png")
@@ -210,7 +214,7 @@ def test_an_unexpected_failure_stops_the_job_with_status_500(env, monkeypatch, c
     def broken(*args, **kwargs):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(hooks, "DepthConditioner", broken)
+    monkeypatch.setattr(webui_job_hooks, "DepthConditioner", broken)
     p = img2img_p(env)
     _, runner = run_job(env, p, ui_args(enabled=True))
     assert_stopped(p, runner, "KeyError.*surprise", status=500)
@@ -296,7 +300,7 @@ def test_return_depth_comes_at_the_generated_size_in_any_samples_format(env, sam
     # All 16 bits reach API users in info, at the generated size: the uploaded ramp, resized (OpenCV's cubic
     # kernel misses a linear ramp by up to 0.05 of a source step; the 16-bit min-max scaling stretches its
     # +-0.2 % border overshoot: 5e-3 of the range covers both).
-    key = hooks.DEPTH_INFO_KEY
+    key = webui_outputs.DEPTH_INFO_KEY
     sent = cv2.imdecode(np.frombuffer(base64.b64decode(processed.extra_generation_params[key]), np.uint8),
                         cv2.IMREAD_UNCHANGED)
     assert sent.dtype == np.uint16 and sent.shape == (96, 128)
@@ -312,7 +316,7 @@ def test_return_depth_of_an_estimated_map_comes_at_the_image_size(env):
     conditioning_of(p, size=(12, 16))
     processed = finish(env, p, script)
     assert processed.images[-1].size == (128, 96)  # MiDaS worked at 384x288
-    assert hooks.DEPTH_INFO_KEY not in processed.extra_generation_params  # not an API request
+    assert webui_outputs.DEPTH_INFO_KEY not in processed.extra_generation_params  # not an API request
 
 
 # ---- preview (issue 7 #5, #8) ----------------------------------------------------------------------------------
@@ -442,7 +446,7 @@ def test_batch_tab_uses_the_map_with_the_inputs_file_name(env, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), ramp16(vertical=True))
     image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
-    hooks.record_batch_path(image, "/inputs/a.jpg")
+    webui_batch.record_batch_path(image, "/inputs/a.jpg")
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder)))
     assert runner.errors == [] and BATCH_PATH_KEY not in image.info
@@ -459,7 +463,7 @@ def test_batch_tab_maps_are_read_as_the_panel_says(env, tmp_path):
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), ramp16())  # a Z pass: larger = farther, the left edge is near
     image = env.images.read(io.BytesIO(png_bytes(np.zeros((48, 64, 3), np.uint8))))
-    hooks.record_batch_path(image, "/inputs/a.jpg")
+    webui_batch.record_batch_path(image, "/inputs/a.jpg")
     p = img2img_p(env, image)
     _, runner = run_job(env, p, ui_args(enabled=True, depth_dir=str(folder), depth_kind="distance"))
     assert runner.errors == [] and any("approximate" in comment for comment in p.comments)
@@ -759,7 +763,7 @@ def test_an_approximate_upload_is_said_under_the_result_and_to_api_callers(env):
         [comment] = p.comments
         assert comment.startswith("Depth2Img: ") and "approximate" in comment
         processed = finish(env, p, script)
-        key = hooks.NOTICE_INFO_KEY
+        key = webui_outputs.NOTICE_INFO_KEY
         assert ("approximate" in processed.extra_generation_params.get(key, "")) == is_api
         assert key not in p.extra_generation_params  # never in an image's PNG info
 
@@ -1002,17 +1006,16 @@ def run_batch(env, inputs, args):
 def test_one_depth_scale_for_the_whole_folder(env, tmp_path, monkeypatch):
     from depth2img.process import scale
     from depth2img.sequences import passes as passes_module
-    from depth2img.webui import hooks as webui_hooks
 
     inputs, depths = batch_folder(tmp_path)
     passes = []
-    real_scale = webui_hooks.folder_depth_scale
+    real_scale = webui_batch.folder_depth_scale
 
     def counted(*args, **kwargs):
         passes.append(args[0])
         return real_scale(*args, **kwargs)
 
-    monkeypatch.setattr(webui_hooks, "folder_depth_scale", counted)
+    monkeypatch.setattr(webui_batch, "folder_depth_scale", counted)
     texts = []
     shown = property(lambda s: texts[-1] if texts else None, lambda s, v: texts.append(v))
     monkeypatch.setattr(type(env.shared.state), "textinfo", shown)
@@ -1092,7 +1095,7 @@ def test_an_images_own_metadata_never_names_a_batch_source(env, tmp_path):
     cv2.imwrite(str(folder / "secret.png"), ramp16(vertical=True))
     forged = picture()
     forged.info[BATCH_PATH_KEY] = str(tmp_path / "x" / "secret.jpg")
-    env.shared.opts.data[hooks.API_FOLDERS_SETTING] = True  # even where the owner lets API calls name folders
+    env.shared.opts.data[webui_options.API_FOLDERS_SETTING] = True  # even where the owner lets API calls name folders
     p = img2img_p(env, forged, is_api=True)
     _, runner = run_job(env, p, [{"enabled": True, "depth_dir": str(folder)}])
     assert runner.errors == [] and BATCH_PATH_KEY not in forged.info and runner.job_error is None
@@ -1102,15 +1105,15 @@ def test_an_images_own_metadata_never_names_a_batch_source(env, tmp_path):
 
 def test_a_recorded_batch_path_survives_the_batch_tabs_copy_of_the_image(env):
     image = picture()
-    hooks.record_batch_path(image, "/inputs/a.jpg")
+    webui_batch.record_batch_path(image, "/inputs/a.jpg")
     copy = image.copy()  # the batch tab's exif_transpose hands on a copy
-    assert hooks.pop_batch_sources(SimpleNamespace(init_images=[copy])) == ["/inputs/a.jpg"]
+    assert webui_batch.pop_batch_sources(SimpleNamespace(init_images=[copy])) == ["/inputs/a.jpg"]
     assert BATCH_PATH_KEY not in copy.info
 
 
 @pytest.mark.parametrize("allowed", [False, True])
 def test_depth_dir_over_the_api_is_refused_unless_the_owner_allows_it(env, tmp_path, allowed):
-    env.shared.opts.data[hooks.API_FOLDERS_SETTING] = allowed
+    env.shared.opts.data[webui_options.API_FOLDERS_SETTING] = allowed
     p = img2img_p(env, is_api=True)
     _, runner = run_job(env, p, [{"enabled": True, "depth_dir": str(tmp_path)}])
     if allowed:
@@ -1122,7 +1125,7 @@ def test_depth_dir_over_the_api_is_refused_unless_the_owner_allows_it(env, tmp_p
 @pytest.mark.parametrize("is_api", [False, True])
 def test_hide_ui_dir_config_refuses_depth_dir_from_anyone(env, tmp_path, is_api):
     env.shared.cmd_opts.hide_ui_dir_config = True
-    env.shared.opts.data[hooks.API_FOLDERS_SETTING] = True
+    env.shared.opts.data[webui_options.API_FOLDERS_SETTING] = True
     try:
         p = img2img_p(env, is_api=is_api)
         args = [{"enabled": True, "depth_dir": str(tmp_path)}] if is_api else ui_args(enabled=True, depth_dir="x")
@@ -1270,7 +1273,7 @@ def test_a_band_that_crosses_matters_only_with_the_mask_on(env):
 
 def test_an_xyz_cell_that_turns_depth2img_on_is_checked(env):
     p = img2img_p(env)
-    setattr(p, hooks.XYZ_OVERRIDES_ATTR, {"enabled": True, "gamma": 2.0})
+    setattr(p, webui_options.XYZ_OVERRIDES_ATTR, {"enabled": True, "gamma": 2.0})
     _, runner = run_job(env, p, ui_args(enabled=False, clip_near=10, clip_far=20))
     assert_stopped(p, runner, "'clip_far'.*below 'clip_near'")
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from depth2img.webui.hooks import API_FOLDERS_SETTING, BATCH_PATH_KEY
+from depth2img.webui.batch import BATCH_PATH_KEY
+from depth2img.webui.options import API_FOLDERS_SETTING
 
 from ..hostile_inputs import BOMBS
 from .conftest import WebUI, decode, rgb_b64
