@@ -18,7 +18,7 @@ from depth2img.process.postprocessing import PostprocessScale
 from depth2img.source.depth_kinds import DEPTH_KINDS, check_distance_range
 
 SOURCES = ("estimate", "upload")
-# The same choices as depth2img.process.masks (not imported: this schema stays free of OpenCV).
+# The same choices as depth2img.process.masks (written out here: the schema names them to callers).
 MASK_BAND_MODES = ("range", "percentile")
 MASK_COMBINE_MODES = ("replace", "intersect", "union")
 BATCH_DEPTH_SCALES = ("per-image", "global")

@@ -79,6 +79,11 @@ def painted_mask(editor_value) -> Image.Image | None:
     return Image.fromarray(alpha.astype(np.uint8) * 255, mode="L")
 
 
+def mask_editor_over(path: str | None) -> dict | None:
+    """The mask editor's value for a new init image: the picture as its background, nothing painted yet."""
+    return {"background": path, "layers": [], "composite": path} if path else None
+
+
 def infotext(prompt: str, negative_prompt: str, params: dict) -> str:
     """The WebUI's infotext layout: prompt, negative prompt, then "key: value" pairs, values that hold a comma,
     colon or newline JSON-quoted (the WebUI's own quoting rule, so its PNG Info reads them back)."""
@@ -386,13 +391,13 @@ class DepthApp:
         panel.wire_preview(
             self.estimate,
             image_inputs={"init_image": job_inputs["init_image"]},
-            pick_image=lambda path: self.open_upload(path, "the init image") if path else None,
+            pick_image=self._init_image_for_preview,
             api_name="preview_depth",
             **queue,
         )
         # The mask editor paints over the init image.
         job_inputs["init_image"].change(
-            fn=lambda path: {"background": path, "layers": [], "composite": path} if path else None,
+            fn=mask_editor_over,
             inputs=[job_inputs["init_image"]],
             outputs=[job_inputs["inpaint_mask"]],
             queue=False,
@@ -415,6 +420,9 @@ class DepthApp:
             cancels=[event],
             **builder.hidden_api(),
         )
+
+    def _init_image_for_preview(self, path: str | None) -> Image.Image | None:
+        return self.open_upload(path, "the init image") if path else None
 
     def _generate_event(self, names: list[str]):
         """generate() as a gradio event with parameters `names` (the API's names, all optional: omitted ones take
