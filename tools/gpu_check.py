@@ -217,7 +217,7 @@ def engine_inputs(folder: Path):
 
 
 def engine_request(mode: str, seed: int, image, depth_path, mask, depth=None):
-    from depth2img.pipeline.engine import GenerationRequest
+    from depth2img.pipeline.request import GenerationRequest
 
     # The picture's own size (without it the engine defaults to the aspect at ~512x512).
     common = dict(
@@ -266,7 +266,8 @@ def check_engine(report: Report, device, dtypes: list, skipped_dtypes: dict, see
 
     from depth2img.base.paths import cache_dir
     from depth2img.export.tiny import build_tiny_depth_checkpoint
-    from depth2img.pipeline.engine import generate, load_pipeline
+    from depth2img.pipeline.generate import generate
+    from depth2img.pipeline.load import load_pipeline
     from depth2img.source import decoding
 
     checkpoint = build_tiny_depth_checkpoint(cache_dir() / "fixtures")  # the tests' copy, built once
@@ -468,7 +469,7 @@ def full_size_checkpoint(workdir: Path) -> Path:
 def check_engine_benchmark(report: Report, device, workdir: Path, steps: int, repeats: int) -> None:
     import torch
 
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
 
     bench_engine = _import_bench("bench_engine")
     start = time.perf_counter()
