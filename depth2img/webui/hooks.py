@@ -25,7 +25,7 @@ from depth2img.base.files import copy_file_atomic
 from depth2img.base.limits import DEFAULT_MAX_PIXELS
 from depth2img.checkpoint.load import find_checkpoints, inspect_checkpoint_cached
 from depth2img.estimate import registry
-from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator, ModuleMidasEstimator
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.interface import DepthEstimator
 from depth2img.process.postprocessing import PostprocessScale
 from depth2img.process.scale import folder_depth_scale
@@ -603,7 +603,7 @@ def stop_job_for(p, error: Exception) -> None:
 # ---- the WebUI's model, settings and X/Y/Z grid -----------------------------------------------------
 
 
-def loaded_model_estimator(sd_model, device) -> ModuleMidasEstimator | None:
+def loaded_model_estimator(sd_model, device) -> CheckpointMidasEstimator | None:
     """The loaded model's own MiDaS as an estimator (never a copy), or None when it is not a depth model."""
     depth_model = getattr(sd_model, "depth_model", None)
     if depth_model is None:
@@ -612,7 +612,7 @@ def loaded_model_estimator(sd_model, device) -> ModuleMidasEstimator | None:
     key = getattr(info, "shorthash", None) or getattr(info, "filename", "loaded")
     # --lowvram/--medvram keep weights on the CPU and move the module on call: compute where it will run.
     execution_device = device if getattr(sd_model, "lowvram", False) else None
-    return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=execution_device)
+    return CheckpointMidasEstimator.from_module(depth_model, cache_key=str(key), execution_device=execution_device)
 
 
 def add_settings(opts, option_info, slider) -> None:
