@@ -1,4 +1,4 @@
-"""App overhead: one generation through the app's HTTP API (gradio_client) vs `engine.generate` called directly.
+"""App overhead: one generation through the app's HTTP API (gradio_client) vs the engine's `generate` called directly.
 
 Run: .venv/bin/python bench/bench_app.py [--checkpoint C] [--size S] [--steps K] [--repeats N]
                                         [--depth estimated|upload]
@@ -35,7 +35,9 @@ from PIL import Image  # noqa: E402
 from bench.same_work import require_same_work  # noqa: E402
 from depth2img.base.paths import REPO_ROOT, cache_dir  # noqa: E402
 from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
+from depth2img.pipeline.generate import generate  # noqa: E402
+from depth2img.pipeline.load import load_pipeline  # noqa: E402
+from depth2img.pipeline.request import GenerationRequest  # noqa: E402
 from depth2img.source import (
     decoding,  # noqa: E402
     encoding,  # noqa: E402

@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/bench_engine.py [--checkpoint C] [--steps K] [--repeats N] [--size S] [--threads T]
                                            [--device D] [--dtype float32|float16|bfloat16] [--depth user|estimated|both]
 
-What is timed is one whole call — `engine.generate(request)` against `StableDiffusionDepth2ImgPipeline(...)` with
+What is timed is one whole call — `generate(pipe, request)` against `StableDiffusionDepth2ImgPipeline(...)` with
 the same weights (one set of modules), the same depth, the same seed and steps. A per-step figure
 (T(N) - T(2)) / (N - 2) would cancel exactly the per-call work the engine changes (depth preparation, cache,
 request handling) and be ~1 by construction, so it is not reported.
@@ -40,7 +40,9 @@ from PIL import Image  # noqa: E402
 from bench.same_work import require_same_work  # noqa: E402
 from depth2img.base.paths import cache_dir  # noqa: E402
 from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
+from depth2img.pipeline.generate import generate  # noqa: E402
+from depth2img.pipeline.load import load_pipeline  # noqa: E402
+from depth2img.pipeline.request import GenerationRequest  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 

@@ -13,7 +13,7 @@ On a synthetic shot rendered here (a static room: back wall, floor; a box coming
    function, batch_size B vs 1; each run into a fresh folder, the depth cache cleared). Ratio = batched time /
    one-by-one time (< 1: batching pays). The estimator is the checkpoint's MiDaS.
 3. render: one sequence frame (`sequence.render_frame`: reads the frame and its depth map, renders, writes the
-   PNG atomically) vs a single `engine.generate` of the same frame, depth, range and seed held in memory.
+   PNG atomically) vs a single `pipeline.generate.generate` of the same frame, depth, range and seed held in memory.
    Ratio = frame time / generate time, median over repeats, the order alternating. Goal: <= 1.05.
 Times are wall and this process's CPU time (the latter is disturbed less by other processes on a shared CPU).
 """
@@ -39,7 +39,9 @@ from bench.same_work import require_same_work  # noqa: E402
 from depth2img.base.paths import cache_dir  # noqa: E402
 from depth2img.condition.conditioning import depth_conditioning  # noqa: E402
 from depth2img.export.tiny import build_tiny_depth_checkpoint  # noqa: E402
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline  # noqa: E402
+from depth2img.pipeline.generate import generate  # noqa: E402
+from depth2img.pipeline.load import load_pipeline  # noqa: E402
+from depth2img.pipeline.request import GenerationRequest  # noqa: E402
 from depth2img.process.scale import range_sample
 from depth2img.sequences.passes import FrameJob, ScaleSettings, render_frame, run_depth_pass, shared_ranges
 

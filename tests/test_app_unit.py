@@ -10,7 +10,9 @@ from PIL import Image
 
 from depth2img.base import limits
 from depth2img.panel import builder
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.pipeline.generate import generate
+from depth2img.pipeline.load import load_pipeline
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.schema.args import ArgsError, Depth2ImgArgs
 from depth2img.source import encoding
 
@@ -101,7 +103,7 @@ def test_panel_depth_reads_a_distance_map_as_the_settings_say():
 
 
 def test_preview_mask_is_the_engines_band_mask_at_the_image_size():
-    from depth2img.pipeline.engine import depth_band_mask
+    from depth2img.pipeline.generate import depth_band_mask
 
     depth = np.tile(np.linspace(0, 1, 48, dtype=np.float32), (32, 1))
     args = Depth2ImgArgs(mask_from_depth=True, mask_low=50.0, mask_high=100.0, mask_grow=1)

@@ -45,7 +45,7 @@ def test_bench_engine_renders_the_same_size_on_both_sides(tiny_checkpoint):
     # The engine's default size is about 512x512 whatever the image: a request without the bench's size compared
     # a 512x512 render with diffusers' 256x256 (issue 15.10). engine_vs_diffusers must check and pass.
     from bench import bench_engine
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
 
     pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
@@ -66,7 +66,7 @@ def test_the_probe_of_the_reference_tells_the_truth(tiny_checkpoint):
     from diffusers import StableDiffusionDepth2ImgPipeline
 
     from bench import bench_engine
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
 
     pipe = load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32)
     components = dict(pipe.components, feature_extractor=bench_engine.dpt_image_processor())

@@ -201,7 +201,7 @@ def test_shipped_config_is_the_depth_config():
 def test_a_config_of_another_model_is_named_with_the_tensor_it_contradicts(tiny_checkpoint, tmp_path):
     # The tiny checkpoint (model_channels 32) with the full-size SD 2 depth YAML beside it: diffusers' own error
     # names an internal module and advises flags that would load random weights (issue 15.11).
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
 
     checkpoint = tmp_path / "finetune.safetensors"
     shutil.copyfile(tiny_checkpoint, checkpoint)

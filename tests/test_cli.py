@@ -66,7 +66,7 @@ def files(tmp_path_factory):
 def test_generate_with_user_depth_equals_plain_diffusers(files, tiny_checkpoint, tmp_path):
     from diffusers import StableDiffusionDepth2ImgPipeline
 
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
     from depth2img.source.decoding import load_depth
 
     out = tmp_path / "out.png"
@@ -118,7 +118,7 @@ def test_txt2img_and_inpaint_from_the_command_line(files, tiny_checkpoint, tmp_p
 
 
 def test_depth_command_writes_by_suffix_at_the_images_size(files, tiny_checkpoint, tmp_path):
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
 
     result = run_cli(
         "depth", "--image", files / "wide.png", "--out", tmp_path / "d.png", "--checkpoint", tiny_checkpoint
@@ -287,7 +287,9 @@ def test_bad_input_from_the_shell_has_no_traceback(files):
 def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
     """A diffusers-format fine-tune -> LDM .safetensors + .yaml -> loads and generates the same images."""
     from depth2img.export.tiny import TINY_OPEN_CLIP_ARCH
-    from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+    from depth2img.pipeline.generate import generate
+    from depth2img.pipeline.load import load_pipeline
+    from depth2img.pipeline.request import GenerationRequest
 
     folder = tmp_path / "finetune"
     load_pipeline(tiny_checkpoint, device="cpu", dtype=torch.float32).save_pretrained(folder)
@@ -320,7 +322,9 @@ def test_convert_diffusers_folder_round_trip(tiny_checkpoint, tmp_path):
 
 def test_depth_range_flag_conditions_on_that_range(files, tiny_checkpoint, tmp_path):
     """In-process: --depth-range LO HI gives the engine's picture for depth_range=(LO, HI)."""
-    from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+    from depth2img.pipeline.generate import generate
+    from depth2img.pipeline.load import load_pipeline
+    from depth2img.pipeline.request import GenerationRequest
     from depth2img.source.decoding import load_depth
     from depth2img.standalone.cli import main
 
@@ -422,7 +426,7 @@ def test_mask_command_fits_the_depth_map_like_generate(files, tmp_path):
 def test_mask_command_lines_up_an_estimated_map_with_its_picture(tiny_checkpoint, tmp_path):
     # 150x64: MiDaS rounds its map's sides to multiples of 32 (another aspect). The estimated band mask must be
     # the one the same map gives when uploaded at the picture's size (issue 15.2), under each resize mode.
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
     from depth2img.standalone.cli import main
 
     image = Image.fromarray(np.random.default_rng(6).integers(0, 255, (64, 150, 3), dtype=np.uint8))

@@ -8,7 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from depth2img.pipeline.engine import DepthPipeline, GenerationRequest, generate, load_pipeline
+from depth2img.pipeline.depth_pipeline import DepthPipeline
+from depth2img.pipeline.generate import generate
+from depth2img.pipeline.load import load_pipeline
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.process import fitting
 
 SIZE = 64
@@ -256,7 +259,7 @@ def test_pipeline_is_offline_and_reusable_from_a_saved_diffusers_folder(pipe, tm
 
 
 def test_default_size_is_the_sources_aspect_at_about_512_squared():
-    from depth2img.pipeline.engine import default_size, output_size
+    from depth2img.pipeline.size import default_size, output_size
 
     assert default_size(1920, 1080) == (704, 384)  # 16:9 at ~512^2: 270k pixels, not 2 megapixels
     assert default_size(64, 64) == (512, 512)

@@ -59,7 +59,7 @@ def test_cpu_subset_runs_and_reports_every_part():
         "engine bfloat16, cpu: inpaint",
         "engine bfloat16, cpu: txt2img from a depth map",
         "CheckpointMidasEstimator: weights cpu float16, images cpu float16",
-        "ModuleMidasEstimator: weights cpu float16, images cpu float16",
+        "CheckpointMidasEstimator.from_module: weights cpu float16, images cpu float16",
     ]
     for check in passed:
         assert rows[check][0] == "ok", (check, rows.get(check))

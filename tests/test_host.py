@@ -15,7 +15,7 @@ from depth2img.base import limits
 from depth2img.base.errors import Depth2ImgError
 from depth2img.condition.conditioning import FLAT_CONDITIONING, depth_conditioning
 from depth2img.estimate.cache import DepthCache
-from depth2img.estimate.checkpoint_midas import ModuleMidasEstimator
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.process import fitting, postprocessing
 from depth2img.schema.args import Depth2ImgArgs
 from depth2img.webui.job import DepthConditioner, JobGeometry, estimate_image
@@ -107,7 +107,9 @@ def test_bad_upload_names_the_field():
 
 def test_txt2img_estimate_without_image_says_what_to_do(midas_module):
     conditioner = DepthConditioner(
-        Depth2ImgArgs(enabled=True), JobGeometry(64, 64), estimator=ModuleMidasEstimator(midas_module, "t")
+        Depth2ImgArgs(enabled=True),
+        JobGeometry(64, 64),
+        estimator=CheckpointMidasEstimator.from_module(midas_module, "t"),
     )
     with pytest.raises(Depth2ImgError, match="upload a depth map"):
         conditioner.conditioning(torch.zeros(1, 4, 8, 8))
@@ -117,7 +119,7 @@ def test_batch_estimates_once_and_equals_the_native_arithmetic(midas_module):
     from depth2img.estimate.midas import preprocess
 
     cache = DepthCache()
-    estimator = ModuleMidasEstimator(midas_module, "tiny")
+    estimator = CheckpointMidasEstimator.from_module(midas_module, "tiny")
     conditioner = DepthConditioner(Depth2ImgArgs(enabled=True), JobGeometry(64, 64), estimator=estimator, cache=cache)
     rng = np.random.default_rng(0)
     image = torch.from_numpy(rng.uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32))
@@ -136,7 +138,7 @@ def test_batch_estimates_once_and_equals_the_native_arithmetic(midas_module):
 
 def test_inpainting_depth_comes_from_the_whole_unfilled_image(cheap_module):
     cache = DepthCache()
-    estimator = ModuleMidasEstimator(cheap_module, "tiny")
+    estimator = CheckpointMidasEstimator.from_module(cheap_module, "tiny")
     init = Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     conditioner = DepthConditioner(
         Depth2ImgArgs(enabled=True), JobGeometry(64, 48), estimator=estimator, cache=cache, init_images=[init],
@@ -164,7 +166,7 @@ def test_transparent_init_images_are_flattened_on_the_webui_background(cheap_mod
     rgba = np.random.default_rng(2).integers(0, 255, (48, 64, 4), dtype=np.uint8)
     rgba[:, :32, 3] = 0  # left half transparent
     init = Image.fromarray(rgba, "RGBA")
-    estimator = ModuleMidasEstimator(cheap_module, "tiny")
+    estimator = CheckpointMidasEstimator.from_module(cheap_module, "tiny")
     conditioner = DepthConditioner(
         Depth2ImgArgs(enabled=True), JobGeometry(64, 48), estimator=estimator, init_images=[init], inpainting=True,
         background="#ff0000",
@@ -192,7 +194,7 @@ def test_flatten_image_follows_the_webui_for_every_mode_with_alpha():
 
 
 def test_estimated_maps_are_post_processed(cheap_module):
-    estimator = ModuleMidasEstimator(cheap_module, "tiny")
+    estimator = CheckpointMidasEstimator.from_module(cheap_module, "tiny")
     image = torch.from_numpy(np.random.default_rng(4).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32))
     plain = DepthConditioner(Depth2ImgArgs(enabled=True), JobGeometry(64, 64), estimator=estimator)
     inverted = DepthConditioner(Depth2ImgArgs(enabled=True, invert=True), JobGeometry(64, 64), estimator=estimator)
@@ -249,7 +251,9 @@ def test_job_errors_keep_the_cores_messages_and_mark_faults():
 def test_a_batch_that_does_not_match_its_depth_maps_says_what_to_send(cheap_module):
     init = [Image.new("RGB", (64, 48), (k, k, k)) for k in (10, 200)]
     conditioner = DepthConditioner(
-        Depth2ImgArgs(enabled=True), JobGeometry(64, 48), estimator=ModuleMidasEstimator(cheap_module, "t"),
+        Depth2ImgArgs(enabled=True),
+        JobGeometry(64, 48),
+        estimator=CheckpointMidasEstimator.from_module(cheap_module, "t"),
         init_images=init, inpainting=True,
     )
     with pytest.raises(Depth2ImgError, match="2 depth maps for a batch of 3.*one per batch item"):
@@ -308,7 +312,7 @@ def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
 
     torch.manual_seed(0)
     net = Net().to(torch.bfloat16)  # bfloat16 runs natively on the CPU of both torch 2.1 and 2.13: only caps say no
-    estimator = ModuleMidasEstimator(net, "n", caps=PrecisionCaps(float16=False, bfloat16=False))
+    estimator = CheckpointMidasEstimator.from_module(net, "n", caps=PrecisionCaps(float16=False, bfloat16=False))
     images = torch.rand(1, 3, 64, 64, dtype=torch.bfloat16) * 2 - 1
     depth = estimator.estimate(images)
     assert depth.dtype == torch.float32 and net.conv.weight.dtype == torch.bfloat16  # the host's weights untouched
@@ -329,7 +333,7 @@ def test_float32_fallback_runs_a_copy_and_leaves_the_hosts_module_alone():
 
 
 def test_float32_copy_is_made_once_per_module_and_weights_not_per_job():
-    # The WebUI makes a ModuleMidasEstimator per job (loaded_model_estimator): the float32 copy (~0.5 GB for
+    # The WebUI makes a CheckpointMidasEstimator per job (loaded_model_estimator): the float32 copy (~0.5 GB for
     # MiDaS) must not be rebuilt each time (issue 15.8); new weights in the same module object make a new one.
     import gc
 
@@ -338,13 +342,14 @@ def test_float32_copy_is_made_once_per_module_and_weights_not_per_job():
     no_half = PrecisionCaps(float16=False, bfloat16=False)
     net = torch.nn.Conv2d(3, 1, 3, padding=1).to(torch.bfloat16)
     images = torch.rand(1, 3, 32, 32) * 2 - 1
-    first_job = ModuleMidasEstimator(net, "hash-a", caps=no_half)
+    first_job = CheckpointMidasEstimator.from_module(net, "hash-a", caps=no_half)
     first_job.estimate(images)
     copy_that_ran = first_job._runtime.resolve()[0]
-    second_job = ModuleMidasEstimator(net, "hash-a", caps=no_half)
+    second_job = CheckpointMidasEstimator.from_module(net, "hash-a", caps=no_half)
     second_job.estimate(images)
     assert second_job._runtime.resolve()[0] is copy_that_ran
-    other_weights = ModuleMidasEstimator(net, "hash-b", caps=no_half)  # the WebUI loaded another checkpoint in
+    # the WebUI loaded another checkpoint in:
+    other_weights = CheckpointMidasEstimator.from_module(net, "hash-b", caps=no_half)
     assert other_weights._runtime.resolve()[0] is not copy_that_ran
     del first_job, second_job, other_weights, copy_that_ran
     count = len(_FLOAT32_COPIES)
@@ -367,7 +372,7 @@ def test_lowvram_execution_device_gets_the_inputs():
             return torch.ones(x.shape[0], 1, 4, 4)
 
     module = Recorder()
-    estimator = ModuleMidasEstimator(module, "r", execution_device=torch.device("meta"))
+    estimator = CheckpointMidasEstimator.from_module(module, "r", execution_device=torch.device("meta"))
     depth = estimator.estimate(torch.zeros(2, 3, 32, 32))
     assert module.seen == [("meta", torch.float32)]
     assert depth.shape == (2, 4, 4) and depth.device.type == "cpu"  # back on the caller's device
@@ -474,7 +479,7 @@ def test_half_precision_weights_run_natively_or_fall_back(cheap_module, dtype):
     half = copy.deepcopy(cheap_module).to(dtype)
     seen = []
     half.register_forward_pre_hook(lambda _module, args: seen.append(args[0].dtype))
-    estimator = ModuleMidasEstimator(half, "half")
+    estimator = CheckpointMidasEstimator.from_module(half, "half")
     ramp = torch.linspace(-1, 1, 64)
     images = torch.stack([ramp[None, :].expand(64, 64), ramp[:, None].expand(64, 64), -ramp[None, :].expand(64, 64)])
     images = images[None].to(dtype)  # half input: OpenCV must still get float32
@@ -564,7 +569,7 @@ def test_inpaint_mask_needs_an_init_image_and_an_estimate_flattens_it(cheap_modu
     # Estimated: the depth of the whole init image (the band 0-100 keeps every pixel).
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
     estimated = Depth2ImgArgs(enabled=True, mask_from_depth=True, mask_low=0.0, mask_high=100.0)
-    estimator = ModuleMidasEstimator(cheap_module, cache_key="cheap")
+    estimator = CheckpointMidasEstimator.from_module(cheap_module, cache_key="cheap")
     conditioner = DepthConditioner(estimated, JobGeometry(64, 48), estimator=estimator, init_images=[image])
     mask, _ = conditioner.inpaint_mask()
     assert mask.size == (64, 48) and (np.asarray(mask) == 255).all() and conditioner.estimator_calls == 1
@@ -616,7 +621,7 @@ def test_inpainting_estimated_depth_lines_up_as_the_same_map_uploaded(cheap_modu
     from depth2img.source.depth_kinds import DecodedDepth
 
     init = Image.fromarray(np.random.default_rng(5).integers(0, 255, (64, 150, 3), dtype=np.uint8))
-    estimator = ModuleMidasEstimator(cheap_module, "tiny")
+    estimator = CheckpointMidasEstimator.from_module(cheap_module, "tiny")
     estimated_map = estimate_image(estimator, DepthCache(), init, "#ffffff")
     assert estimated_map.shape[1] * 64 != estimated_map.shape[0] * 150  # the case: another aspect
     uploaded_map = fitting.resize(estimated_map, 150, 64)

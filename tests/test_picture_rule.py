@@ -15,7 +15,9 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.pipeline.generate import generate
+from depth2img.pipeline.load import load_pipeline
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.sequences.passes import run_depth_pass
 from depth2img.source import decoding
 from depth2img.webui import routes as api

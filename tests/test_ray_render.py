@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depth2img.pipeline.engine import GenerationRequest, load_pipeline
+from depth2img.pipeline.load import load_pipeline
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.sequences.distribute import share_frames
 from depth2img.sequences.passes import run_sequence
 from depth2img.sequences.ray_render import (

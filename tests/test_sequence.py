@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from depth2img.base.errors import SequenceError
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline
+from depth2img.pipeline.generate import generate
+from depth2img.pipeline.load import load_pipeline
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.process.scale import range_sample
 from depth2img.sequences.passes import (
     SEQUENCE_FILE,

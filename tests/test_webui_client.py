@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depth2img.pipeline.engine import GenerationRequest
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.sequences.distribute import share_frames
 from depth2img.sequences.passes import run_sequence
 from depth2img.sequences.webui_workers import WorkerSettings, depth_png_and_range, img2img_payload, webui_workers

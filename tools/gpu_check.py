@@ -5,7 +5,7 @@ On a CUDA machine it
 1. runs the tests marked for CUDA (a skipif whose reason names CUDA, or "cuda" in the test's name);
 2. generates with the engine on the tiny checkpoint in float16 and bfloat16 and compares with float32 on the same
    device: estimated depth, an uploaded 16-bit depth map, inpaint, txt2img from a depth map, several seeds;
-3. runs both estimators (CheckpointMidasEstimator, ModuleMidasEstimator) with float16 weights from float16
+3. runs both estimator constructors (CheckpointMidasEstimator and its from_module) with float16 weights from float16
    images, and with weights and images on different devices (CUDA/CPU both ways);
 4. benchmarks at 512x512 on a full-size random checkpoint built there: the engine against plain diffusers
    (float16, whole calls), and the estimator's network against ldm's DPTDepthModel when `ldm` is importable.
@@ -217,7 +217,7 @@ def engine_inputs(folder: Path):
 
 
 def engine_request(mode: str, seed: int, image, depth_path, mask, depth=None):
-    from depth2img.pipeline.engine import GenerationRequest
+    from depth2img.pipeline.request import GenerationRequest
 
     # The picture's own size (without it the engine defaults to the aspect at ~512x512).
     common = dict(
@@ -266,7 +266,8 @@ def check_engine(report: Report, device, dtypes: list, skipped_dtypes: dict, see
 
     from depth2img.base.paths import cache_dir
     from depth2img.export.tiny import build_tiny_depth_checkpoint
-    from depth2img.pipeline.engine import generate, load_pipeline
+    from depth2img.pipeline.generate import generate
+    from depth2img.pipeline.load import load_pipeline
     from depth2img.source import decoding
 
     checkpoint = build_tiny_depth_checkpoint(cache_dir() / "fixtures")  # the tests' copy, built once
@@ -365,13 +366,13 @@ def _estimator_image():
 
 
 def _estimators(model, device, dtype):
-    """Both estimator classes over one copy of `model` in (device, dtype)."""
+    """Both estimator constructors over one copy of `model` in (device, dtype)."""
     import copy
 
     import torch
 
     from depth2img.estimate import midas
-    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator, ModuleMidasEstimator
+    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 
     class MidasModule(torch.nn.Module):
         """Stands in for ldm's MiDaSInference in the WebUI: module(pixel_values) -> inverse depth."""
@@ -386,7 +387,9 @@ def _estimators(model, device, dtype):
     placed = copy.deepcopy(model).to(device=device, dtype=dtype)
     return {
         "CheckpointMidasEstimator": CheckpointMidasEstimator(placed),
-        "ModuleMidasEstimator": ModuleMidasEstimator(MidasModule(placed), cache_key="gpu-check"),
+        "CheckpointMidasEstimator.from_module": CheckpointMidasEstimator.from_module(
+            MidasModule(placed), cache_key="gpu-check"
+        ),
     }
 
 
@@ -468,7 +471,7 @@ def full_size_checkpoint(workdir: Path) -> Path:
 def check_engine_benchmark(report: Report, device, workdir: Path, steps: int, repeats: int) -> None:
     import torch
 
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
 
     bench_engine = _import_bench("bench_engine")
     start = time.perf_counter()

@@ -275,3 +275,12 @@ def find_checkpoints(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES and p.is_file())
+
+
+def describe(path: str | Path) -> str:
+    """What a checkpoint file or folder is (the CLI's `info`)."""
+    info = inspect_checkpoint(path)
+    text = info.summary()
+    if info.format != "diffusers":
+        text += f"\n  config: {config_path_for(path)}"
+    return text

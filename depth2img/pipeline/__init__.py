@@ -1,1 +1,1 @@
-"""Stage 9, host: the standalone diffusers engine (pipeline loading, generate)."""
+"""Stage 9, host: the standalone diffusers engine (load, depth_pipeline, request, size, generate, inpaint)."""

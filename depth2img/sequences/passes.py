@@ -334,7 +334,7 @@ def save_output(image, job: FrameJob) -> Path:
 
 def render_frame(pipe, template, job: FrameJob, max_pixels: int = limits.DEFAULT_MAX_PIXELS) -> Path:
     """Render one frame here and write it."""
-    from depth2img.pipeline.engine import generate  # torch and diffusers: only where a sequence runs
+    from depth2img.pipeline.generate import generate  # torch and diffusers: only where a sequence runs
 
     result = generate(pipe, frame_request(template, job, max_pixels), progress=False)
     return save_output(result.images[0], job)
@@ -430,7 +430,7 @@ def run_sequence(
     Raises SequenceError before any work for what stops the whole run; frames that fail are in the report and
     the run goes on.
     """
-    from depth2img.pipeline.engine import output_size  # torch and diffusers: only where a sequence runs
+    from depth2img.pipeline.size import output_size  # torch: only where a sequence runs
 
     frames_dir, out_dir = Path(frames_dir), Path(out_dir)
     frames, readable, sizes, failed = _readable_frames(frames_dir, out_dir, max_pixels)
@@ -504,7 +504,7 @@ def _first_size(readable: list[Path], sizes: dict, refuse_other_sizes: bool, say
 
 def _start_output(out_dir: Path, template, settings: dict, width: int, height: int) -> dict | None:
     """The previous run's sequence file (checked against these settings), or None after writing a new one."""
-    from depth2img.pipeline.engine import check_request  # torch and diffusers: only where a sequence runs
+    from depth2img.pipeline.request import check_request  # torch: only where a sequence runs
 
     previous = read_sequence_file(out_dir)
     check_same_settings(previous, settings, out_dir)

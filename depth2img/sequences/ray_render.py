@@ -40,12 +40,12 @@ class FrameRenderer:
         if checkpoint is not None and not os.path.exists(checkpoint):  # said before the engine's heavy imports
             raise FileNotFoundError(f"checkpoint {checkpoint} not found on Ray node {socket.gethostname()}: every "
                                     "node needs it at the same path")
-        from depth2img.pipeline.engine import load_pipeline  # on the Ray node, after the check above: heavy
+        from depth2img.pipeline.load import load_pipeline  # on the Ray node, after the check above: heavy
 
         self.pipe = load_pipeline(checkpoint, scheduler=scheduler, announce=lambda message: None)
 
     def render(self, template, image, depth, depth_range):
-        from depth2img.pipeline.engine import generate  # on the Ray node (torch, diffusers)
+        from depth2img.pipeline.generate import generate  # on the Ray node (torch, diffusers)
 
         result = generate(self.pipe, request_for_frame(template, image, depth, depth_range), progress=False)
         return result.images[0]

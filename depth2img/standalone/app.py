@@ -30,7 +30,9 @@ from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.midas import images_to_tensor
 from depth2img.estimate.registry import create_estimator, list_estimators
 from depth2img.panel import builder
-from depth2img.pipeline.engine import GenerationRequest, generate, load_pipeline, make_scheduler
+from depth2img.pipeline.generate import generate
+from depth2img.pipeline.load import load_pipeline, make_scheduler
+from depth2img.pipeline.request import GenerationRequest
 from depth2img.process import fitting
 from depth2img.source import decoding, encoding
 

@@ -138,7 +138,7 @@ def _estimate(estimator, image):
 def _request_from_args(args, settings, **inputs):
     """The GenerationRequest that the render flags describe (generate's and sequence's); inputs: image, depth,
     mask."""
-    from depth2img.pipeline.engine import GenerationRequest
+    from depth2img.pipeline.request import GenerationRequest
     from depth2img.process import fitting
 
     return GenerationRequest(
@@ -187,7 +187,9 @@ def cmd_generate(args) -> int:
     mask = _open_image(args.mask, "mask", max_pixels) if args.mask else None
     depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None  # before the model loads
     # torch and diffusers only now: a refused input costs no second and no memory (issue: decompression bombs)
-    from depth2img.pipeline.engine import check_request, generate, load_pipeline
+    from depth2img.pipeline.generate import generate
+    from depth2img.pipeline.load import load_pipeline
+    from depth2img.pipeline.request import check_request
 
     estimator = _folder_estimator(args.estimator)
     if estimator is not None and depth is None and image is not None:
@@ -220,7 +222,7 @@ def cmd_depth(args) -> int:
     max_pixels = _max_pixels(args)
     out = check_output(args.out, "--out", [args.image, args.checkpoint], encoding.DEPTH_OUTPUT_SUFFIXES)
     image = _open_image(args.image, "image", max_pixels, background=args.background)
-    from depth2img.pipeline.engine import load_pipeline  # after the input passed the gate, as in generate
+    from depth2img.pipeline.load import load_pipeline  # after the input passed the gate, as in generate
     estimator = _folder_estimator(args.estimator)
     if estimator is not None:  # no Stable Diffusion checkpoint needed
         depth = _estimate(estimator, image)
@@ -254,10 +256,8 @@ def cmd_mask(args) -> int:
             "give a mask of the same size"
         )
     depth = _load_depth(args.depth, settings, max_pixels) if args.depth else None
-    from depth2img.pipeline.engine import (  # after the inputs passed the gate, as in generate
-        depth_band_mask,
-        load_pipeline,
-    )
+    from depth2img.pipeline.generate import depth_band_mask  # after the inputs passed the gate, as in generate
+    from depth2img.pipeline.load import load_pipeline
 
     estimator = None if args.depth else _folder_estimator(args.estimator)
     if depth is not None:
@@ -347,7 +347,7 @@ def _sequence_render_pass(args, checkpoint: str | None, max_pixels: int):
 def cmd_sequence(args) -> int:
     from tqdm import tqdm
 
-    from depth2img.pipeline.engine import load_pipeline
+    from depth2img.pipeline.load import load_pipeline
     from depth2img.sequences.passes import ScaleSettings, run_sequence
 
     max_pixels = _max_pixels(args)
@@ -390,7 +390,7 @@ def cmd_sequence(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from depth2img.pipeline.engine import describe
+    from depth2img.checkpoint.load import describe
 
     print(describe(args.checkpoint))
     return 0

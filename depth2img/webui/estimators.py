@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from depth2img.base.errors import Depth2ImgError
 from depth2img.estimate import registry
-from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator, ModuleMidasEstimator
+from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.estimate.interface import DepthEstimator
 
 NO_DEPTH_MODEL_TO_ESTIMATE = "estimating with checkpoint-midas needs a loaded SD 2 depth model (or upload a depth map)"
@@ -34,7 +34,7 @@ def release_estimators(keep: bool) -> None:
         registry.release_estimators()
 
 
-def loaded_model_estimator(sd_model, device) -> ModuleMidasEstimator | None:
+def loaded_model_estimator(sd_model, device) -> CheckpointMidasEstimator | None:
     """The loaded model's own MiDaS as an estimator (never a copy), or None when it is not a depth model."""
     depth_model = getattr(sd_model, "depth_model", None)
     if depth_model is None:
@@ -43,4 +43,4 @@ def loaded_model_estimator(sd_model, device) -> ModuleMidasEstimator | None:
     key = getattr(info, "shorthash", None) or getattr(info, "filename", "loaded")
     # --lowvram/--medvram keep weights on the CPU and move the module on call: compute where it will run.
     execution_device = device if getattr(sd_model, "lowvram", False) else None
-    return ModuleMidasEstimator(depth_model, cache_key=str(key), execution_device=execution_device)
+    return CheckpointMidasEstimator.from_module(depth_model, cache_key=str(key), execution_device=execution_device)

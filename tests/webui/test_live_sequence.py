@@ -109,7 +109,7 @@ def test_the_worker_settings_are_what_the_webui_received(webui, tmp_path):
     on_loaded.check()  # the loaded model (the fixture's tiny-depth) is found among the depth checkpoints
     assert on_loaded.checkpoint_title == ""
     # One request through the client, read back through the WebUI's PNG info route.
-    from depth2img.pipeline.engine import GenerationRequest
+    from depth2img.pipeline.request import GenerationRequest
     from depth2img.sequences.webui_workers import img2img_payload
 
     frame = Image.open(frames / "f1.png").convert("RGB")
