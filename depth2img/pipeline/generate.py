@@ -45,10 +45,8 @@ def generate(
     if mask is not None:
         mask = fitting.fit_image(mask.convert("L"), width, height, request.resize_mode, Image.NEAREST)
 
-    post = dict(request.postprocess)
-    if post.get("scale") is None and request.depth_range is not None:
-        post["scale"] = postprocessing.PostprocessScale.within_range(request.depth_range)  # as Depth2ImgArgs has it
-    depth = postprocessing.postprocess(depth, **post)
+    scale = postprocessing.PostprocessScale.for_job(request.postprocess.get("scale"), request.depth_range)
+    depth = postprocessing.postprocess(depth, **{**request.postprocess, "scale": scale})
     # An estimated map covers its picture at the estimator's resolution, whose sides it rounds: fitted by the
     # picture's aspect. An uploaded map is fitted by its own (README: depth maps).
     estimated_from = source if request.depth is None else None  # the init image's size before its fit

@@ -33,6 +33,16 @@ class PostprocessScale:
     def within_range(cls, depth_range: tuple[float, float]) -> PostprocessScale:
         return cls(bounds=(float(depth_range[0]), float(depth_range[1])))
 
+    @classmethod
+    def for_job(
+        cls, scale: PostprocessScale | None, depth_range: tuple[float, float] | None
+    ) -> PostprocessScale | None:
+        """The scale a job post-processes on: a set's (scale) if given; else, with a depth_range, gamma and invert
+        work within that range (one range, one scale); else None, each map its own."""
+        if scale is None and depth_range is not None:
+            return cls.within_range(depth_range)
+        return scale
+
 
 @dataclass(frozen=True)
 class MapStatistics:

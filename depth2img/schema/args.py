@@ -113,16 +113,14 @@ class Depth2ImgArgs:
     def postprocess_kwargs(self, scale=None) -> dict:
         """Keyword arguments of depthmap.postprocess. scale: a set's PostprocessScale (a batch folder's); else,
         with a depth_range, gamma and invert work within that range for every map (one range, one scale); else
-        each map's own."""
-        if scale is None and self.depth_range is not None:
-            scale = PostprocessScale.within_range(self.depth_range)
+        each map's own (PostprocessScale.for_job)."""
         return dict(
             invert_depth=self.invert,
             clip_near=self.clip_near,
             clip_far=self.clip_far,
             gamma=self.gamma,
             blur_radius=self.blur,
-            scale=scale,
+            scale=PostprocessScale.for_job(scale, self.depth_range),
         )
 
     def decode_kwargs(self) -> dict:
