@@ -29,6 +29,7 @@ from depth2img.panel.builder import build_depth_panel, infotext_key, js_kwargs
 from depth2img.schema.args import Depth2ImgArgs, requested_enabled
 from depth2img.webui import batch as webui_batch
 from depth2img.webui import estimators as webui_estimators
+from depth2img.webui import host as webui_host
 from depth2img.webui import init_image as webui_init_image
 from depth2img.webui import job, route_auth
 from depth2img.webui import job_checkpoint as webui_job_checkpoint
@@ -62,13 +63,21 @@ def background_color() -> str:
 
 # ---- model facts ---------------------------------------------------------------------------------
 
+# AUTOMATIC1111 or Forge: where the depth model and its MiDaS are (depth2img.webui.host).
+HOST = webui_host.current_host(
+    sd_model=lambda: shared.sd_model,
+    selected_checkpoint=lambda: sd_models.get_closet_checkpoint_match(shared.opts.sd_model_checkpoint or ""),
+    device=lambda: devices.device,
+    dtype=lambda: devices.dtype,
+)
 
-def loaded_depth_model():  # the loaded model's MiDaS module; None: the loaded model is no depth model
-    return getattr(shared.sd_model, "depth_model", None)
+
+def has_depth_model() -> bool:  # the model jobs run (now, or on Forge at the next job's start) is a depth model
+    return HOST.has_depth_model()
 
 
 def loaded_estimator():
-    return webui_estimators.loaded_model_estimator(shared.sd_model, devices.device)
+    return HOST.depth_estimator()
 
 
 def estimator_named(name: str):
@@ -131,14 +140,14 @@ def install_batch_inputs_recorder():
 
 def estimate_for_preview(image, estimator: str):
     """The panel's estimate callback, with the panel's estimator."""
-    api.check_estimator(estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+    api.check_estimator(estimator, has_depth_checkpoint=has_depth_model())
     return estimate_outside_a_job(image, estimator)
 
 
 class Depth2ImgScript(scripts.Script):
     def __init__(self):
         super().__init__()
-        self.init_image_components: dict = {}
+        self.init_images = webui_host.InitImageComponents()
 
     def title(self):
         return "Depth2Img"
@@ -147,8 +156,7 @@ class Depth2ImgScript(scripts.Script):
         return scripts.AlwaysVisible
 
     def after_component(self, component, **kwargs):
-        if kwargs.get("elem_id") in webui_init_image.INIT_IMAGE_ELEM_IDS:
-            self.init_image_components[kwargs["elem_id"]] = component
+        self.init_images.saw(component, kwargs.get("elem_id"), kwargs.get("elem_classes"))
 
     def ui(self, is_img2img):
         tab = "img2img" if is_img2img else "txt2img"
@@ -167,8 +175,9 @@ class Depth2ImgScript(scripts.Script):
             )  # fmt: skip
             preview_tab = rows.pop("preview_tab")
         if is_img2img:
-            image_ids = [i for i in webui_init_image.INIT_IMAGE_ELEM_IDS if i in self.init_image_components]
-            image_inputs = {"tab_index": preview_tab, **{i: self.init_image_components[i] for i in image_ids}}
+            found = self.init_images.by_id
+            image_ids = [i for i in webui_init_image.INIT_IMAGE_ELEM_IDS if i in found]
+            image_inputs = {"tab_index": preview_tab, **{i: found[i] for i in image_ids}}
 
             def pick(tab_index, *images):
                 return webui_init_image.pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
@@ -198,7 +207,7 @@ class Depth2ImgScript(scripts.Script):
     def before_process(self, p, *args):
         try:
             find = sd_models.get_closet_checkpoint_match
-            webui_job_checkpoint.checkpoint_for_job(p, self._args(p, args), loaded_depth_model() is not None, find)
+            webui_job_checkpoint.checkpoint_for_job(p, self._args(p, args), has_depth_model(), find)
         except Exception:
             return  # the WebUI only logs exceptions from here: process() checks the same and stops the job
 
@@ -217,11 +226,11 @@ class Depth2ImgScript(scripts.Script):
     def _prepare(self, p, args) -> None:
         painted = webui_job_hooks.users_mask(p)  # first: a mask of ours from this p's last image is no user's
         sources = webui_batch.pop_batch_sources(p)  # always: the key never stays in an image's info
-        is_depth_model = loaded_depth_model() is not None
+        is_depth_model = has_depth_model()
         if not self._enabled(p, args):
             # Panel off: the WebUI's own job, whatever the other widgets hold; with a depth model, the takeover
-            # runs the native estimate with our fixes, on the defaults.
-            if is_depth_model and _opt("depth2img_takeover", True):
+            # runs the native estimate with our fixes, on the defaults (always on Forge: it has no depth path).
+            if is_depth_model and (_opt("depth2img_takeover", True) or not HOST.has_native_depth):
                 self._start(p, Depth2ImgArgs(), painted, depth=None)
             return
         settings = self._args(p, args)
@@ -313,7 +322,7 @@ def _json_response(answer: dict) -> Response:
 def _estimate_answer(body: dict) -> Response:
     request = api.parse_estimate_request(body, max_pixels())
     if request.image is not None:
-        api.check_estimator(request.settings.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        api.check_estimator(request.settings.estimator, has_depth_checkpoint=has_depth_model())
     return _json_response(api.answer_estimate_request(request, estimate_holding_the_lock))  # at the image's size
 
 
@@ -321,7 +330,7 @@ def _mask_answer(body: dict) -> Response:
     request = api.parse_mask_request(body, max_pixels())
     depth = request.depth
     if depth is None:
-        api.check_estimator(request.args.estimator, has_depth_checkpoint=loaded_depth_model() is not None)
+        api.check_estimator(request.args.estimator, has_depth_checkpoint=has_depth_model())
         depth = estimate_holding_the_lock(request.image, request.args.estimator)
     return _json_response(api.mask_response(request, depth))
 
@@ -347,7 +356,7 @@ def mount_api(_demo, app: FastAPI):
     routes = [
         ("estimate", estimate_route, "POST", "Estimate a depth map: 16-bit PNG (base64, white = near) at the image's size, and its value range", schema),  # noqa: E501
         ("mask", mask_route, "POST", "An inpainting mask from a depth band: 8-bit PNG (base64, white = repaint) at the image's size", _body_schema(api.mask_request_schema())),  # noqa: E501
-        ("estimators", lambda: api.estimators_response(loaded_depth_model() is not None), "GET", "Depth estimators and whether each can run now", None),  # noqa: E501
+        ("estimators", lambda: api.estimators_response(has_depth_model()), "GET", "Depth estimators and whether each can run now", None),  # noqa: E501
         ("checkpoints", depth_checkpoint_entries, "GET", "Depth checkpoints the WebUI knows", None),
     ]  # fmt: skip
     # --api-auth: the WebUI's own check on each route (its Api is built before app_started callbacks run).

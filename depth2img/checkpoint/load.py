@@ -101,6 +101,28 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return _unwrap(_torch_load(path), path)[0]
 
 
+def load_tensors_under(path: str | Path, prefix: str) -> dict[str, torch.Tensor]:
+    """Only the tensors whose keys start with `prefix` (e.g. MIDAS_PREFIX), keys kept whole.
+
+    For a host whose own loader dropped that part (Forge keeps the UNet, VAE and text encoder of a depth
+    checkpoint, not its MiDaS): a .safetensors file gives just those tensors; a .ckpt is memory-mapped where it
+    can be, and only those tensors are copied out of it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                return {key: handle.get_tensor(key) for key in handle.keys() if key.startswith(prefix)}
+        except Exception as error:  # safetensors raises its own error types per version
+            raise CheckpointError(f"{path} is not a readable .safetensors file ({error})") from error
+    state = _unwrap(_torch_load(path, mmap=True), path)[0]
+    return {key: tensor.clone() for key, tensor in state.items() if key.startswith(prefix)}
+
+
 def _unwrap(data: object, path: Path) -> tuple[dict[str, torch.Tensor], bool]:
     wrapped = isinstance(data, dict) and isinstance(data.get("state_dict"), dict)
     state = data["state_dict"] if wrapped else data

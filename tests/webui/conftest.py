@@ -14,8 +14,11 @@ import numpy as np
 import pytest
 
 WEBUI_URL = os.environ.get("WEBUI_URL", "").rstrip("/")
+# The fixture checkpoints tests.webui.prepare writes: tiny ones for AUTOMATIC1111, SD 2-wide ones for Forge.
 DEPTH_MODEL = "tiny-depth"
 PLAIN_MODEL = "tiny-sd2"
+FORGE_DEPTH_MODEL = "forge-depth"
+FORGE_PLAIN_MODEL = "forge-sd2"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -33,6 +36,22 @@ class WebUI:
 
         self.url = url
         self.http = requests.Session()
+        self._is_forge = None
+
+    @property
+    def is_forge(self) -> bool:
+        """Forge (its own options beside AUTOMATIC1111's) rather than AUTOMATIC1111."""
+        if self._is_forge is None:
+            self._is_forge = "forge_additional_modules" in self.get("/sdapi/v1/options").json()
+        return self._is_forge
+
+    @property
+    def depth_model(self) -> str:
+        return FORGE_DEPTH_MODEL if self.is_forge else DEPTH_MODEL
+
+    @property
+    def plain_model(self) -> str:
+        return FORGE_PLAIN_MODEL if self.is_forge else PLAIN_MODEL
 
     def get(self, path, **kwargs):
         return self.http.get(self.url + path, timeout=600, **kwargs)
@@ -66,7 +85,7 @@ class WebUI:
 @pytest.fixture(scope="session")
 def webui():
     client = WebUI(WEBUI_URL)
-    client.load_model(DEPTH_MODEL)
+    client.load_model(client.depth_model)
     client.set_option("depth2img_takeover", True)
     return client
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import DEPTH_MODEL, PLAIN_MODEL, decode, png_b64, rgb_b64
+from .conftest import decode, png_b64, rgb_b64
 
 SIZE = 64
 BASE = {"prompt": "a room", "steps": 3, "width": SIZE, "height": SIZE, "cfg_scale": 7, "sampler_name": "Euler",
@@ -178,8 +178,8 @@ def test_listing_routes(webui):
     estimators = webui.get("/depth2img/v1/estimators").json()
     assert any(e["name"] == "checkpoint-midas" and e["available"] for e in estimators)
     checkpoints = webui.get("/depth2img/v1/checkpoints").json()
-    assert any(DEPTH_MODEL in c["title"] for c in checkpoints)
-    assert not any(PLAIN_MODEL in c["title"] for c in checkpoints)
+    assert any(webui.depth_model in c["title"] for c in checkpoints)
+    assert not any(webui.plain_model in c["title"] for c in checkpoints)
     paths = webui.get("/openapi.json").json()["paths"]
     assert {"/depth2img/v1/estimate", "/depth2img/v1/estimators", "/depth2img/v1/checkpoints"} <= set(paths)
 
@@ -224,19 +224,19 @@ def test_images_above_the_size_limit_are_refused_naming_the_field(webui):
 
 def test_non_depth_model(webui):
     try:
-        webui.load_model(PLAIN_MODEL)
+        webui.load_model(webui.plain_model)
         refused = img2img(webui, scene(), depth_args(enabled=True))
         assert refused.status_code == 422 and "not an SD 2 depth model" in refused.text
         missing = img2img(webui, scene(), depth_args(enabled=True, checkpoint="no-such-depth-model"))
         assert missing.status_code == 422 and "'no-such-depth-model'" in missing.text and "not found" in missing.text
         # Choosing a depth checkpoint switches for this job only; the user's model comes back.
-        switched = img2img(webui, scene(), depth_args(enabled=True, checkpoint=DEPTH_MODEL))
+        switched = img2img(webui, scene(), depth_args(enabled=True, checkpoint=webui.depth_model))
         assert len(images_of(switched)) == 1
-        assert PLAIN_MODEL in webui.loaded_model()
+        assert webui.plain_model in webui.loaded_model()
         # Without the panel, a plain model works as before.
         assert len(images_of(img2img(webui, scene()))) == 1
     finally:
-        webui.load_model(DEPTH_MODEL)
+        webui.load_model(webui.depth_model)
 
 
 def test_infotext_records_the_settings_and_reads_back(webui):

@@ -72,7 +72,7 @@ def test_sequence_on_workers_equals_each_frame_sent_alone(webui, tmp_path, capsy
         "sequence", "--frames", frames, "--out", out, "--depth-dir", depths, "--prompt", SETTINGS["prompt"],
         "--seed", SETTINGS["seed"], "--steps", SETTINGS["steps"], "--guidance", SETTINGS["cfg_scale"],
         "--strength", SETTINGS["denoising_strength"], "--width", SIZE, "--height", SIZE, "--sampler", "euler",
-        "--workers", f"{dead},{WEBUI_URL},{WEBUI_URL}", "--worker-checkpoint", "tiny-depth",
+        "--workers", f"{dead},{WEBUI_URL},{WEBUI_URL}", "--worker-checkpoint", webui.depth_model,
     ]])
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -102,11 +102,11 @@ def test_the_worker_settings_are_what_the_webui_received(webui, tmp_path):
     from depth2img.sequences.webui_workers import WorkerSettings, webui_workers
 
     frames, depths = make_clip(tmp_path)
-    [worker] = webui_workers([WEBUI_URL], WorkerSettings(sampler="Euler", checkpoint="tiny-depth"), 10**7)
+    [worker] = webui_workers([WEBUI_URL], WorkerSettings(sampler="Euler", checkpoint=webui.depth_model), 10**7)
     worker.check()
-    assert worker.checkpoint_title.startswith("tiny-depth")
+    assert worker.checkpoint_title.startswith(webui.depth_model)
     [on_loaded] = webui_workers([WEBUI_URL], WorkerSettings(), 10**7)
-    on_loaded.check()  # the loaded model (the fixture's tiny-depth) is found among the depth checkpoints
+    on_loaded.check()  # the loaded model (the fixture's depth model) is found among the depth checkpoints
     assert on_loaded.checkpoint_title == ""
     # One request through the client, read back through the WebUI's PNG info route.
     from depth2img.pipeline.request import GenerationRequest

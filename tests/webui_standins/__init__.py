@@ -16,12 +16,13 @@ import importlib
 import importlib.util
 import sys
 from contextlib import contextmanager
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 STANDINS_DIR = Path(__file__).resolve().parent
 SCRIPT_PATH = STANDINS_DIR.parent.parent / "scripts" / "depth2img_script.py"
-TOP_LEVEL = ("modules", "gradio", "fastapi")
+TOP_LEVEL = ("modules", "gradio", "fastapi", "modules_forge")
 VERSIONS = ("1.8.0", "1.9.4", "1.10.1")
 
 
@@ -41,8 +42,11 @@ class WebUIEnv(SimpleNamespace):
 
 
 @contextmanager
-def webui(version: str = "1.10.1"):
-    """Put the stand-ins in sys.modules for the duration (real gradio/fastapi, if installed, come back after)."""
+def webui(version: str = "1.10.1", forge: bool = False):
+    """Put the stand-ins in sys.modules for the duration (real gradio/fastapi, if installed, come back after).
+
+    forge: Forge's own package is found too (`modules_forge`, which is how the extension tells Forge), over the
+    same `modules` (Forge keeps AUTOMATIC1111's script API; its model is Forge's, without a depth_model)."""
     if version not in VERSIONS:
         raise ValueError(f"unknown WebUI version {version}; stand-ins for {', '.join(VERSIONS)}")
     from depth2img.estimate import registry
@@ -58,6 +62,9 @@ def webui(version: str = "1.10.1"):
         env = WebUIEnv(version=version, gradio=importlib.import_module("gradio"),
                        fastapi=importlib.import_module("fastapi"),
                        **{name: importlib.import_module(f"modules.{name}") for name in names})
+        if forge:
+            sys.modules["modules_forge"] = ModuleType("modules_forge")
+            sys.modules["modules_forge"].__spec__ = ModuleSpec("modules_forge", None)
         if version == "1.8.0":
             del env.images.read  # v1.8 has no images.read: its batch tab opens inputs with PIL directly
         yield env

@@ -220,12 +220,25 @@ def process_images(p):
     """
     if p.scripts is not None:
         p.scripts.before_process(p)
-    from modules import sd_models
+    from modules import sd_models, shared
 
-    # process_images: a checkpoint override (a script's, from before_process) is loaded for the job, if known.
+    # process_images: a checkpoint override (a script's, from before_process) is loaded for the job, if known,
+    # and is the sd_model_checkpoint option while the job runs (AUTOMATIC1111 and Forge alike).
     checkpoint = p.override_settings.get("sd_model_checkpoint")
     if checkpoint is not None and sd_models.checkpoint_aliases.get(checkpoint) is not None:
+        saved = dict(shared.opts.data)
+        shared.opts.data["sd_model_checkpoint"] = checkpoint
         sd_models.reload_model_weights(info=sd_models.checkpoint_aliases[checkpoint])
+        try:
+            return _process_images_inner(p)
+        finally:
+            if p.override_settings_restore_afterwards:
+                shared.opts.data.clear()
+                shared.opts.data.update(saved)
+    return _process_images_inner(p)
+
+
+def _process_images_inner(p):
     all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
     all_seeds = [int(p.seed) + i for i in range(len(all_prompts))]
     if p.scripts is not None:
