@@ -36,6 +36,9 @@ class WebUI:
 
         self.url = url
         self.http = requests.Session()
+        # Forge closes the connection after an error answer (its API middleware re-raises: "Exception in ASGI
+        # application"), and a reused connection is then reset: one connection per request.
+        self.http.headers["Connection"] = "close"
         self._is_forge = None
 
     @property

@@ -81,19 +81,23 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_pat
         page.wait_for_timeout(1000)
     open_depth_panel(page)
     page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
-    gray = page.locator("#depth2img_img2img_preview_gray img")
-    old_src = gray.get_attribute("src") if gray.count() else None
-    page.click("#depth2img_img2img_preview")
-    page.wait_for_function(
-        "old => { const img = document.querySelector('#depth2img_img2img_preview_gray img');"
-        " return img && img.src && img.src !== old; }", arg=old_src, timeout=120_000)
-    src = gray.get_attribute("src")
-    if src.startswith("data:"):
-        data = base64.b64decode(src.split(",", 1)[1])
-    else:
-        data = webui.http.get(src if src.startswith("http") else WEBUI_URL + src, timeout=60).content
-    shown = decode(base64.b64encode(data).decode()).astype(float)
-    shown = shown if shown.ndim == 2 else shown[..., 0]
+
+    def preview_shown():
+        gray = page.locator("#depth2img_img2img_preview_gray img")
+        old_src = gray.get_attribute("src") if gray.count() else None
+        page.click("#depth2img_img2img_preview")
+        page.wait_for_function(
+            "old => { const img = document.querySelector('#depth2img_img2img_preview_gray img');"
+            " return img && img.src && img.src !== old; }", arg=old_src, timeout=120_000)
+        src = gray.get_attribute("src")
+        if src.startswith("data:"):
+            data = base64.b64decode(src.split(",", 1)[1])
+        else:
+            data = webui.http.get(src if src.startswith("http") else WEBUI_URL + src, timeout=60).content
+        shown = decode(base64.b64encode(data).decode()).astype(float)
+        return shown if shown.ndim == 2 else shown[..., 0]
+
+    shown = preview_shown()  # in Inpaint upload, the tab the loop ended in
 
     def estimate(picture):
         body = webui.ok("/depth2img/v1/estimate", {"image": rgb_b64(picture)})
@@ -108,6 +112,11 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_pat
     # The preview (8-bit, at the estimator's size) against each picture's estimate (16-bit, resized): another
     # route to the same map, so compared by correlation, and it must be the second picture's.
     own, other = correlation(shown, estimate(pictures["second"])), correlation(shown, estimate(pictures["first"]))
+    assert own > 0.95 and own > other, (own, other)
+    # Back in img2img (on Forge a canvas, whose picture is a hidden component): the first picture's.
+    page.click("#mode_img2img > .tab-nav button:text-is('img2img')")
+    shown = preview_shown()
+    own, other = correlation(shown, estimate(pictures["first"])), correlation(shown, estimate(pictures["second"]))
     assert own > 0.95 and own > other, (own, other)
 
 
@@ -202,6 +211,17 @@ def test_batch_folder_box_shows_only_in_the_batch_sub_tab(page, webui):
             box.wait_for(state="visible", timeout=5000)
 
 
+def batch_outputs(webui, outputs, inputs) -> dict:
+    """The batch tab's outputs by the name of their input. AUTOMATIC1111 v1.10 names an output after its input;
+    Forge names them as any sample (00000-seed-prompt), in the order it walked the inputs (sorted by name)."""
+    produced = sorted(outputs.glob("*.png"))
+    if webui.is_forge:
+        names = [path.stem for path in sorted(inputs.glob("*.png"))]
+        assert len(produced) == len(names), produced
+        return dict(zip(names, produced, strict=True))
+    return {path.stem.split("-")[-1]: path for path in produced}
+
+
 def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
     """Two identical inputs with different depth maps of the same names: each output is the one its own map
     gives (the same job sent over the API with that map uploaded), not the other's, not an estimate."""
@@ -243,8 +263,8 @@ def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
         time.sleep(1)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "img2img-batch.png"), full_page=True)
-    produced = sorted(outputs.glob("*.png"))
-    assert [p.stem.split("-")[-1] for p in produced] == ["a", "b"], produced
+    produced = batch_outputs(webui, outputs, inputs)
+    assert list(produced) == ["a", "b"], produced
 
     def api_result(infotext, depth):
         # The batch job's own settings (its PNG info, applied by the API) with one map uploaded.
@@ -256,8 +276,7 @@ def test_batch_tab_matches_depth_maps_by_file_name(page, webui, tmp_path):
         assert response.status_code == 200, response.text[:2000]
         return decode(response.json()["images"][0])[..., ::-1].astype(int)  # BGR -> RGB
 
-    for path in produced:
-        name = path.stem.split("-")[-1]
+    for name, path in produced.items():
         raw = base64.b64encode(path.read_bytes()).decode()  # the file as saved, with its PNG info
         infotext = webui.ok("/sdapi/v1/png-info", {"image": raw})["info"]
         assert "Depth2Img source: upload" in infotext, infotext
@@ -317,8 +336,8 @@ def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
     while time.time() < deadline and len(list(outputs.glob("*.png"))) < 2:
         time.sleep(1)
     page.locator("#depth2img_img2img_batch_depth_scale label:has-text('each image')").click()  # back to default
-    produced = sorted(outputs.glob("*.png"))
-    assert [p.stem.split("-")[-1] for p in produced] == ["a", "b"], produced
+    produced = batch_outputs(webui, outputs, inputs)
+    assert list(produced) == ["a", "b"], produced
 
     def api_result(infotext, name, depth_range):
         # The job's own settings (its PNG info: seed, steps, ...) with the map uploaded and the range named: the
@@ -331,8 +350,7 @@ def test_batch_tab_one_depth_scale_for_the_whole_folder(page, webui, tmp_path):
         return decode(response.json()["images"][0])[..., ::-1].astype(int)  # BGR -> RGB
 
     ranges = []
-    for path in produced:
-        name = path.stem.split("-")[-1]
+    for name, path in produced.items():
         infotext = webui.ok("/sdapi/v1/png-info", {"image": base64.b64encode(path.read_bytes()).decode()})["info"]
         assert "Depth2Img batch_depth_scale: global" in infotext, infotext
         ranges.append(infotext.split("Depth2Img depth_range: ", 1)[1].split(",")[0])

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from .conftest import decode, rgb_b64
 from .test_live_api import SIZE, depth_args, images_of, img2img, scene
@@ -156,3 +157,27 @@ def test_a_normalized_distance_map_without_its_range_comes_with_a_notice(webui):
     info = json.loads(response.json()["info"])
     assert "approximate" in info["extra_generation_params"]["Depth2Img notice"]
     assert "approximate" not in info["infotexts"][0]  # the notice is no setting: not in the PNG info
+
+
+def test_checkpoint_midas_estimates_as_the_checkpoints_own_midas(webui):
+    """The route's checkpoint-midas map is the depth checkpoint's MiDaS on the same picture: computed here from the
+    fixture file tests.webui.prepare copied into the WebUI (AUTOMATIC1111 runs ldm's MiDaS module of the loaded
+    model; Forge drops it and the extension reads it from the file)."""
+    from depth2img.base.paths import cache_dir
+    from depth2img.checkpoint.load import load_state_dict
+    from depth2img.estimate.cache import DepthCache
+    from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
+    from depth2img.webui.job import estimate_image
+    from depth2img.webui.routes import estimate_response
+
+    fixture = cache_dir() / "fixtures" / f"{webui.depth_model}.safetensors"
+    reference = CheckpointMidasEstimator.from_checkpoint_state_dict(load_state_dict(fixture), dtype=torch.float32)
+    image = scene(12)
+    depth = estimate_image(reference, DepthCache(), image, "#ffffff")
+    expected = decode(estimate_response(depth, size=image.size)["depth"])
+    got = decode(estimate(webui, image=rgb_b64(image), estimator="checkpoint-midas")["depth"])
+    assert got.shape == expected.shape == (SIZE, SIZE)
+    # ldm's MiDaS against transformers' DPT on the same weights: equal up to float rounding (a few 16-bit levels).
+    difference = np.abs(unit(got) - unit(expected))
+    assert difference.max() < 0.01 and difference.mean() < 0.002, (difference.max(), difference.mean())
+    assert correlation(got, expected) > 0.999
