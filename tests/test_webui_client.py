@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,17 +31,31 @@ class FakeWebUI:
     """A WebUI's API as the client uses it. fail_with: an HTTP status for every img2img request; refuse: frame
     sizes (by init image width) to answer 422; delay: seconds per img2img request."""
 
-    def __init__(self, fail_with=None, loaded=DEPTH_TITLE, delay=0.0, refuse_width=None):
+    def __init__(self, fail_with=None, loaded=DEPTH_TITLE, delay=0.0, refuse_width=None, like_forge=False):
+        """like_forge: keep-alive connections (HTTP/1.1), and after an error answer the connection is reset at the
+        next request on it, as Forge's server does (its API middleware lets the exception escape)."""
         self.requests: list[dict] = []
         self.in_flight = self.most_in_flight = 0
         self.lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if like_forge else "HTTP/1.0"
+            answered_an_error = False
+
             def log_message(self, *args):
                 pass
 
+            def handle_one_request(self):
+                if self.answered_an_error:  # Forge: the next request on an error answer's connection is reset
+                    self.rfile.readline()  # (an idle connection stays open: the client cannot tell it is dead)
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                super().handle_one_request()
+
             def reply(self, status, body):
+                self.answered_an_error = like_forge and status >= 400
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -228,6 +243,16 @@ def test_a_refused_frame_fails_alone(fakes, tmp_path):
     report = run_on([fake.url], frames, depths, tmp_path / "out", messages)
     assert sorted(report.rendered) == ["f1.png", "f3.png"]
     assert "HTTP 422" in report.failed["f2.png"] and "mask_low" in report.failed["f2.png"]
+
+
+def test_a_refused_frame_fails_alone_on_a_server_that_resets_after_an_error(fakes, tmp_path):
+    # Forge resets a connection after an error answer: the worker's next frame must not meet it.
+    fake = fakes(refuse_width=SIZE + 8, like_forge=True)
+    frames, depths = make_clip(tmp_path, count=3, widths={1: SIZE + 8})
+    messages: list[str] = []
+    report = run_on([fake.url], frames, depths, tmp_path / "out", messages)
+    assert sorted(report.rendered) == ["f1.png", "f3.png"], (report.failed, messages)
+    assert "HTTP 422" in report.failed["f2.png"]
 
 
 def test_a_webui_without_a_depth_model_or_the_extension_takes_no_frames(fakes, tmp_path):

@@ -129,6 +129,9 @@ class WebUIWorker:
         self.settings = settings
         self.max_pixels = max_pixels
         self.http = requests.Session()
+        # A new connection per request: Forge closes its end after an error answer, and a refused frame must not
+        # make the next request meet a reset connection (the worker would be taken for dead).
+        self.http.headers["Connection"] = "close"
         self.checkpoint_title: str | None = None  # found by check(), before the first frame
 
     def _call(self, method: str, path: str, timeout: float, **kwargs):

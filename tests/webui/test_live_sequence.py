@@ -123,3 +123,25 @@ def test_the_worker_settings_are_what_the_webui_received(webui, tmp_path):
                      "Denoising strength: 0.8", "Depth2Img depth_range"):
         assert expected in info, info
     assert base64.b64decode(response.json()["images"][0])[:4] == b"\x89PNG"
+
+
+def test_a_refused_frame_leaves_its_worker_serving(webui, tmp_path):
+    """A frame the WebUI refuses (HTTP 4xx) fails alone and the same worker renders the next one. Forge closes the
+    connection after an error answer: a worker reusing it would take the reset for a dead WebUI."""
+    import pytest
+
+    from depth2img.pipeline.request import GenerationRequest
+    from depth2img.sequences.passes import FrameJob
+    from depth2img.sequences.webui_workers import WorkerSettings, webui_workers
+
+    frames, depths = make_clip(tmp_path)
+    [worker] = webui_workers([WEBUI_URL], WorkerSettings(sampler="Euler", checkpoint=webui.depth_model), 10**7)
+    template = GenerationRequest(prompt="a street", seed=77, steps=2, guidance=6.0, strength=0.8, width=SIZE,
+                                 height=SIZE)  # fmt: skip
+
+    def frame(depth_range):
+        return FrameJob("f1.png", frames / "f1.png", depths / "f1.npy", depth_range, tmp_path / "f1-out.png")
+
+    with pytest.raises(ValueError, match="refused the frame"):
+        worker.render(template, frame((0.9, 0.1)))  # a crossed range: the extension answers 422
+    assert worker.render(template, frame((0.1, 0.9))).size == (SIZE, SIZE)
