@@ -2,7 +2,10 @@
 extension's depth preprocessors, EXR uploads.
 
 Set-up: `python -m tests.webui.prepare WEBUI_DIR` writes the folder estimator (models/depth/tiny-dpt). The
-ControlNet tests run where the WebUI has sd-webui-controlnet with its annotator weights (skipped otherwise).
+ControlNet tests run where the WebUI has ControlNet's depth preprocessors with their annotator weights (skipped
+otherwise): AUTOMATIC1111 with the sd-webui-controlnet extension, or Forge (its built-in ControlNet). Forge's
+depth_midas and depth_leres read models/ControlNetPreprocessor/midas/dpt_hybrid-midas-501f0c75.pt and
+models/ControlNetPreprocessor/leres/res101.pth (random weights of those architectures will do).
 """
 
 from __future__ import annotations
@@ -79,15 +82,40 @@ def test_a_folder_estimator_estimates_and_a_job_uses_it(webui, folder_estimator)
 def controlnet(webui):
     names = [name for name, entry in listed(webui).items() if entry["source"] == "controlnet"]
     if not names:
+        if webui.is_forge:
+            pytest.skip("no depth preprocessors of Forge's built-in ControlNet are listed (this extension from "
+                        "before its Forge bridge, or Forge's forge_legacy_preprocessors disabled)")
         pytest.skip("the WebUI has no sd-webui-controlnet extension: its depth preprocessors are not listed")
     return names
 
 
-@pytest.mark.parametrize("preprocessor", ["depth_midas", "depth_leres"])
-def test_a_controlnet_preprocessor_estimates_and_a_job_uses_it(webui, controlnet, preprocessor):
+def controlnet_detect(webui, preprocessor: str, image, resolution: int, sliders=(0, 0)) -> np.ndarray:
+    """ControlNet's own /controlnet/detect map of `image` (the same route in sd-webui-controlnet and Forge)."""
+    response = webui.post("/controlnet/detect", {
+        "controlnet_module": preprocessor, "controlnet_input_images": [rgb_b64(image)],
+        "controlnet_processor_res": resolution, "controlnet_threshold_a": sliders[0],
+        "controlnet_threshold_b": sliders[1]})
+    assert response.status_code == 200, response.text[:2000]
+    (picture,) = response.json()["images"]
+    return decode(picture)
+
+
+def controlnet_preprocessor(webui, controlnet, preprocessor: str) -> str:
+    """`controlnet:<preprocessor>` where it is listed and ControlNet itself can run it (it has the weights);
+    skips otherwise."""
     name = f"controlnet:{preprocessor}"
     if name not in controlnet:
         pytest.skip(f"this WebUI's ControlNet has no {preprocessor} (it lists {', '.join(controlnet)})")
+    try:
+        controlnet_detect(webui, preprocessor, scene(22), 64)
+    except AssertionError as error:  # no weights and no network, most often
+        pytest.skip(f"ControlNet's own /controlnet/detect cannot run {preprocessor} here: {str(error)[:300]}")
+    return name
+
+
+@pytest.mark.parametrize("preprocessor", ["depth_midas", "depth_leres"])
+def test_a_controlnet_preprocessor_estimates_and_a_job_uses_it(webui, controlnet, preprocessor):
+    name = controlnet_preprocessor(webui, controlnet, preprocessor)
     entry = listed(webui)[name]
     assert (entry["kind"], entry["available"]) == ("inverse", True)
     image = scene(22)
@@ -97,6 +125,26 @@ def test_a_controlnet_preprocessor_estimates_and_a_job_uses_it(webui, controlnet
     depth, info = job_depth(webui, image, name)
     assert info["extra_generation_params"]["Depth2Img estimator"] == name
     assert np.abs(unit(depth) - ours).max() < 0.01
+
+
+@pytest.mark.parametrize("preprocessor", ["depth_midas", "depth_leres"])
+def test_forge_a_controlnet_preprocessor_gives_forges_own_detect_map(webui, controlnet, preprocessor):
+    """On Forge the bridge calls the preprocessor as Forge's ControlNet does: the route's map is Forge's own
+    /controlnet/detect map at the job's resolution (the picture's short side, 64, raised to the 128 minimum of the
+    resolution slider Forge shows) with the sliders at their defaults (0 and 0: depth_leres' Remove Near /
+    Background %; depth_midas takes none), read as white = near and resized to the picture."""
+    if not webui.is_forge:
+        pytest.skip("Forge only: sd-webui-controlnet's resolution slider starts at 64")
+    from depth2img.webui.routes import estimate_response
+
+    name = controlnet_preprocessor(webui, controlnet, preprocessor)
+    image = scene(23)
+    detected = controlnet_detect(webui, preprocessor, image, 128)
+    assert detected.dtype == np.uint8 and detected.shape == (128, 128, 3)  # HWC3, at the resolution asked
+    expected = decode(estimate_response(detected[..., 0].astype(np.float32) / 255, size=image.size)["depth"])
+    got = decode(estimate(webui, image=rgb_b64(image), estimator=name)["depth"])
+    assert got.shape == expected.shape == (SIZE, SIZE)
+    assert np.abs(unit(got) - unit(expected)).max() < 0.01
 
 
 # ---- EXR ------------------------------------------------------------------------------------------------------
