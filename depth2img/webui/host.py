@@ -1,7 +1,8 @@
 """The WebUI this extension runs in, AUTOMATIC1111 or Forge, and every place where the two differ for it.
 
 The script asks `current_host(...)` once and goes through the host it returns; nothing else in the extension
-knows Forge (lllyasviel/stable-diffusion-webui-forge; the README names the commit tested). Forge loads
+knows how Forge (lllyasviel/stable-diffusion-webui-forge; the README names the commit tested) differs as a host
+(estimate/controlnet.py reads its built-in ControlNet's registry, as it reads sd-webui-controlnet's). Forge loads
 512-depth-ema through its own backend: it keeps the UNet, VAE and text encoder, drops the checkpoint's MiDaS
 (`depth_model.*`), and has no depth conditioning of its own (it takes the 5-channel UNet for an inpainting one,
 and fails on 9 channels against 5). So on Forge:
