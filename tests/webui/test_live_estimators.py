@@ -127,14 +127,18 @@ def test_a_controlnet_preprocessor_estimates_and_a_job_uses_it(webui, controlnet
     assert np.abs(unit(depth) - ours).max() < 0.01
 
 
+@pytest.fixture
+def forge_only(webui):
+    if not webui.is_forge:
+        pytest.skip("Forge only: it compares with Forge's ControlNet at its resolution slider's minimum (128)")
+
+
 @pytest.mark.parametrize("preprocessor", ["depth_midas", "depth_leres"])
-def test_forge_a_controlnet_preprocessor_gives_forges_own_detect_map(webui, controlnet, preprocessor):
+def test_forge_a_controlnet_preprocessor_gives_forges_own_detect_map(webui, forge_only, controlnet, preprocessor):
     """On Forge the bridge calls the preprocessor as Forge's ControlNet does: the route's map is Forge's own
     /controlnet/detect map at the job's resolution (the picture's short side, 64, raised to the 128 minimum of the
     resolution slider Forge shows) with the sliders at their defaults (0 and 0: depth_leres' Remove Near /
     Background %; depth_midas takes none), read as white = near and resized to the picture."""
-    if not webui.is_forge:
-        pytest.skip("Forge only: sd-webui-controlnet's resolution slider starts at 64")
     from depth2img.webui.routes import estimate_response
 
     name = controlnet_preprocessor(webui, controlnet, preprocessor)
