@@ -8,7 +8,8 @@ knows how Forge (lllyasviel/stable-diffusion-webui-forge; the README names the c
 and fails on 9 channels against 5). So on Forge:
 
 - the checkpoint's MiDaS is read from the checkpoint file (only those tensors) and run by our estimator runtime,
-  in float32 on the CPU (its fp16 weights took 912 s per estimate there, against 12 s in float32);
+  in float32 on the CPU (its fp16 weights took 912 s for one estimate there, against 12 s in float32: timed once
+  by hand while investigating, not a bench figure);
 - the depth reaches the UNet as on AUTOMATIC1111, through p.img2img_image_conditioning and
   p.txt2img_image_conditioning, which Forge's sampler passes on as `c_concat`: no file of Forge is patched.
   Forge has no native depth path, so a depth model always runs through this extension (the takeover);
