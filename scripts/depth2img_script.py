@@ -175,12 +175,19 @@ class Depth2ImgScript(scripts.Script):
             )  # fmt: skip
             preview_tab = rows.pop("preview_tab")
         if is_img2img:
-            found = self.init_images.by_id
+            found, strokes = self.init_images.by_id, self.init_images.strokes_by_id
             image_ids = [i for i in webui_init_image.INIT_IMAGE_ELEM_IDS if i in found]
-            image_inputs = {"tab_index": preview_tab, **{i: found[i] for i in image_ids}}
+            stroke_ids = [i for i in image_ids if i in strokes]  # Forge's sketch canvases
+            image_inputs = {
+                "tab_index": preview_tab, **{i: found[i] for i in image_ids},
+                **{f"{i}_strokes": strokes[i] for i in stroke_ids},
+            }  # fmt: skip
 
-            def pick(tab_index, *images):
-                return webui_init_image.pick_init_image(tab_index, dict(zip(image_ids, images, strict=True)))
+            def pick(tab_index, *values):
+                pictures, drawn = values[: len(image_ids)], values[len(image_ids) :]
+                return webui_init_image.pick_init_image(
+                    tab_index, dict(zip(image_ids, pictures, strict=True)), dict(zip(stroke_ids, drawn, strict=True))
+                )
 
             panel.wire_preview(
                 estimate_for_preview, image_inputs=image_inputs, pick_image=pick, **js_kwargs("depth2img_preview_args")

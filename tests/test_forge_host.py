@@ -120,16 +120,36 @@ class Image:
 
 def test_forge_canvas_pictures_are_the_hidden_component_after_the_named_html_block():
     seen = webui_host.InitImageComponents()
-    components = {}
-    for elem_id in ("img2img_image", "img2maskimg"):
+    components, strokes = {}, {}
+    for elem_id in ("img2img_image", "img2img_sketch", "img2maskimg"):
         seen.saw(HTML(), elem_id, None)
-        seen.saw(LogicalImage(), "uuid_1", ["logical_image_foreground"])
+        strokes[elem_id] = LogicalImage()
+        seen.saw(strokes[elem_id], "uuid_1", ["logical_image_foreground"])
         components[elem_id] = LogicalImage()
         seen.saw(components[elem_id], "uuid_1", ["logical_image_background"])
     components["img_inpaint_base"] = Image()  # Forge's "Inpaint upload" tab keeps a plain image
     seen.saw(components["img_inpaint_base"], "img_inpaint_base", None)
-    seen.saw(LogicalImage(), "uuid_9", ["logical_image_background"])  # another canvas: no init image
+    seen.saw(LogicalImage(), "uuid_9", ["logical_image_foreground"])  # another canvas: no init image
+    seen.saw(LogicalImage(), "uuid_9", ["logical_image_background"])
     assert seen.by_id == components
+    # The strokes of a sketch canvas are part of its init image; the inpaint canvas's are its mask.
+    assert seen.strokes_by_id == {"img2img_sketch": strokes["img2img_sketch"]}
+
+
+def test_the_preview_lays_a_sketch_canvas_strokes_over_its_picture():
+    from PIL import Image as PILImage
+
+    from depth2img.webui.init_image import INIT_IMAGE_ELEM_IDS, pick_init_image
+
+    picture = PILImage.new("RGB", (8, 6), (10, 20, 30))
+    strokes = PILImage.new("RGBA", (8, 6), (0, 0, 0, 0))
+    strokes.putpixel((2, 3), (255, 0, 0, 255))
+    sketch = INIT_IMAGE_ELEM_IDS.index("img2img_sketch")
+    shown = pick_init_image(sketch, {"img2img_sketch": picture}, {"img2img_sketch": strokes})
+    assert shown.convert("RGB").getpixel((2, 3)) == (255, 0, 0)
+    assert shown.convert("RGB").getpixel((5, 1)) == (10, 20, 30)
+    assert pick_init_image(sketch, {"img2img_sketch": picture}, {"img2img_sketch": None}) is picture
+    assert pick_init_image(sketch, {"img2img_sketch": picture}) is picture  # AUTOMATIC1111: strokes are in it
 
 
 def test_automatic1111_init_images_are_the_components_with_the_ids():

@@ -16,7 +16,8 @@ and fails on 9 channels against 5). So on Forge:
 - Forge loads a model inside the job, after the scripts' before_process: the depth model a job or a request
   will run is the selected checkpoint (`sd_model_checkpoint`, which a job's override settings also set);
 - img2img's canvases (ForgeCanvas) give their elem_id to an HTML block: the picture is the hidden component
-  created after it with the class `logical_image_background`.
+  created after it with the class `logical_image_background`, and the strokes are on another one before it
+  (`logical_image_foreground`), which Forge lays over the picture in the sketch tabs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from depth2img.webui.init_image import INIT_IMAGE_ELEM_IDS
 from depth2img.webui.job_checkpoint import is_depth_checkpoint
 
 FORGE_CANVAS_PICTURE_CLASS = "logical_image_background"
+FORGE_CANVAS_STROKES_CLASS = "logical_image_foreground"
+# The canvases whose strokes are part of the init image (Forge's img2img lays them over the picture); in the
+# inpaint canvas they are the mask.
+SKETCH_IDS = ("img2img_sketch", "inpaint_sketch")
 
 
 def is_forge() -> bool:
@@ -49,11 +54,15 @@ class InitImageComponents:
 
     def __init__(self):
         self.by_id: dict = {}
+        self.strokes_by_id: dict = {}  # Forge's sketch canvases: the strokes laid over the picture
         self._canvas_id: str | None = None  # Forge: an id whose picture component comes next
 
     def saw(self, component, elem_id: str | None, elem_classes) -> None:
         classes = [elem_classes] if isinstance(elem_classes, str) else list(elem_classes or ())
-        if self._canvas_id is not None and FORGE_CANVAS_PICTURE_CLASS in classes:
+        if self._canvas_id is not None and FORGE_CANVAS_STROKES_CLASS in classes:
+            if self._canvas_id in SKETCH_IDS:
+                self.strokes_by_id[self._canvas_id] = component
+        elif self._canvas_id is not None and FORGE_CANVAS_PICTURE_CLASS in classes:
             self.by_id[self._canvas_id] = component
             self._canvas_id = None
         elif elem_id in INIT_IMAGE_ELEM_IDS:

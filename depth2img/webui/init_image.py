@@ -25,11 +25,22 @@ def as_pil(value) -> Image.Image | None:
         return None
 
 
-def pick_init_image(tab_index, images_by_id: dict) -> Image.Image | None:
-    """The init image of the img2img sub-tab the user is in (the WebUI's mode index), as PIL or None."""
+def pick_init_image(tab_index, images_by_id: dict, strokes_by_id: dict | None = None) -> Image.Image | None:
+    """The init image of the img2img sub-tab the user is in (the WebUI's mode index), as PIL or None.
+
+    strokes_by_id: strokes kept apart from the picture (Forge's sketch canvases), laid over it as the WebUI does
+    for the job (alpha compositing).
+    """
     index = int(tab_index or 0)
     if index >= BATCH_TAB_INDEX:
         raise Depth2ImgError(
             "the batch tab has no single init image to preview: preview in another img2img tab, or upload a depth map"
         )
-    return as_pil(images_by_id.get(INIT_IMAGE_ELEM_IDS[index]))
+    elem_id = INIT_IMAGE_ELEM_IDS[index]
+    picture = as_pil(images_by_id.get(elem_id))
+    strokes = as_pil((strokes_by_id or {}).get(elem_id))
+    if picture is None or strokes is None:
+        return picture
+    if strokes.size != picture.size:
+        strokes = strokes.resize(picture.size)
+    return Image.alpha_composite(picture.convert("RGBA"), strokes.convert("RGBA"))

@@ -61,13 +61,44 @@ def test_accordion_upload_and_preview_in_img2img(page, tmp_path):
     assert src and (src.startswith("data:image") or "/file=" in src)
 
 
-def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_path):
-    """A picture in img2img and another in inpaint upload: Preview depth in inpaint upload shows the second's."""
+def preview_shown(page, webui) -> np.ndarray:
+    """Click Preview depth and return the gray map it shows (8-bit, at the estimator's size)."""
     import base64
 
-    from PIL import Image
+    from .conftest import decode
+
+    gray = page.locator("#depth2img_img2img_preview_gray img")
+    old_src = gray.get_attribute("src") if gray.count() else None
+    page.click("#depth2img_img2img_preview")
+    page.wait_for_function(
+        "old => { const img = document.querySelector('#depth2img_img2img_preview_gray img');"
+        " return img && img.src && img.src !== old; }", arg=old_src, timeout=120_000)
+    src = gray.get_attribute("src")
+    if src.startswith("data:"):
+        data = base64.b64decode(src.split(",", 1)[1])
+    else:
+        data = webui.http.get(src if src.startswith("http") else WEBUI_URL + src, timeout=60).content
+    shown = decode(base64.b64encode(data).decode()).astype(float)
+    return shown if shown.ndim == 2 else shown[..., 0]
+
+
+def estimate_like(webui, picture, shown: np.ndarray) -> np.ndarray:
+    """The estimate route's map of `picture` (16-bit) at the size of a preview `shown`."""
+    import cv2
 
     from .conftest import decode, rgb_b64
+
+    body = webui.ok("/depth2img/v1/estimate", {"image": rgb_b64(picture)})
+    return cv2.resize(decode(body["depth"]).astype(float), shown.shape[::-1], interpolation=cv2.INTER_AREA)
+
+
+def correlation(a, b) -> float:
+    return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+
+
+def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_path):
+    """A picture in img2img and another in inpaint upload: Preview depth in inpaint upload shows the second's."""
+    from PIL import Image
 
     rng = np.random.default_rng(8)
     pictures = {}
@@ -82,42 +113,54 @@ def test_preview_reads_the_init_image_of_the_sub_tab_in_use(page, webui, tmp_pat
     open_depth_panel(page)
     page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
 
-    def preview_shown():
-        gray = page.locator("#depth2img_img2img_preview_gray img")
-        old_src = gray.get_attribute("src") if gray.count() else None
-        page.click("#depth2img_img2img_preview")
-        page.wait_for_function(
-            "old => { const img = document.querySelector('#depth2img_img2img_preview_gray img');"
-            " return img && img.src && img.src !== old; }", arg=old_src, timeout=120_000)
-        src = gray.get_attribute("src")
-        if src.startswith("data:"):
-            data = base64.b64decode(src.split(",", 1)[1])
-        else:
-            data = webui.http.get(src if src.startswith("http") else WEBUI_URL + src, timeout=60).content
-        shown = decode(base64.b64encode(data).decode()).astype(float)
-        return shown if shown.ndim == 2 else shown[..., 0]
-
-    shown = preview_shown()  # in Inpaint upload, the tab the loop ended in
-
-    def estimate(picture):
-        body = webui.ok("/depth2img/v1/estimate", {"image": rgb_b64(picture)})
-        depth = decode(body["depth"]).astype(float)
-        import cv2
-
-        return cv2.resize(depth, shown.shape[::-1], interpolation=cv2.INTER_AREA)
-
-    def correlation(a, b):
-        return float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
-
     # The preview (8-bit, at the estimator's size) against each picture's estimate (16-bit, resized): another
     # route to the same map, so compared by correlation, and it must be the second picture's.
-    own, other = correlation(shown, estimate(pictures["second"])), correlation(shown, estimate(pictures["first"]))
+    shown = preview_shown(page, webui)  # in Inpaint upload, the tab the loop ended in
+    own = correlation(shown, estimate_like(webui, pictures["second"], shown))
+    other = correlation(shown, estimate_like(webui, pictures["first"], shown))
     assert own > 0.95 and own > other, (own, other)
     # Back in img2img (on Forge a canvas, whose picture is a hidden component): the first picture's.
     page.click("#mode_img2img > .tab-nav button:text-is('img2img')")
-    shown = preview_shown()
-    own, other = correlation(shown, estimate(pictures["first"])), correlation(shown, estimate(pictures["second"]))
+    shown = preview_shown(page, webui)
+    own = correlation(shown, estimate_like(webui, pictures["first"], shown))
+    other = correlation(shown, estimate_like(webui, pictures["second"], shown))
     assert own > 0.95 and own > other, (own, other)
+
+
+def test_forge_sketch_preview_sees_the_strokes_over_the_picture(page, webui, tmp_path):
+    """Forge's Sketch canvas keeps the strokes on a layer of their own (its job lays them over the picture): the
+    preview estimates from the picture with the strokes, not from the bare picture."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    if not webui.is_forge:
+        pytest.skip("Forge only: AUTOMATIC1111's sketch editor gives the picture with its strokes in it")
+    picture = Image.fromarray(np.random.default_rng(9).integers(0, 255, (64, 96, 3), dtype=np.uint8))
+    picture.save(tmp_path / "sketch.png")
+    page.click("#tabs > .tab-nav button:has-text('img2img')")
+    page.click("#mode_img2img > .tab-nav button:text-is('Sketch')")
+    page.locator("#img2img_sketch input[type=file]").set_input_files(str(tmp_path / "sketch.png"))
+    page.wait_for_timeout(1000)
+    drawing = page.locator("#img2img_img2img_sketch_tab canvas.forge-drawing-canvas").bounding_box()
+    for row in range(1, 8):  # scribble over most of the picture
+        y = drawing["y"] + drawing["height"] * row / 8
+        page.mouse.move(drawing["x"] + 5, y)
+        page.mouse.down()
+        page.mouse.move(drawing["x"] + drawing["width"] - 5, y, steps=12)
+        page.mouse.up()
+    page.wait_for_timeout(1000)
+    strokes_url = page.locator("#img2img_img2img_sketch_tab .logical_image_foreground textarea").input_value()
+    assert strokes_url.startswith("data:image/png;base64,"), strokes_url[:80]
+    strokes = Image.open(io.BytesIO(base64.b64decode(strokes_url.split(",", 1)[1]))).convert("RGBA")
+    drawn = Image.alpha_composite(picture.convert("RGBA"), strokes.resize(picture.size)).convert("RGB")
+    open_depth_panel(page)
+    page.locator("#depth2img_img2img_source label:has-text('estimate')").click()
+    shown = preview_shown(page, webui)
+    own = correlation(shown, estimate_like(webui, drawn, shown))
+    bare = correlation(shown, estimate_like(webui, picture, shown))
+    assert own > 0.95 and own > bare, (own, bare)
 
 
 def test_preview_shows_the_depth_band_mask_over_the_image(page, webui, tmp_path):
