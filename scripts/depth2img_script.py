@@ -63,10 +63,17 @@ def background_color() -> str:
 
 # ---- model facts ---------------------------------------------------------------------------------
 
+def selected_checkpoint():
+    """The CheckpointInfo of the sd_model_checkpoint option; None when none is chosen (the WebUI's lookup would
+    take an empty name for the first model)."""
+    name = getattr(shared.opts, "sd_model_checkpoint", None)
+    return sd_models.get_closet_checkpoint_match(name) if name else None
+
+
 # AUTOMATIC1111 or Forge: where the depth model and its MiDaS are (depth2img.webui.host).
 HOST = webui_host.current_host(
     sd_model=lambda: shared.sd_model,
-    selected_checkpoint=lambda: sd_models.get_closet_checkpoint_match(shared.opts.sd_model_checkpoint or ""),
+    selected_checkpoint=selected_checkpoint,
     device=lambda: devices.device,
     dtype=lambda: devices.dtype,
 )

@@ -61,8 +61,11 @@ class CheckpointMidasEstimator(DepthEstimator):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
         caps: PrecisionCaps | None = None,
+        cache_key: str | None = None,
     ) -> CheckpointMidasEstimator:
-        return cls(midas.load_midas_from_state_dict(checkpoint_state_dict, dtype=dtype, device=device), caps)
+        """cache_key: the checkpoint's short hash where the host knows it; None: a fingerprint of the weights."""
+        model = midas.load_midas_from_state_dict(checkpoint_state_dict, dtype=dtype, device=device)
+        return cls(model, caps, cache_key=cache_key)
 
     @classmethod
     def from_module(

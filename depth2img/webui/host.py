@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from depth2img.checkpoint.load import MIDAS_PREFIX, load_tensors_under
-from depth2img.estimate import midas
 from depth2img.estimate.checkpoint_midas import CheckpointMidasEstimator
 from depth2img.webui.estimators import loaded_model_estimator
 from depth2img.webui.init_image import INIT_IMAGE_ELEM_IDS
@@ -128,9 +127,10 @@ class ForgeHost:
 
 
 def _midas_from_file(path: Path, device: torch.device, dtype: torch.dtype, shorthash: str | None):
-    model = midas.load_midas_from_state_dict(load_tensors_under(path, MIDAS_PREFIX), dtype=dtype, device=device)
     # Keyed as AUTOMATIC1111 keys the loaded model's (its short hash); the weights' fingerprint where none is known.
-    return CheckpointMidasEstimator(model, cache_key=shorthash)
+    return CheckpointMidasEstimator.from_checkpoint_state_dict(
+        load_tensors_under(path, MIDAS_PREFIX), dtype=dtype, device=device, cache_key=shorthash
+    )
 
 
 def current_host(*, sd_model: Callable, selected_checkpoint: Callable, device: Callable, dtype: Callable):

@@ -91,12 +91,26 @@ def forge_fixture_models(seed: int = 0) -> dict:
     return {name: model.eval() for name, model in models.items()}
 
 
+# Bump when forge_fixture_models changes what it builds: a cached fixture of another version is rebuilt.
+FORGE_FIXTURE_VERSION = "1"
+_FORGE_METADATA_KEY = "depth2img_forge_fixture"
+
+
+def _forge_fixture_is_current(path: Path) -> bool:
+    from safetensors import safe_open
+
+    if not (path.is_file() and path.with_suffix(".yaml").is_file()):
+        return False
+    with safe_open(str(path), framework="pt") as handle:
+        return (handle.metadata() or {}).get(_FORGE_METADATA_KEY) == FORGE_FIXTURE_VERSION
+
+
 def build_forge_depth_checkpoint(out_dir: Path) -> Path:
-    """<out_dir>/forge-depth.safetensors (fp16, its YAML beside it), built once."""
+    """<out_dir>/forge-depth.safetensors (fp16, its YAML beside it), rebuilt only for another builder version."""
     from depth2img.export import ldm_export
 
     path = out_dir / f"{FORGE_DEPTH_NAME}.safetensors"
-    if path.is_file() and path.with_suffix(".yaml").is_file():
+    if _forge_fixture_is_current(path):
         return path
     models = forge_fixture_models()
     state_dict, config = ldm_export.models_to_ldm(
@@ -104,7 +118,9 @@ def build_forge_depth_checkpoint(out_dir: Path) -> Path:
         open_clip_arch="depth2img-forge-fixture", open_clip_layers=24,
     )  # fmt: skip
     state_dict = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
-    return ldm_export.write_ldm_checkpoint(state_dict, config, path, overwrite=True)
+    return ldm_export.write_ldm_checkpoint(
+        state_dict, config, path, overwrite=True, metadata={_FORGE_METADATA_KEY: FORGE_FIXTURE_VERSION}
+    )
 
 
 def main(webui_dir: str, forge: bool = False) -> None:
@@ -120,8 +136,7 @@ def main(webui_dir: str, forge: bool = False) -> None:
         # Never rewrite a checkpoint the WebUI may have loaded (memory-mapped) when it is already current.
         if not destination.is_file() or destination.stat().st_size != source.with_suffix(suffix).stat().st_size:
             shutil.copyfile(source.with_suffix(suffix), destination)
-    if not (target / f"{plain_name}.safetensors").is_file():
-        write_plain_sd2(source, target, plain_name)
+    write_plain_sd2(source, target, plain_name)
     print(f"wrote {depth_name} and {plain_name} checkpoints to {target}")
     folder = write_folder_estimator(Path(webui_dir) / "models" / "depth")
     print(f"wrote the folder estimator {folder}")
