@@ -13,7 +13,7 @@ Forge takes a checkpoint for SD 2 only at SD 2's widths (UNet model_channels 320
 VAE and text encoder from SD 2.1's fixed configs, loading them without strict checks (a missing or misshaped
 weight is uninitialised memory or a crash, not an error): --forge writes forge-depth and forge-sd2 instead, with
 the full-size VAE and a text tower of ViT-H-14's shape (its MLP width is free in Forge), and a UNet of one
-320-channel level (its block counts are read from the file). About 780 MB, 15 s to build.
+320-channel level (its block counts are read from the file). About 780 MB; about 20 s to build and copy.
 """
 
 from __future__ import annotations
