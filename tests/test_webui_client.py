@@ -31,10 +31,14 @@ class FakeWebUI:
     """A WebUI's API as the client uses it. fail_with: an HTTP status for every img2img request; refuse: frame
     sizes (by init image width) to answer 422; delay: seconds per img2img request."""
 
-    def __init__(self, fail_with=None, loaded=DEPTH_TITLE, delay=0.0, refuse_width=None, like_forge=False):
+    def __init__(self, fail_with=None, loaded=DEPTH_TITLE, delay=0.0, refuse_width=None, like_forge=False,
+                 keeps_connections_open=False):
         """like_forge: keep-alive connections (HTTP/1.1), and after an error answer the connection is reset at the
-        next request on it, as Forge's server does (its API middleware lets the exception escape)."""
+        next request on it, as Forge's server does (its API middleware lets the exception escape).
+        keeps_connections_open: a keep-alive connection stays open whatever the client's Connection header says,
+        as a proxy may do (it also stands for a server that closes too late for the client to see)."""
         self.requests: list[dict] = []
+        self.connections = 0
         self.in_flight = self.most_in_flight = 0
         self.lock = threading.Lock()
         fake = self
@@ -45,6 +49,11 @@ class FakeWebUI:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                with fake.lock:
+                    fake.connections += 1
+                super().setup()
 
             def handle_one_request(self):
                 if self.answered_an_error:  # Forge: the next request on an error answer's connection is reset
@@ -62,6 +71,8 @@ class FakeWebUI:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+                if keeps_connections_open:
+                    self.close_connection = False
 
             def do_GET(self):
                 if self.path == "/depth2img/v1/checkpoints":
@@ -245,14 +256,18 @@ def test_a_refused_frame_fails_alone(fakes, tmp_path):
     assert "HTTP 422" in report.failed["f2.png"] and "mask_low" in report.failed["f2.png"]
 
 
-def test_a_refused_frame_fails_alone_on_a_server_that_resets_after_an_error(fakes, tmp_path):
-    # Forge resets a connection after an error answer: the worker's next frame must not meet it.
-    fake = fakes(refuse_width=SIZE + 8, like_forge=True)
+@pytest.mark.parametrize("keeps_connections_open", [False, True], ids=["closes-when-asked", "keeps-open"])
+def test_a_refused_frame_fails_alone_on_a_server_that_resets_after_an_error(fakes, tmp_path, keeps_connections_open):
+    # Forge resets a connection after an error answer: the worker's next frame must not meet it, whether or not
+    # the server closes the connection when asked (asking alone raced on a loaded machine: the client could reuse
+    # the connection before the server had closed it).
+    fake = fakes(refuse_width=SIZE + 8, like_forge=True, keeps_connections_open=keeps_connections_open)
     frames, depths = make_clip(tmp_path, count=3, widths={1: SIZE + 8})
     messages: list[str] = []
     report = run_on([fake.url], frames, depths, tmp_path / "out", messages)
     assert sorted(report.rendered) == ["f1.png", "f3.png"], (report.failed, messages)
     assert "HTTP 422" in report.failed["f2.png"]
+    assert fake.connections == len(fake.requests) + 2  # one connection per request: the two checks, three frames
 
 
 def test_a_webui_without_a_depth_model_or_the_extension_takes_no_frames(fakes, tmp_path):

@@ -122,23 +122,22 @@ class WebUIWorker:
     """One running WebUI; render() sends one frame and waits for its image (one request at a time)."""
 
     def __init__(self, url: str, settings: WorkerSettings, max_pixels: int = limits.DEFAULT_MAX_PIXELS):
-        import requests
-
         self.url = url.rstrip("/")
         self.name = self.url
         self.settings = settings
         self.max_pixels = max_pixels
-        self.http = requests.Session()
-        # A new connection per request: Forge closes its end after an error answer, and a refused frame must not
-        # make the next request meet a reset connection (the worker would be taken for dead).
-        self.http.headers["Connection"] = "close"
         self.checkpoint_title: str | None = None  # found by check(), before the first frame
 
     def _call(self, method: str, path: str, timeout: float, **kwargs):
         import requests
 
+        # A new connection per request, in a session closed after it: Forge resets a connection after an error
+        # answer, and a refused frame must not make the next request meet it (the worker would be taken for dead).
+        # The header alone is not enough: a connection the server closes late, or not at all, stays pooled.
         try:
-            return self.http.request(method, self.url + path, timeout=timeout, **kwargs)
+            with requests.Session() as http:
+                return http.request(method, self.url + path, timeout=timeout, headers={"Connection": "close"},
+                                    **kwargs)
         except requests.RequestException as error:
             raise WorkerFailed(f"unreachable ({type(error).__name__}: {error})") from error
 
