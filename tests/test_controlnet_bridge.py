@@ -33,15 +33,23 @@ def test_without_controlnet_nothing_is_listed_and_asking_for_one_says_what_to_in
             ask("controlnet:depth_midas")
 
 
-def test_its_scene_depth_preprocessors_are_listed_as_inverse_controlnet_estimators(registry):
+# Both registries: depth_hand_refiner is depth-tagged but no scene depth; canny (and on Forge normal_midas and
+# None) is no depth at all. Forge's has depth_marigold besides.
+@pytest.mark.parametrize("host, names, unknown_message", [
+    ("registry", ["depth_leres", "depth_midas"], "no depth preprocessor 'canny'.*controlnet:depth_leres"),
+    ("forge", ["depth_leres", "depth_marigold", "depth_midas"],
+     "Forge's built-in ControlNet has no depth preprocessor 'canny'.*depth_leres"),
+], ids=["sd-webui-controlnet", "forge"])
+def test_its_scene_depth_preprocessors_are_listed_as_inverse_controlnet_estimators(request, host, names,
+                                                                                   unknown_message):
+    request.getfixturevalue(host)
     listed = {info.name: info for info in registry_module.list_estimators() if info.source == "controlnet"}
-    # depth_hand_refiner is depth-tagged but no scene depth; canny is no depth at all
-    assert sorted(listed) == ["controlnet:depth_leres", "controlnet:depth_midas"]
+    assert sorted(listed) == [f"controlnet:{name}" for name in names]
     assert all(info.available and info.kind == "inverse" for info in listed.values())
     entry = next(e for e in estimators_response(None) if e["name"] == "controlnet:depth_midas")
     assert entry == {"name": "controlnet:depth_midas", "label": "ControlNet depth_midas", "kind": "inverse",
                      "source": "controlnet", "available": True, "reason": ""}
-    with pytest.raises(ValueError, match="no depth preprocessor 'canny'.*controlnet:depth_leres"):
+    with pytest.raises(ValueError, match=unknown_message):
         registry_module.get_estimator_info("controlnet:canny")
 
 
@@ -118,18 +126,6 @@ def test_the_cache_key_changes_when_controlnet_reloads_its_model(registry, monke
 def forge(monkeypatch):
     monkeypatch.setattr(registry_module, "_LOADED", {})
     return forge_standin.installed(monkeypatch)
-
-
-def test_forge_its_scene_depth_preprocessors_are_listed_under_the_same_names(forge):
-    listed = {info.name: info for info in registry_module.list_estimators() if info.source == "controlnet"}
-    # depth_hand_refiner is depth-tagged but no scene depth; canny, normal_midas and None are no depth at all
-    assert sorted(listed) == ["controlnet:depth_leres", "controlnet:depth_marigold", "controlnet:depth_midas"]
-    assert all(info.available and info.kind == "inverse" for info in listed.values())
-    entry = next(e for e in estimators_response(None) if e["name"] == "controlnet:depth_midas")
-    assert entry == {"name": "controlnet:depth_midas", "label": "ControlNet depth_midas", "kind": "inverse",
-                     "source": "controlnet", "available": True, "reason": ""}
-    with pytest.raises(ValueError, match="Forge's built-in ControlNet has no depth preprocessor 'canny'.*depth_leres"):
-        registry_module.get_estimator_info("controlnet:canny")
 
 
 def test_forge_estimate_calls_the_preprocessor_as_its_controlnet_does_at_the_jobs_resolution(forge):
