@@ -296,7 +296,7 @@ def test_cli_when_every_worker_fails_reports_the_frames_and_exits_1(fakes, tmp_p
     captured = capsys.readouterr()
     assert code == 1, captured.err
     assert "rendered 0, skipped 0 (done before), failed 2" in captured.out
-    assert f"worker {dead} failed: unreachable" in captured.err
+    assert f"worker {dead} failed: unreachable: check that a WebUI runs at that URL, started with --api" in captured.err
     assert f"worker {broken.url} failed: HTTP 503" in captured.err
     assert "failed: f1.png: not rendered: every worker failed" in captured.err
     assert not list((tmp_path / "out").glob("*.png"))

@@ -139,7 +139,8 @@ class WebUIWorker:
                 return http.request(method, self.url + path, timeout=timeout, headers={"Connection": "close"},
                                     **kwargs)
         except requests.RequestException as error:
-            raise WorkerFailed(f"unreachable ({type(error).__name__}: {error})") from error
+            raise WorkerFailed(f"unreachable: check that a WebUI runs at that URL, started with --api "
+                               f"({type(error).__name__}: {error})") from error
 
     def _json(self, path: str):
         response = self._call("GET", path, CHECK_TIMEOUT_S)
